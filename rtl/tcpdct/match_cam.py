@@ -1,0 +1,120 @@
+"""The match portion of the Delegated Connection Table: a CAM of connection keys (SPEC §2)."""
+
+from amaranth.hdl import Module, Signal, Const, Cat
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import ConnKey
+
+
+__all__ = ["MatchCam"]
+
+
+class MatchCam(wiring.Component):
+    """Valid bits and 96-bit keys of every DCT entry, looked up by all engines at once.
+
+    The entries are kept in registers rather than a memory so that every entry is compared with
+    every lookup key in the same cycle (claim 23): a lookup takes one cycle whatever the number of
+    entries, and each engine has its own lookup port, so the receive and transmit engines never
+    wait for each other.
+
+    Timing, counted in clock edges:
+
+    * A key presented on ``lookup_key_<i>`` during cycle *t* gives its result on
+      ``lookup_hit_<i>`` / ``lookup_index_<i>`` during cycle *t + 1* (both are registers). The key
+      is sampled on every cycle; there is no enable.
+    * A write presented during cycle *t* (``write_en`` high) updates the entry at the edge that
+      ends cycle *t*. Lookup keys presented during cycle *t + 1* or later see the new contents;
+      a key presented during cycle *t* itself still sees the old contents. ``valid`` shows the
+      new valid bit from cycle *t + 1* on.
+
+    Parameters
+    ----------
+    n_entries : int
+        Number of DCT entries.
+    n_lookup : int
+        Number of lookup ports; port 0 belongs to the receive engine, port 1 to the transmit
+        engine.
+
+    Members
+    -------
+    lookup_key_<i> : In(ConnKey)
+        Key to look up on port *i*.
+    lookup_hit_<i> : Out(1)
+        A valid entry held the key presented on the previous cycle.
+    lookup_index_<i> : Out(index_bits)
+        Index of that entry; 0 on a miss.
+    write_en : In(1)
+        Write ``write_key`` and ``write_valid`` into entry ``write_index``. An index of
+        ``n_entries`` or more writes nothing.
+    write_index : In(index_bits)
+    write_key : In(ConnKey)
+    write_valid : In(1)
+        New valid bit of the entry; 0 invalidates it.
+    valid : Out(n_entries)
+        Valid bit of every entry, bit *k* for entry *k*.
+
+    ``index_bits`` is ``max(1, (n_entries - 1).bit_length())``, as :attr:`Params.index_bits`.
+
+    Raises
+    ------
+    ValueError
+        If ``n_entries`` or ``n_lookup`` is not a positive integer.
+    """
+
+    def __init__(self, n_entries, n_lookup=2):
+        if not isinstance(n_entries, int) or n_entries < 1:
+            raise ValueError(f"Number of entries must be a positive integer, not {n_entries!r}")
+        if not isinstance(n_lookup, int) or n_lookup < 1:
+            raise ValueError(f"Number of lookup ports must be a positive integer, "
+                             f"not {n_lookup!r}")
+        self.n_entries = n_entries
+        self.n_lookup = n_lookup
+        self.index_bits = max(1, (n_entries - 1).bit_length())
+        members = {}
+        for port in range(n_lookup):
+            members[f"lookup_key_{port}"] = In(ConnKey)
+            members[f"lookup_hit_{port}"] = Out(1)
+            members[f"lookup_index_{port}"] = Out(self.index_bits)
+        members.update({
+            "write_en":    In(1),
+            "write_index": In(self.index_bits),
+            "write_key":   In(ConnKey),
+            "write_valid": In(1),
+            "valid":       Out(n_entries),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        keys = [Signal(ConnKey, name=f"key_{entry}") for entry in range(self.n_entries)]
+        valid = Signal(self.n_entries)
+        m.d.comb += self.valid.eq(valid)
+
+        with m.If(self.write_en):
+            for entry in range(self.n_entries):
+                with m.If(self.write_index == entry):
+                    m.d.sync += [
+                        keys[entry].eq(self.write_key),
+                        valid[entry].eq(self.write_valid),
+                    ]
+
+        for port in range(self.n_lookup):
+            lookup_key = getattr(self, f"lookup_key_{port}")
+            match = Signal(self.n_entries, name=f"match_{port}")
+            m.d.comb += match.eq(Cat(valid[entry] & (keys[entry].as_value() == lookup_key.as_value())
+                                     for entry in range(self.n_entries)))
+            # Keys are unique among valid entries (R1, enforced by the command unit), so at most
+            # one entry matches and its index is the OR of the matching entries' indices. A
+            # priority encoder would give the same answer at the cost of a carry chain across
+            # all entries; the OR keeps the index to one wide OR per index bit.
+            index = Cat(Cat(Const(0, 1), *(match[entry] for entry in range(self.n_entries)
+                                           if entry >> bit & 1)).any()
+                        for bit in range(self.index_bits))
+            m.d.sync += [
+                getattr(self, f"lookup_hit_{port}").eq(match.any()),
+                getattr(self, f"lookup_index_{port}").eq(index),
+            ]
+
+        return m
