@@ -1,0 +1,390 @@
+"""The receive parser: stores frames from the MAC and describes each one (R10, R11).
+
+Three stages, none of which ever stalls once a beat is accepted:
+
+1. *Accept*: the beat is written to the packet buffer and, if it lies in the first
+   ``MAX_HEADER_BYTES``, captured into the header register at its place.
+2. *Sum*, one cycle later: the beat's 16-bit words are added to the IPv4-header and TCP
+   checksum accumulators. The masks that say which words count come from header fields (EtherType,
+   IHL, total length) at byte offsets no later than the word itself, so after the one-cycle delay
+   the header register already holds them, however wide the beat.
+3. *Classify*, one cycle after the last beat was summed: a snapshot of the header register and
+   the sums is turned into a descriptor, following ``docs/architecture.md`` "Frame classification"
+   step by step, and pushed into the descriptor FIFO.
+
+Frames enter stages 2 and 3 at most once per cycle each, so back-to-back frames of one beat
+each are accepted at full rate. The only input back-pressure is a full packet buffer or a
+descriptor FIFO without a free place for every frame that may still be in stages 2 and 3.
+"""
+
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from . import headers, layouts
+from .checksum import tree_sum, ones_complement_fold, network_order
+from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MIN_HEADER_BYTES,
+                      IPV4_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCP_MAX_HEADER_BYTES,
+                      MAX_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN, IP_PROTO_TCP)
+from .layouts import FrameClass
+from .rx_packet_buffer import PacketBufferWriteSignature, frame_beats_bits
+from .tcp_options import TcpOptionScan
+
+
+__all__ = ["rx_beat_layout", "RxParser"]
+
+
+#: The receive parser counts frame bytes in 16 bits and saturates there.
+FRAME_LEN_MAX = 0xffff
+
+
+def rx_beat_layout(data_width):
+    """One beat from the MAC: ``keep`` is contiguous from byte 0; ``user`` on the last beat is the
+    MAC error flag."""
+    return data.StructLayout({
+        "data": data_width,
+        "keep": data_width // 8,
+        "last": 1,
+        "user": 1,
+    })
+
+
+def _bit_field(value, field, name):
+    low, width = headers.BIT_FIELDS[(field, name)]
+    return value[low:low + width]
+
+
+class _Header:
+    """Fields of the first ``MAX_HEADER_BYTES`` of a frame, taken from the offsets in
+    :mod:`tcpdct.headers`. Shared expressions become signals so that each is computed once."""
+
+    def __init__(self, m, octets, prefix):
+        def signal(name, value, width):
+            sig = Signal(width, name=f"{prefix}_{name}")
+            m.d.comb += sig.eq(value)
+            return sig
+
+        def be(header, base, name):
+            offset, width = headers.field(header, name)
+            return network_order(octets, base + offset, width // 8)
+
+        self.ethertype_outer = be(headers.ETH_HEADER, 0, "ethertype")
+        self.vlan = signal("vlan", self.ethertype_outer == ETHERTYPE_VLAN, 1)
+        self.ethertype = signal("ethertype", Mux(
+            self.vlan, be(headers.VLAN_TAG, 12, "ethertype"), self.ethertype_outer), 16)
+        self.ip_start = signal("ip_start", Mux(
+            self.vlan, ETH_HEADER_BYTES + VLAN_TAG_BYTES, ETH_HEADER_BYTES), 5)
+
+        # IPv4 and TCP headers as windows over the captured bytes: the IPv4 header starts at
+        # one of two offsets, the TCP header at one of eleven after it.
+        ip_window_bytes = IPV4_MAX_HEADER_BYTES + TCP_MAX_HEADER_BYTES
+        ip_window = signal("ip_window", Mux(
+            self.vlan,
+            octets[8 * (ETH_HEADER_BYTES + VLAN_TAG_BYTES):][:8 * ip_window_bytes],
+            octets[8 * ETH_HEADER_BYTES:][:8 * ip_window_bytes]), 8 * ip_window_bytes)
+
+        def ip(name):
+            offset, width = headers.field(headers.IPV4_HEADER, name)
+            return network_order(ip_window, offset, width // 8)
+
+        version_ihl = ip("version_ihl")
+        self.version = signal("version", _bit_field(version_ihl, "version_ihl", "version"), 4)
+        self.ihl = signal("ihl", _bit_field(version_ihl, "version_ihl", "ihl"), 4)
+        self.ip_header_len = signal("ip_header_len", self.ihl * 4, 6)
+        self.total_length = signal("total_length", ip("total_length"), 16)
+        flags_fragment = ip("flags_fragment")
+        self.more_fragments = _bit_field(flags_fragment, "flags_fragment", "mf")
+        self.frag_offset = _bit_field(flags_fragment, "flags_fragment", "frag_offset")
+        self.protocol = ip("protocol")
+        self.src_ip = ip("src_ip")
+        self.dst_ip = ip("dst_ip")
+        self.ip_end = signal("ip_end", self.ip_start + self.total_length, 17)
+        self.tcp_start = signal("tcp_start", self.ip_start + self.ip_header_len, 7)
+        self.segment_len = signal("segment_len", self.total_length - self.ip_header_len, 16)
+
+        tcp_window = signal("tcp_window", ip_window.bit_select(self.ip_header_len * 8,
+                                                               8 * TCP_MAX_HEADER_BYTES),
+                            8 * TCP_MAX_HEADER_BYTES)
+
+        def tcp(name):
+            offset, width = headers.field(headers.TCP_HEADER, name)
+            return network_order(tcp_window, offset, width // 8)
+
+        offset_flags = tcp("offset_flags")
+        self.src_port = tcp("src_port")
+        self.dst_port = tcp("dst_port")
+        self.seq = tcp("seq")
+        self.ack = tcp("ack")
+        self.window = tcp("window")
+        self.tcp_flags = _bit_field(offset_flags, "offset_flags", "flags")
+        self.data_offset = signal("data_offset",
+                                  _bit_field(offset_flags, "offset_flags", "data_offset"), 4)
+        self.tcp_header_len = signal("tcp_header_len", self.data_offset * 4, 6)
+        self.options = tcp_window[8 * TCP_MIN_HEADER_BYTES:]
+
+
+class RxParser(wiring.Component):
+    """Receive parser: stores each frame in the packet buffer and emits its descriptor.
+
+    Parameters
+    ----------
+    params : Params
+        Build parameters.
+    descriptor_depth : int
+        Descriptors the internal FIFO holds; a consumer that falls behind costs no input cycles
+        until ``descriptor_depth - 2`` are waiting (two places are kept for the frames that may
+        be in the summing and classifying stages).
+
+    Members
+    -------
+    rx : In(stream.Signature(rx_beat_layout(data_width)))
+        Frames from the MAC. Every beat but the last is either full (``keep`` all ones) or
+        empty (``keep`` 0, carrying nothing); the last beat's ``keep`` is contiguous from byte 0
+        and may be 0. ``ready`` is high whenever the packet buffer has a free beat and the
+        descriptor FIFO has room, independently of ``valid``.
+    descriptor : Out(stream.Signature(layouts.rx_descriptor_layout(params)))
+        One per frame, after its last beat is stored. ``cls``, ``frame_len``, ``ip_csum_bad``,
+        ``tcp_csum_bad`` and every header field equal ``tb/model/frame.py:parse`` (fields that
+        the model leaves at 0 are 0 here too); ``buf_start`` is the beat where the frame's first
+        byte is stored and ``stored_beats`` the number of beats stored: all of the frame, except
+        that a frame longer than ``max_frame_bytes`` keeps only ``ceil(max_frame_bytes / W)``
+        beats.
+    buffer : Out(PacketBufferWriteSignature(params))
+        To :class:`tcpdct.rx_packet_buffer.RxPacketBuffer` ``write``.
+
+    Raises
+    ------
+    ValueError
+        If ``descriptor_depth`` is less than 3.
+    """
+
+    def __init__(self, params, *, descriptor_depth=8):
+        if not isinstance(descriptor_depth, int) or descriptor_depth < 3:
+            raise ValueError(f"Descriptor FIFO depth must be an integer of at least 3, "
+                             f"not {descriptor_depth!r}")
+        self._params = params
+        self._descriptor_depth = descriptor_depth
+        super().__init__({
+            "rx":         In(stream.Signature(rx_beat_layout(params.data_width))),
+            "descriptor": Out(stream.Signature(layouts.rx_descriptor_layout(params))),
+            "buffer":     Out(PacketBufferWriteSignature(params)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        params = self._params
+        width, beat_bytes = params.data_width, params.data_bytes
+        max_beats = -(-params.max_frame_bytes // beat_bytes)
+        header_beats = -(-MAX_HEADER_BYTES // beat_bytes)
+        # Past this the beat index stops counting; it then matches neither a header beat nor a
+        # stored beat, and the frame is oversize anyway.
+        beat_limit = max(max_beats, header_beats)
+        desc_layout = layouts.rx_descriptor_layout(params)
+
+        m.submodules.descriptor_fifo = fifo = SyncFIFO(width=desc_layout.size,
+                                                       depth=self._descriptor_depth)
+        m.d.comb += [
+            self.descriptor.payload.eq(fifo.r_data),
+            self.descriptor.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.descriptor.ready),
+        ]
+
+        # ---- stage 1: accept -------------------------------------------------------------------
+        beat = self.rx.payload
+        header = Signal(8 * MAX_HEADER_BYTES)
+        beat_index = Signal(range(beat_limit + 1))
+        frame_len = Signal(16)
+        start_of_frame = Signal(init=1)
+        start_addr = Signal.like(self.buffer.addr)
+
+        sum_valid = Signal()        # stage 2 holds a beat
+        sum_last = Signal()
+        record_valid = Signal()     # stage 3 holds a frame
+        in_flight = Signal(range(3))
+
+        accept = Signal()
+        nonempty = beat.keep[0]
+        beat_bytes_count = tree_sum(beat.keep[i] for i in range(beat_bytes))
+        grown_len = frame_len + beat_bytes_count
+        new_len = Mux(grown_len > FRAME_LEN_MAX, FRAME_LEN_MAX, grown_len)
+        frame_start_addr = Mux(start_of_frame, self.buffer.addr, start_addr)
+        stored_beats = Mux(beat_index + nonempty > max_beats, max_beats, beat_index + nonempty)
+
+        m.d.comb += in_flight.eq((sum_valid & sum_last) + record_valid)
+        m.d.comb += [
+            self.rx.ready.eq((self.buffer.room != 0)
+                             & (fifo.level + in_flight < self._descriptor_depth)),
+            accept.eq(self.rx.valid & self.rx.ready),
+            self.buffer.data.eq(beat.data),
+            self.buffer.en.eq(accept & nonempty & (beat_index < max_beats)),
+        ]
+        with m.If(accept):
+            with m.If(beat.last):
+                m.d.sync += [
+                    start_of_frame.eq(1),
+                    beat_index.eq(0),
+                    frame_len.eq(0),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    start_of_frame.eq(0),
+                    start_addr.eq(frame_start_addr),
+                    frame_len.eq(new_len),
+                ]
+                with m.If(nonempty & (beat_index != beat_limit)):
+                    m.d.sync += beat_index.eq(beat_index + 1)
+            with m.If(nonempty):
+                for k in range(header_beats):
+                    low = k * beat_bytes
+                    count = min(beat_bytes, MAX_HEADER_BYTES - low)
+                    with m.If(beat_index == k):
+                        m.d.sync += header[8 * low:8 * (low + count)].eq(beat.data[:8 * count])
+
+        # ---- stage 2: sum ----------------------------------------------------------------------
+        sum_data = Signal(width)
+        sum_index = Signal.like(beat_index)
+        sum_nonempty = Signal()
+        sum_mac_error = Signal()
+        sum_len = Signal(16)
+        sum_buf_start = Signal.like(start_addr)
+        sum_stored_beats = Signal(frame_beats_bits(params))
+        # A non-last empty beat changes no sum, so it does not enter this stage.
+        m.d.sync += [
+            sum_valid.eq(accept & (nonempty | beat.last)),
+            sum_last.eq(beat.last),
+            sum_data.eq(beat.data),
+            sum_index.eq(beat_index),
+            sum_nonempty.eq(nonempty),
+            sum_mac_error.eq(beat.user),
+            sum_len.eq(new_len),
+            sum_buf_start.eq(frame_start_addr),
+            sum_stored_beats.eq(stored_beats),
+        ]
+
+        fields = _Header(m, header, "sum")
+        beat_offset = Signal(range((beat_limit + 1) * beat_bytes))
+        m.d.comb += beat_offset.eq(sum_index * beat_bytes)
+        ip_header_end = fields.tcp_start
+        ip_words, tcp_words = [], []
+        for k in range(width // 16):
+            offset = beat_offset + 2 * k
+            first = sum_data[16 * k:16 * k + 8]
+            second = sum_data[16 * k + 8:16 * k + 16]
+            in_ip_header = (offset >= fields.ip_start) & (offset < ip_header_end)
+            # The segment may end in the middle of a word: the byte after it is Ethernet
+            # padding, and the model counts a zero in its place.
+            in_segment = (offset >= fields.tcp_start) & (offset < fields.ip_end)
+            second_in_segment = in_segment & (offset + 1 < fields.ip_end)
+            ip_words.append(Mux(in_ip_header, Cat(second, first), 0))
+            tcp_words.append(Cat(Mux(second_in_segment, second, 0), Mux(in_segment, first, 0)))
+        beat_ip_sum = Signal(16 + (width // 16 - 1).bit_length())
+        beat_tcp_sum = Signal.like(beat_ip_sum)
+        m.d.comb += [
+            beat_ip_sum.eq(Mux(sum_nonempty, tree_sum(ip_words), 0)),
+            beat_tcp_sum.eq(Mux(sum_nonempty, tree_sum(tcp_words), 0)),
+        ]
+        # 32 bits hold the sum of any frame up to 16383 bytes (params limit) plus the
+        # pseudo-header; longer frames are oversize and their sums unused.
+        ip_acc = Signal(32)
+        tcp_acc = Signal(32)
+
+        # ---- stage 3: classify -----------------------------------------------------------------
+        record_header = Signal.like(header)
+        record_ip_sum = Signal(32)
+        record_tcp_sum = Signal(32)
+        record_mac_error = Signal()
+        record_len = Signal(16)
+        record_buf_start = Signal.like(start_addr)
+        record_stored_beats = Signal.like(sum_stored_beats)
+        m.d.sync += record_valid.eq(sum_valid & sum_last)
+        with m.If(sum_valid):
+            with m.If(sum_last):
+                m.d.sync += [
+                    ip_acc.eq(0),
+                    tcp_acc.eq(0),
+                    record_header.eq(header),
+                    record_ip_sum.eq(ip_acc + beat_ip_sum),
+                    record_tcp_sum.eq(tcp_acc + beat_tcp_sum),
+                    record_mac_error.eq(sum_mac_error),
+                    record_len.eq(sum_len),
+                    record_buf_start.eq(sum_buf_start),
+                    record_stored_beats.eq(sum_stored_beats),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    ip_acc.eq(ip_acc + beat_ip_sum),
+                    tcp_acc.eq(tcp_acc + beat_tcp_sum),
+                ]
+
+        hdr = _Header(m, record_header, "rec")
+        m.submodules.option_scan = option_scan = TcpOptionScan()
+        m.d.comb += [
+            option_scan.options.eq(hdr.options),
+            option_scan.length.eq(hdr.tcp_header_len - TCP_MIN_HEADER_BYTES),
+        ]
+
+        length = record_len
+        fragment = hdr.more_fragments | (hdr.frag_offset != 0)
+        ip_csum_bad = ones_complement_fold(record_ip_sum) != 0xffff
+        pseudo_header_sum = tree_sum([hdr.src_ip[16:], hdr.src_ip[:16], hdr.dst_ip[16:],
+                                      hdr.dst_ip[:16], Const(IP_PROTO_TCP, 16), hdr.segment_len])
+        tcp_csum_bad = ones_complement_fold(record_tcp_sum + pseudo_header_sum) != 0xffff
+
+        desc = Signal(desc_layout)
+        is_tcp = Signal()          # every header field is meaningful
+        with m.If(record_mac_error):
+            m.d.comb += desc.cls.eq(FrameClass.MAC_ERROR)
+        with m.Elif(length > params.max_frame_bytes):
+            m.d.comb += desc.cls.eq(FrameClass.OVERSIZE)
+        with m.Elif((length < ETH_HEADER_BYTES)
+                    | (hdr.vlan & (length < ETH_HEADER_BYTES + VLAN_TAG_BYTES))):
+            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
+        with m.Elif(hdr.ethertype != ETHERTYPE_IPV4):
+            m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
+        with m.Elif(length < hdr.ip_start + IPV4_MIN_HEADER_BYTES):
+            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
+        with m.Elif((hdr.version != 4) | (hdr.ihl < 5) | (hdr.total_length < hdr.ip_header_len)):
+            m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
+        with m.Elif(length < hdr.ip_end):
+            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
+        with m.Else():
+            m.d.comb += desc.ip_csum_bad.eq(ip_csum_bad)
+            with m.If((hdr.protocol != IP_PROTO_TCP) | (hdr.frag_offset != 0)
+                      | (hdr.segment_len < TCP_MIN_HEADER_BYTES)
+                      | (hdr.data_offset < 5) | (hdr.tcp_header_len > hdr.segment_len)):
+                m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
+            with m.Else():
+                # The checksum of a first fragment covers bytes that are not here.
+                m.d.comb += [
+                    is_tcp.eq(1),
+                    desc.tcp_csum_bad.eq(~fragment & tcp_csum_bad),
+                    desc.cls.eq(Mux(ip_csum_bad | (~fragment & tcp_csum_bad),
+                                    FrameClass.CHECKSUM, FrameClass.TCP)),
+                ]
+        with m.If(is_tcp):
+            m.d.comb += [
+                desc.key.local_ip.eq(hdr.dst_ip),
+                desc.key.remote_ip.eq(hdr.src_ip),
+                desc.key.local_port.eq(hdr.dst_port),
+                desc.key.remote_port.eq(hdr.src_port),
+                desc.seq.eq(hdr.seq),
+                desc.ack.eq(hdr.ack),
+                desc.window.eq(hdr.window),
+                desc.flags.eq(hdr.tcp_flags),
+                desc.special.eq(fragment | (hdr.ihl > 5) | option_scan.bad),
+                desc.payload_offset.eq(hdr.tcp_start + hdr.tcp_header_len),
+                desc.payload_len.eq(hdr.segment_len - hdr.tcp_header_len),
+                desc.ts_present.eq(option_scan.ts_present),
+                desc.tsval.eq(option_scan.tsval),
+                desc.tsecr.eq(option_scan.tsecr),
+            ]
+        m.d.comb += [
+            desc.frame_len.eq(length),
+            desc.buf_start.eq(record_buf_start),
+            desc.stored_beats.eq(record_stored_beats),
+            fifo.w_data.eq(desc.as_value()),
+            # Never refused: rx.ready kept a FIFO place for every frame in stages 2 and 3.
+            fifo.w_en.eq(record_valid),
+        ]
+        return m
