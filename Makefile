@@ -1,0 +1,81 @@
+# tcpdct: set-up and entry points. `make sim` and `make test` work on a fresh machine with
+# python3 (3.11 or 3.12), g++ and make: they create .venv and install the project into it first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Written once the install succeeded; it is older than pyproject.toml when the dependencies
+# changed, which makes the next target re-install.
+STAMP  := $(VENV)/.installed
+
+BUILD_DIR := build
+
+# make sim: replay a capture through the core (see sim/replay.py --help).
+PCAP     ?=
+LOCAL    ?=
+DELEGATE ?= auto
+JSON     ?=
+DUMP     ?=
+WAVES    ?=
+
+# make test: what pytest runs (a narrower selection: TESTS=tb/unit/test_cli.py).
+TESTS ?= tb
+
+# make verilog / make lint: build parameters (tcpdct.params.Params); empty means the default.
+DATA_WIDTH        ?=
+N_ENTRIES         ?=
+BUFFERS_PER_CONN  ?=
+LEGACY_RING_DEPTH ?=
+RX_BUFFER_BYTES   ?=
+MAX_FRAME_BYTES   ?=
+MAX_BURST_BEATS   ?=
+
+# An option only when its variable is set, so that the defaults stay in one place (Params).
+opt = $(if $(strip $(2)),$(1) $(strip $(2)))
+true_values := 1 yes true on
+
+SIM_ARGS = $(call opt,--pcap,$(PCAP)) $(call opt,--local,$(LOCAL)) \
+           $(call opt,--delegate,$(DELEGATE)) $(call opt,--json,$(JSON)) \
+           $(call opt,--dump,$(DUMP)) $(if $(filter $(true_values),$(WAVES)),--waves)
+
+PARAM_ARGS = $(call opt,--data-width,$(DATA_WIDTH)) $(call opt,--n-entries,$(N_ENTRIES)) \
+             $(call opt,--buffers-per-conn,$(BUFFERS_PER_CONN)) \
+             $(call opt,--legacy-ring-depth,$(LEGACY_RING_DEPTH)) \
+             $(call opt,--rx-buffer-bytes,$(RX_BUFFER_BYTES)) \
+             $(call opt,--max-frame-bytes,$(MAX_FRAME_BYTES)) \
+             $(call opt,--max-burst-beats,$(MAX_BURST_BEATS))
+
+.PHONY: all install sim test verilog lint docs clean distclean
+
+all: test
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check --quiet -e '.[dev]'
+	@touch $@
+
+# The same import path as the tests have (pyproject.toml, tool.pytest pythonpath).
+sim: $(STAMP)
+	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) sim/replay.py $(strip $(SIM_ARGS))
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 $(TESTS)
+
+verilog: $(STAMP)
+	$(PY) -m tcpdct.cli -o $(BUILD_DIR)/tcpdct.v $(strip $(PARAM_ARGS))
+
+lint: verilog
+	$(PY) sim/toolchain.py verilator --lint-only -Wall --top-module tcpdct \
+		rtl/tcpdct/lint.vlt $(BUILD_DIR)/tcpdct.v
+
+docs: $(STAMP)
+	$(PY) -m tcpdct.docgen
+
+clean:
+	rm -rf $(BUILD_DIR) sim/build sim/out .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
