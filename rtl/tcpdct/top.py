@@ -1,0 +1,162 @@
+"""The whole core: ports from :mod:`.ports`, blocks as in ``docs/architecture.md``."""
+
+from amaranth.hdl import Module, Const
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from .params import Params
+from .ports import top_ports, axi4_write_master, axil_slave
+from .layouts import dma_job_layout
+from .match_cam import MatchCam
+from .rx_parser import RxParser
+from .rx_packet_buffer import RxPacketBuffer
+from .rx_engine import RxEngine
+from .dma_writer import DmaWriter
+from .event_queue import EventQueue
+from .csr import Csr
+from .tx_path import TxPath
+
+
+__all__ = ["TcpDct"]
+
+
+#: Jobs the receive engine may decide ahead of the DMA writer. Deciding is cheaper than moving a
+#: frame, so a few jobs of slack let the engine absorb bursts of short frames.
+JOB_QUEUE_DEPTH = 4
+
+
+class TcpDct(wiring.Component):
+    """TCP receive offload around a Delegated Connection Table.
+
+    Parameters
+    ----------
+    params : :class:`tcpdct.params.Params`
+        Build parameters; ``Params()`` if omitted.
+
+    Ports are listed in ``docs/interfaces.md``; clock ``clk``, synchronous active-high ``rst``.
+    """
+
+    def __init__(self, params=None):
+        if params is None:
+            params = Params()
+        if not isinstance(params, Params):
+            raise TypeError(f"Parameters must be a tcpdct.params.Params, not {params!r}")
+        self.params = params
+        super().__init__(top_ports(params))
+
+    def _flat(self, prefix):
+        return lambda name: getattr(self, f"{prefix}_{name}")
+
+    def elaborate(self, platform):
+        p = self.params
+        m = Module()
+
+        m.submodules.match_cam     = cam     = MatchCam(p.n_entries, n_lookup=2)
+        m.submodules.rx_parser     = parser  = RxParser(p)
+        m.submodules.packet_buffer = pbuf    = RxPacketBuffer(p)
+        m.submodules.rx_engine     = engine  = RxEngine(p)
+        m.submodules.dma_writer    = dma     = DmaWriter(p)
+        m.submodules.event_queue   = events  = EventQueue(p)
+        m.submodules.csr           = csr     = Csr(p)
+        m.submodules.tx_path       = tx      = TxPath(p)
+        m.submodules.job_queue     = jobs    = SyncFIFOBuffered(
+            width=dma_job_layout(p).size, depth=JOB_QUEUE_DEPTH)
+
+        # Receive port.
+        rx = self._flat("s_axis_rx")
+        m.d.comb += [
+            parser.rx.payload.data.eq(rx("tdata")),
+            parser.rx.payload.keep.eq(rx("tkeep")),
+            parser.rx.payload.last.eq(rx("tlast")),
+            parser.rx.payload.user.eq(rx("tuser")),
+            parser.rx.valid.eq(rx("tvalid")),
+            rx("tready").eq(parser.rx.ready),
+        ]
+        self._connect_packet_buffer(m, parser, pbuf, dma)
+
+        # Receive engine, with the match CAM's first lookup port.
+        wiring.connect(m, parser.descriptor, engine.descriptor)
+        m.d.comb += [
+            cam.lookup_key_0.eq(engine.cam_key),
+            engine.cam_hit.eq(cam.lookup_hit_0),
+            engine.cam_index.eq(cam.lookup_index_0),
+            engine.cam_valid.eq(cam.valid),
+            cam.write_en.eq(engine.cam_write_en),
+            cam.write_index.eq(engine.cam_write_index),
+            cam.write_key.eq(engine.cam_write_key),
+            cam.write_valid.eq(engine.cam_write_valid),
+        ]
+
+        cmd = self._flat("s_axis_cmd")
+        m.d.comb += [
+            engine.command.payload.eq(cmd("tdata")),
+            engine.command.valid.eq(cmd("tvalid")),
+            cmd("tready").eq(engine.command.ready),
+        ]
+
+        # Jobs to the DMA writer.
+        m.d.comb += [
+            jobs.w_data.eq(engine.job.payload),
+            jobs.w_en.eq(engine.job.valid),
+            engine.job.ready.eq(jobs.w_rdy),
+            dma.job.payload.eq(jobs.r_data),
+            dma.job.valid.eq(jobs.r_rdy),
+            jobs.r_en.eq(dma.job.ready),
+        ]
+        self._connect_flat(m, axi4_write_master("", p.data_width), "m_axi", dma, "axi")
+
+        # Events leave once the writes they announce are complete (R50).
+        wiring.connect(m, engine.event, events.push)
+        m.d.comb += [events.done_valid.eq(dma.done_valid), events.done_error.eq(dma.done_error)]
+        evt = self._flat("m_axis_evt")
+        m.d.comb += [
+            evt("tdata").eq(events.event.payload),
+            evt("tkeep").eq(Const(-1, len(evt("tkeep")))),
+            evt("tlast").eq(1),
+            evt("tvalid").eq(events.event.valid),
+            events.event.ready.eq(evt("tready")),
+        ]
+
+        # Transmit path.
+        host, mac = self._flat("s_axis_tx"), self._flat("m_axis_tx")
+        m.d.comb += [
+            tx.host.payload.data.eq(host("tdata")),
+            tx.host.payload.keep.eq(host("tkeep")),
+            tx.host.payload.last.eq(host("tlast")),
+            tx.host.valid.eq(host("tvalid")),
+            host("tready").eq(tx.host.ready),
+            mac("tdata").eq(tx.mac.payload.data),
+            mac("tkeep").eq(tx.mac.payload.keep),
+            mac("tlast").eq(tx.mac.payload.last),
+            mac("tvalid").eq(tx.mac.valid),
+            tx.mac.ready.eq(mac("tready")),
+        ]
+
+        # Registers, counting what leaves the core.
+        m.d.comb += [
+            csr.event.eq(events.event.payload),
+            csr.event_fire.eq(events.event.valid & events.event.ready),
+            csr.tx_frame.eq(tx.frame_sent),
+        ]
+        self._connect_flat(m, axil_slave(""), "s_axil", csr, "axil")
+        return m
+
+    def _connect_flat(self, m, members, prefix, block, block_prefix):
+        """Wire a flat bus of a block to the top-level port of the same shape."""
+        for name, member in members.items():
+            port, inner = getattr(self, f"{prefix}{name}"), getattr(block, f"{block_prefix}{name}")
+            if member.flow == wiring.In:
+                m.d.comb += inner.eq(port)
+            else:
+                m.d.comb += port.eq(inner)
+
+    @staticmethod
+    def _connect_packet_buffer(m, parser, pbuf, dma):
+        """The parser fills the packet buffer; the DMA writer reads and frees it."""
+        wiring.connect(m, parser.buffer, pbuf.write)
+        m.d.comb += [
+            pbuf.read_addr.eq(dma.read_addr),
+            dma.read_data.eq(pbuf.read_data),
+            pbuf.free_valid.eq(dma.free_valid),
+            pbuf.free_beats.eq(dma.free_beats),
+        ]
