@@ -23,6 +23,10 @@ __all__ = ["TcpDct"]
 #: Jobs the receive engine may decide ahead of the DMA writer. Deciding is cheaper than moving a
 #: frame, so a few jobs of slack let the engine absorb bursts of short frames.
 JOB_QUEUE_DEPTH = 4
+#: Jobs whose writes are all issued but whose responses are outstanding.
+DMA_JOBS_IN_FLIGHT = 16
+#: Events waiting for their jobs' writes.
+EVENT_QUEUE_DEPTH = 32
 
 
 class TcpDct(wiring.Component):
@@ -55,8 +59,13 @@ class TcpDct(wiring.Component):
         m.submodules.rx_parser     = parser  = RxParser(p)
         m.submodules.packet_buffer = pbuf    = RxPacketBuffer(p)
         m.submodules.rx_engine     = engine  = RxEngine(p)
-        m.submodules.dma_writer    = dma     = DmaWriter(p)
-        m.submodules.event_queue   = events  = EventQueue(p)
+        m.submodules.dma_writer    = dma     = DmaWriter(p, jobs_in_flight=DMA_JOBS_IN_FLIGHT)
+        # Completions arrive without back-pressure. The engine may hand a job over before its
+        # first event is queued, so every job the job queue and the DMA writer can hold may
+        # complete ahead of its events: the completion FIFO is sized for all of them.
+        m.submodules.event_queue   = events  = EventQueue(
+            p, depth=EVENT_QUEUE_DEPTH,
+            completion_depth=EVENT_QUEUE_DEPTH + JOB_QUEUE_DEPTH + DMA_JOBS_IN_FLIGHT + 1)
         m.submodules.csr           = csr     = Csr(p)
         m.submodules.tx_path       = tx      = TxPath(p)
         m.submodules.job_queue     = jobs    = SyncFIFOBuffered(

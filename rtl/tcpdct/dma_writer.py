@@ -1,0 +1,370 @@
+"""AXI4 write DMA master: copies stored frame bytes into host segments (R50-R52).
+
+The writer takes jobs from the receive engine in decision order. For a ``WRITE`` job it reads the
+frame from the receive packet buffer, realigns it to each segment's host address and writes it
+with AXI4 INCR bursts; every job, whatever its kind, is reported done in order once all of its
+write responses are back.
+
+Why this shape:
+
+* Realignment uses the previous source beat and a byte rotate by
+  ``(src_offset - address) mod W/8``; output beat *n* of a segment is the rotate of source beats
+  *q+n* and *q+n+1*, so one extra "priming" read per segment is all the alignment costs and a long
+  segment streams one W beat per cycle.
+* Bursts end on every ``min(4 KiB, max_burst_beats * W/8)``-aligned boundary. Both AW and W derive
+  the burst ends from the host address alone, so no burst-length FIFO is needed between them,
+  every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
+* The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
+  address again until the beat moves on (so ``read_addr`` depends on ``axi_wready`` through
+  logic, never the other way round). Alignment may read the beat just before a frame and the beat
+  just after its last needed byte; those bytes are never strobed.
+* A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
+  nothing) waits for the previous job's last read, because freeing tells the parser it may
+  overwrite everything up to the end of that frame.
+* Write responses (single ID, so in order) are matched against a FIFO of per-job burst counts, so
+  a job's writes never wait for earlier jobs' responses. ``bready`` drops for the cycle in which a
+  job is retired (and for each job without bursts), so a response of a later job is never counted
+  for the job being retired.
+"""
+
+from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from . import layouts, ports
+from .layouts import JobKind
+
+
+__all__ = ["DmaWriter"]
+
+
+_AXI_BURST_INCR = 0b01
+_AXI_CACHE_BUFFERABLE_MODIFIABLE = 0b0011
+
+
+class DmaWriter(wiring.Component):
+    """AXI4 write master executing DMA jobs in order.
+
+    Parameters
+    ----------
+    params : :class:`tcpdct.params.Params`
+        Build parameters (data width, packet buffer size, segments per job, burst length).
+    jobs_in_flight : int
+        Jobs whose bursts are all issued but whose write responses are not all back, beyond which
+        the writer stops taking jobs. A power of two is not required.
+
+    Members
+    -------
+    job : In(stream.Signature(layouts.dma_job_layout(params)))
+        Jobs in decision order. ``WRITE`` copies frame bytes ``src_offset`` onwards into
+        ``segments[0 .. n_segments-1]`` (any address alignment, any length; length 0 is skipped)
+        then frees ``frame_beats``; ``DISCARD`` only frees; ``FENCE`` has no frame. The segment
+        lengths must not add up to more than the frame holds after ``src_offset``.
+    read_addr : Out(addr_bits)
+        Packet-buffer address, ``(buf_start + k) mod depth`` for beat k of the frame.
+    read_data : In(data_width)
+        Packet-buffer data of the address presented on the previous cycle.
+    free_valid : Out(1)
+        Pulses once per ``WRITE``/``DISCARD`` job, in job order, after the last read of its frame.
+    free_beats : Out(frame_beats bits)
+        The freed job's ``frame_beats``, valid with ``free_valid``.
+    axi_aw*, axi_w*, axi_b* :
+        The AXI4 write channels, exactly ``ports.axi4_write_master("axi", data_width)``.
+    done_valid : Out(1)
+        Pulses once per job, in job order, when every write response of the job is back (a job
+        without writes: once every earlier job is done). No back-pressure.
+    done_error : Out(1)
+        With ``done_valid``: some write response of the job was not OKAY.
+    """
+
+    def __init__(self, params, *, jobs_in_flight=16):
+        if not isinstance(jobs_in_flight, int) or jobs_in_flight < 1:
+            raise ValueError(f"Jobs in flight must be a positive integer, not {jobs_in_flight!r}")
+        self._params = params
+        self._jobs_in_flight = jobs_in_flight
+        self._depth = layouts.packet_buffer_depth(params)
+        self._addr_bits = (self._depth - 1).bit_length()
+        job_layout = layouts.dma_job_layout(params)
+        self._frame_beats_bits = Shape.cast(job_layout["frame_beats"].shape).width
+        super().__init__({
+            "job":        In(stream.Signature(job_layout)),
+            "read_addr":  Out(self._addr_bits),
+            "read_data":  In(params.data_width),
+            "free_valid": Out(1),
+            "free_beats": Out(self._frame_beats_bits),
+            **ports.axi4_write_master("axi", params.data_width),
+            "done_valid": Out(1),
+            "done_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        params      = self._params
+        data_bytes  = params.data_bytes
+        lane_bits   = (data_bytes - 1).bit_length()
+        # Burst ends are aligned so that a burst is never longer than max_burst_beats and never
+        # crosses 4 KiB; both limits are powers of two, so one aligned span satisfies both.
+        burst_span  = min(4096 // data_bytes, params.max_burst_beats)
+        phase_bits  = (burst_span - 1).bit_length()
+        beat_bits   = 64 - lane_bits
+        # A segment of 65535 bytes at the worst alignment spans this many beats, plus the priming
+        # read; a job spans at most that per segment.
+        seg_beats_max = (data_bytes - 1 + 0xFFFF) // data_bytes + 1
+        job_bursts_max = params.buffers_per_conn * seg_beats_max
+
+        job = Signal(layouts.dma_job_layout(params))
+
+        # -- Sequencer: one job at a time, one segment at a time ------------------------------
+
+        seg_index   = Signal(range(params.buffers_per_conn + 1))
+        src_offset  = Signal(16)   # frame byte that goes to the current segment's first byte
+        # Set while the job's frame is still to be freed by the sequencer itself, rather than by
+        # the data stage after the job's last read (a DISCARD, or a WRITE with nothing to write).
+        free_pending = Signal()
+
+        def data_left_from(index):
+            return Cat((i >= index) & (i < job.n_segments) & (job.segments[i].length != 0)
+                       for i in range(params.buffers_per_conn)).any()
+
+        segment     = job.segments[seg_index]
+        seg_lane0   = segment.address[:lane_bits]
+        seg_lane_end = Signal(17)
+        m.d.comb += seg_lane_end.eq(seg_lane0 + segment.length - 1)
+        seg_beats   = Signal(range(seg_beats_max + 1))
+        m.d.comb += seg_beats.eq((seg_lane_end >> lane_bits) + 1)
+        seg_shift   = Signal(lane_bits)
+        m.d.comb += seg_shift.eq(src_offset[:lane_bits] - seg_lane0)
+        # Source beat q holding the bytes rotated into the low lanes of output beat 0; q may be
+        # the beat before the frame (whose bytes are then never strobed), so compute q + 1.
+        src_beat_plus1 = Signal(17)
+        m.d.comb += src_beat_plus1.eq((src_offset + data_bytes - seg_lane0) >> lane_bits)
+        seg_read_start = Signal(self._addr_bits)
+        m.d.comb += seg_read_start.eq(job.buf_start + src_beat_plus1 - 1)
+        seg_first_strb = Signal(data_bytes)
+        m.d.comb += seg_first_strb.eq(C((1 << data_bytes) - 1, data_bytes) << seg_lane0)
+        seg_last_strb = Signal(data_bytes)
+        m.d.comb += seg_last_strb.eq((C(2, data_bytes + 1) << seg_lane_end[:lane_bits]) - 1)
+
+        # -- AW generator state ---------------------------------------------------------------
+
+        aw_beat      = Signal(beat_bits)                   # next host beat to cover
+        aw_left      = Signal(range(seg_beats_max + 1))    # beats of the segment not yet covered
+        job_bursts   = Signal(range(job_bursts_max + 1))
+
+        # -- Read issue / data stage state ----------------------------------------------------
+
+        rd_addr      = Signal(self._addr_bits)             # next packet-buffer beat to read
+        rd_left      = Signal(range(seg_beats_max + 2))    # reads left, priming read included
+        rd_prime     = Signal()                            # next read only primes the realigner
+        rd_phase     = Signal(range(burst_span))          # burst phase of the next output beat
+        rd_first     = Signal()                            # next output beat is the segment's first
+        rd_shift     = Signal(lane_bits)
+        rd_first_strb = Signal(data_bytes)
+        rd_last_strb = Signal(data_bytes)
+        rd_free      = Signal()                            # segment ends the job's reads
+        rd_free_beats = Signal(self._frame_beats_bits)
+
+        d_valid      = Signal()
+        d_addr       = Signal(self._addr_bits)
+        d_prime      = Signal()
+        d_strb       = Signal(data_bytes)
+        d_last       = Signal()
+        d_shift      = Signal(lane_bits)
+        d_free       = Signal()                            # last read of the job: free after it
+        d_free_beats = Signal(self._frame_beats_bits)
+        prev_data    = Signal(params.data_width)
+
+        # -- Completion FIFO of per-job burst counts ------------------------------------------
+
+        m.submodules.job_bursts_fifo = bursts_fifo = \
+            SyncFIFO(width=len(job_bursts), depth=self._jobs_in_flight)
+
+        def finish_job(waiting_state):
+            # Freeing lets the parser overwrite the frame, so a frame without reads is freed
+            # only once the data stage holds no earlier job's beat.
+            with m.If(bursts_fifo.w_rdy & (~free_pending | ~d_valid)):
+                m.d.comb += [
+                    bursts_fifo.w_en.eq(1),
+                    bursts_fifo.w_data.eq(job_bursts),
+                ]
+                with m.If(free_pending):
+                    m.d.sync += [
+                        self.free_valid.eq(1),
+                        self.free_beats.eq(job.frame_beats),
+                    ]
+                accept_job()
+            with m.Else():
+                m.next = waiting_state
+
+        def accept_job():
+            m.d.comb += self.job.ready.eq(1)
+            with m.If(self.job.valid):
+                m.d.sync += [
+                    job.eq(self.job.payload),
+                    seg_index.eq(0),
+                    src_offset.eq(self.job.payload.src_offset),
+                    job_bursts.eq(0),
+                    free_pending.eq(self.job.payload.kind != JobKind.FENCE),
+                ]
+                with m.If(self.job.payload.kind == JobKind.WRITE):
+                    m.next = "SEGMENT"
+                with m.Else():
+                    m.next = "FINISH"
+            with m.Else():
+                m.next = "IDLE"
+
+        m.d.sync += self.free_valid.eq(0)
+
+        with m.FSM(name="sequencer"):
+            with m.State("IDLE"):
+                accept_job()
+
+            with m.State("SEGMENT"):
+                with m.If(~data_left_from(seg_index)):
+                    m.next = "FINISH"
+                with m.Elif(segment.length == 0):
+                    m.d.sync += seg_index.eq(seg_index + 1)
+                with m.Else():
+                    ends_reads = ~data_left_from(seg_index + 1)
+                    m.d.sync += [
+                        aw_beat.eq(segment.address[lane_bits:]),
+                        aw_left.eq(seg_beats),
+                        rd_addr.eq(seg_read_start),
+                        rd_left.eq(seg_beats + 1),
+                        rd_prime.eq(1),
+                        rd_first.eq(1),
+                        rd_phase.eq(segment.address[lane_bits:lane_bits + phase_bits]),
+                        rd_shift.eq(seg_shift),
+                        rd_first_strb.eq(seg_first_strb),
+                        rd_last_strb.eq(seg_last_strb),
+                        rd_free.eq(ends_reads),
+                        rd_free_beats.eq(job.frame_beats),
+                        seg_index.eq(seg_index + 1),
+                        src_offset.eq(src_offset + segment.length),
+                    ]
+                    with m.If(ends_reads):
+                        m.d.sync += free_pending.eq(0)
+                    m.next = "STREAM"
+
+            with m.State("STREAM"):
+                with m.If((aw_left == 0) & (rd_left == 0)):
+                    with m.If(data_left_from(seg_index)):
+                        m.next = "SEGMENT"
+                    with m.Else():
+                        finish_job("FINISH")
+
+            with m.State("FINISH"):
+                finish_job("FINISH")
+
+        # -- AW channel -----------------------------------------------------------------------
+
+        beats_to_span_end = Signal(range(burst_span + 1))
+        m.d.comb += beats_to_span_end.eq(burst_span - aw_beat[:phase_bits])
+        burst_beats = Signal(range(burst_span + 1))
+        m.d.comb += burst_beats.eq(Mux(aw_left < beats_to_span_end, aw_left, beats_to_span_end))
+
+        m.d.comb += [
+            self.axi_awid.eq(0),
+            self.axi_awsize.eq(lane_bits),
+            self.axi_awburst.eq(_AXI_BURST_INCR),
+            self.axi_awlock.eq(0),
+            self.axi_awcache.eq(_AXI_CACHE_BUFFERABLE_MODIFIABLE),
+            self.axi_awprot.eq(0),
+        ]
+        with m.If(~self.axi_awvalid | self.axi_awready):
+            with m.If(aw_left != 0):
+                m.d.sync += [
+                    self.axi_awvalid.eq(1),
+                    self.axi_awaddr.eq(Cat(C(0, lane_bits), aw_beat)),
+                    self.axi_awlen.eq(burst_beats - 1),
+                    aw_beat.eq(aw_beat + burst_beats),
+                    aw_left.eq(aw_left - burst_beats),
+                    job_bursts.eq(job_bursts + 1),
+                ]
+            with m.Else():
+                m.d.sync += self.axi_awvalid.eq(0)
+
+        # -- Read issue, data stage and W channel ---------------------------------------------
+
+        w_free  = ~self.axi_wvalid | self.axi_wready
+        d_take  = d_valid & (d_prime | w_free)
+        d_moves = ~d_valid | d_take
+        # The read port has no enable: a beat that stays in the data stage reads itself again.
+        m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
+
+        with m.If(d_moves):
+            with m.If(rd_left != 0):
+                is_last_beat = rd_left == 1
+                strb = Mux(rd_first, rd_first_strb, C((1 << data_bytes) - 1, data_bytes)) & \
+                       Mux(is_last_beat, rd_last_strb, C((1 << data_bytes) - 1, data_bytes))
+                m.d.sync += [
+                    d_valid.eq(1),
+                    d_addr.eq(rd_addr),
+                    d_prime.eq(rd_prime),
+                    d_strb.eq(strb),
+                    d_last.eq(is_last_beat | (rd_phase == burst_span - 1)),
+                    d_shift.eq(rd_shift),
+                    d_free.eq(rd_free & is_last_beat),
+                    d_free_beats.eq(rd_free_beats),
+                    rd_addr.eq(rd_addr + 1),
+                    rd_left.eq(rd_left - 1),
+                    rd_prime.eq(0),
+                ]
+                with m.If(~rd_prime):
+                    m.d.sync += [
+                        rd_first.eq(0),
+                        rd_phase.eq(rd_phase + 1),
+                    ]
+            with m.Else():
+                m.d.sync += d_valid.eq(0)
+
+        with m.If(d_take):
+            m.d.sync += prev_data.eq(self.read_data)
+            with m.If(d_free):
+                m.d.sync += [
+                    self.free_valid.eq(1),
+                    self.free_beats.eq(d_free_beats),
+                ]
+        with m.If(d_take & ~d_prime):
+            m.d.sync += [
+                self.axi_wvalid.eq(1),
+                self.axi_wdata.eq(Cat(prev_data, self.read_data)
+                                  .bit_select(d_shift * 8, params.data_width)),
+                self.axi_wstrb.eq(d_strb),
+                self.axi_wlast.eq(d_last),
+            ]
+        with m.Elif(self.axi_wready):
+            m.d.sync += self.axi_wvalid.eq(0)
+
+        # -- B channel: count responses against the oldest unfinished job ---------------------
+
+        b_count = Signal.like(job_bursts)   # responses of the oldest unfinished job so far
+        b_error = Signal()
+        head_has_bursts = bursts_fifo.r_data != 0
+        head_complete = ~head_has_bursts | (b_count == bursts_fifo.r_data)
+        job_complete = bursts_fifo.r_rdy & head_complete
+        # A response may be counted only while it surely belongs to the oldest unfinished job:
+        # not while that job (or one without bursts) is being retired, or a later job's
+        # responses would be counted for it.
+        m.d.comb += self.axi_bready.eq(~bursts_fifo.r_rdy | ~head_complete)
+        b_arrives = self.axi_bvalid & self.axi_bready
+
+        m.d.comb += bursts_fifo.r_en.eq(job_complete)
+        m.d.sync += [
+            self.done_valid.eq(job_complete),
+            self.done_error.eq(job_complete & head_has_bursts & b_error),
+        ]
+        with m.If(job_complete):
+            m.d.sync += [
+                b_count.eq(0),
+                b_error.eq(0),
+            ]
+        with m.Elif(b_arrives):
+            m.d.sync += [
+                b_count.eq(b_count + 1),
+                b_error.eq(b_error | (self.axi_bresp != 0)),
+            ]
+
+        return m

@@ -1,0 +1,112 @@
+"""Event queue: holds each job's events until the DMA writer reports the job done (R50, R51).
+
+The receive engine queues a job's events as it decides; the host must not see an event before
+the data it announces is in host memory. Completions arrive from the DMA writer in job order
+with no back-pressure, so they wait in their own small FIFO until the first event of their job
+reaches the head of the event FIFO.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+
+
+__all__ = ["EventQueue"]
+
+
+class EventQueue(wiring.Component):
+    """Orders events behind the DMA writes of their job.
+
+    Parameters
+    ----------
+    params : :class:`tcpdct.params.Params`
+        Build parameters (unused today; taken for symmetry with the other blocks).
+    depth : int
+        Events the queue holds, not counting the one on the output.
+    completion_depth : int or None
+        Completions the queue holds before the first event of their job has left. ``None``
+        means ``depth``. A completion is pending from the DMA writer's ``done`` pulse until its
+        job's first event leaves, so this must be at least the number of jobs that can complete
+        while their first events wait: if the engine queues a job's events no later than it
+        hands the job to the DMA writer, every pending completion has its first event inside
+        this queue, and ``depth`` is enough; otherwise add the jobs the DMA writer can hold
+        (its job FIFO plus ``DmaWriter.jobs_in_flight`` plus one).
+
+    Members
+    -------
+    push : In(stream.Signature(layouts.queued_event_layout))
+        Events from the receive engine, ``first`` set on the first event of each job; every job
+        has at least one event. ``ready`` is low while the queue is full.
+    done_valid : In(1)
+        One pulse per job, in job order, from the DMA writer.
+    done_error : In(1)
+        With ``done_valid``: some write of the job failed.
+    event : Out(stream.Signature(layouts.event_layout))
+        Events in push order, each with ``dma_error`` copied from its job's completion.
+
+    Raises
+    ------
+    ValueError
+        If a depth is not a positive integer.
+    """
+
+    def __init__(self, params, *, depth=32, completion_depth=None):
+        if completion_depth is None:
+            completion_depth = depth
+        for name, value in (("Event queue depth", depth),
+                            ("Completion queue depth", completion_depth)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        self._params = params
+        self._depth = depth
+        self._completion_depth = completion_depth
+        super().__init__({
+            "push":       In(stream.Signature(layouts.queued_event_layout)),
+            "done_valid": In(1),
+            "done_error": In(1),
+            "event":      Out(stream.Signature(layouts.event_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        m.submodules.events = events = SyncFIFOBuffered(
+            width=layouts.queued_event_layout.size, depth=self._depth)
+        m.submodules.completions = completions = SyncFIFO(width=1, depth=self._completion_depth)
+
+        m.d.comb += [
+            events.w_en.eq(self.push.valid),
+            events.w_data.eq(self.push.payload.as_value()),
+            self.push.ready.eq(events.w_rdy),
+            completions.w_en.eq(self.done_valid),
+            completions.w_data.eq(self.done_error),
+        ]
+
+        head = data.View(layouts.queued_event_layout, events.r_data)
+        job_error = Signal()   # completion error of the job whose events are leaving
+
+        head_cleared = events.r_rdy & (~head.first | completions.r_rdy)
+        output_free = ~self.event.valid | self.event.ready
+        head_moves = head_cleared & output_free
+        head_error = Signal()
+        m.d.comb += head_error.eq(Mux(head.first, completions.r_data, job_error))
+
+        m.d.comb += [
+            events.r_en.eq(head_moves),
+            completions.r_en.eq(head_moves & head.first),
+        ]
+        with m.If(head_moves):
+            m.d.sync += [
+                job_error.eq(head_error),
+                self.event.valid.eq(1),
+                self.event.payload.eq(head.event),
+                self.event.payload.dma_error.eq(head_error),
+            ]
+        with m.Elif(self.event.ready):
+            m.d.sync += self.event.valid.eq(0)
+
+        return m
+
