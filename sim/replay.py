@@ -10,11 +10,8 @@ Backends:
 ``model``
     The golden model alone (:class:`schedule.ModelRunner`).
 ``cocotb``
-    The RTL under cocotb, checked against the model step by step. It is provided by a module
-    ``replay_cocotb`` on the path with ``run(options) -> ReplayResult``, where ``options`` is
-    the parsed command line; inside its cocotb test it builds a DUT runner, wraps it in
-    :class:`schedule.LockstepRunner` and awaits :func:`run_replay`. It is the default when that
-    module exists.
+    The RTL under cocotb and Verilator, checked against the model step by step
+    (:mod:`replay_cocotb`). The default.
 
 Usage::
 
@@ -39,7 +36,7 @@ from summary import ReplaySummary, AccountingError
 
 
 __all__ = ["DEFAULT_PCAP", "DEFAULT_SENT", "ReplayResult", "run_replay", "replay", "dump_streams",
-           "main"]
+           "report", "write_json", "main"]
 
 
 CAPTURES = Path(__file__).resolve().parent / "captures"
@@ -158,35 +155,15 @@ def _parse_args(argv):
     return options
 
 
-def main(argv=None):
-    options = _parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if options.backend == "cocotb":
-            if not _cocotb_available():
-                print("error: the cocotb backend is not available yet (no replay_cocotb "
-                      "module); use --backend model", file=sys.stderr)
-                return 2
-            import replay_cocotb
-            result = replay_cocotb.run(options)
-        else:
-            if options.waves:
-                print("note: --waves has no effect with the model backend", file=sys.stderr)
-            result = replay(options.pcap, local=options.local,
-                            delegate=options.delegate == "auto")
-    except (CaptureError, DriverError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
+def report(result, options, backend):
+    """Print the summary, write ``--json`` and ``--dump``; the exit code of the replay."""
     summary = result.summary
-    print(f"replay of {options.pcap} on {options.backend}, local host "
+    print(f"replay of {options.pcap} on {backend}, local host "
           f"{ipaddress.IPv4Address(result.local_ip)}")
     print(summary.format_table())
     if options.json is not None:
-        report = {"pcap": str(options.pcap), "backend": options.backend,
-                  "local": str(ipaddress.IPv4Address(result.local_ip)),
-                  "delegate": options.delegate, "params": result.runner.params.as_dict(),
-                  **summary.as_dict()}
-        options.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(options.json, options, backend, result.runner.params,
+                   local=str(ipaddress.IPv4Address(result.local_ip)), **summary.as_dict())
     if options.dump is not None:
         for path in dump_streams(result, options.dump):
             print(f"wrote {path}")
@@ -200,6 +177,33 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     return 0
+
+
+def write_json(path, options, backend, params, **fields):
+    """The ``--json`` report: what was replayed, how, and ``fields``."""
+    document = {"pcap": str(options.pcap), "backend": backend, "delegate": options.delegate,
+                "params": params.as_dict(), **fields}
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def main(argv=None):
+    options = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if options.backend == "cocotb":
+            if not _cocotb_available():
+                print("error: the cocotb backend is not available (no replay_cocotb module); "
+                      "use --backend model", file=sys.stderr)
+                return 2
+            import replay_cocotb
+            # The RTL runs in the simulator's own process, which reports by itself.
+            return replay_cocotb.run(options)
+        if options.waves:
+            print("note: --waves has no effect with the model backend", file=sys.stderr)
+        result = replay(options.pcap, local=options.local, delegate=options.delegate == "auto")
+    except (CaptureError, DriverError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return report(result, options, "model")
 
 
 if __name__ == "__main__":
