@@ -25,7 +25,9 @@ __all__ = ["BUS_MEANINGS", "ENUM_MEANINGS", "meaning", "render", "default_path",
 #: One line per top-level bus, in the order of :func:`tcpdct.ports.top_ports`.
 BUS_MEANINGS = {
     "s_axis_rx":  "Frames received from the MAC, byte 0 in `tdata[7:0]`; `tuser` on the last "
-                  "beat flags a MAC error (the frame is dropped).",
+                  "beat flags a MAC error (the frame is dropped). Every beat but the last is full "
+                  "or empty (`tkeep` 0), the last one's bytes start at byte 0; a frame that "
+                  "breaks this is dropped as a MAC error.",
     "s_axis_tx":  "Frames the host stack transmits; the core watches them to keep connection "
                   "state in step (R31-R33).",
     "m_axis_tx":  "The same frames, unchanged and in order, to the MAC (R30).",

@@ -141,6 +141,7 @@ class RxParser(wiring.Component):
     rx : In(stream.Signature(rx_beat_layout(data_width)))
         Frames from the MAC. Every beat but the last is either full (``keep`` all ones) or
         empty (``keep`` 0, carrying nothing); the last beat's ``keep`` is contiguous from byte 0
+        (a frame that breaks this is dropped as a MAC error)
         and may be 0. ``ready`` is high whenever the packet buffer has a free beat and the
         descriptor FIFO has room, independently of ``valid``.
     descriptor : Out(stream.Signature(layouts.rx_descriptor_layout(params)))
@@ -205,6 +206,12 @@ class RxParser(wiring.Component):
 
         accept = Signal()
         nonempty = beat.keep[0]
+        # A beat that breaks the packing rule (a hole in a middle beat, or a last beat whose
+        # bytes do not start at byte 0) means the MAC's stream is broken: rather than guess
+        # where the bytes belong, the frame is dropped as a MAC error.
+        contiguous = (beat.keep & (beat.keep + 1)) == 0
+        packed = Mux(beat.last, contiguous, beat.keep.all() | ~beat.keep.any())
+        keep_error = Signal()
         beat_bytes_count = tree_sum(beat.keep[i] for i in range(beat_bytes))
         grown_len = frame_len + beat_bytes_count
         new_len = Mux(grown_len > FRAME_LEN_MAX, FRAME_LEN_MAX, grown_len)
@@ -222,12 +229,14 @@ class RxParser(wiring.Component):
         with m.If(accept):
             with m.If(beat.last):
                 m.d.sync += [
+                    keep_error.eq(0),
                     start_of_frame.eq(1),
                     beat_index.eq(0),
                     frame_len.eq(0),
                 ]
             with m.Else():
                 m.d.sync += [
+                    keep_error.eq(keep_error | ~packed),
                     start_of_frame.eq(0),
                     start_addr.eq(frame_start_addr),
                     frame_len.eq(new_len),
@@ -256,7 +265,7 @@ class RxParser(wiring.Component):
             sum_data.eq(beat.data),
             sum_index.eq(beat_index),
             sum_nonempty.eq(nonempty),
-            sum_mac_error.eq(beat.user),
+            sum_mac_error.eq(beat.user | keep_error | ~packed),
             sum_len.eq(new_len),
             sum_buf_start.eq(frame_start_addr),
             sum_stored_beats.eq(stored_beats),

@@ -16,7 +16,7 @@ from scapy.packet import Raw
 
 from model.frame import parse, _tcp_options
 from tcpdct.params import Params
-from tcpdct.layouts import packet_buffer_depth
+from tcpdct.layouts import packet_buffer_depth, FrameClass
 from tcpdct.rx_packet_buffer import RxPacketBuffer
 from tcpdct.rx_parser import RxParser
 from tcpdct.tcp_options import TcpOptionScan
@@ -337,3 +337,37 @@ def test_option_scan_against_model():
             assert got == (int(bad), int(ts is not None), ts), (options.hex(), length)
 
     run_simulation(dut, testbench, clock=False)
+
+
+@pytest.mark.parametrize("data_width", [64, 512])
+def test_broken_packing_is_a_mac_error(data_width):
+    """A hole in a middle beat's ``keep``, or a last beat whose bytes do not start at byte 0,
+    breaks the stream's packing: the frame is dropped as a MAC error, and the next one is
+    parsed as usual."""
+    params = Params(data_width=data_width)
+    full = (1 << params.data_bytes) - 1
+    frame = tcp_frame(b"p" * 300, options=LINUX_TS)
+    good = axis_beats(frame, params.data_bytes)
+    hole = [dict(beat) for beat in good]
+    hole[1]["keep"] = full & ~0b10
+    shifted = [dict(beat) for beat in good]
+    shifted[-1]["keep"] = (shifted[-1]["keep"] << 1) & full or 0b10
+    dut = RxPath(params)
+    descriptors = []
+
+    async def mac(ctx):
+        for beat in hole + good + shifted + good:
+            await stream_put(ctx, dut.parser.rx, beat)
+
+    async def engine(ctx):
+        while len(descriptors) < 4:
+            desc = await stream_get(ctx, dut.parser.descriptor)
+            descriptors.append(got_descriptor(desc))
+            ctx.set(dut.buffer.free_valid, 1)
+            ctx.set(dut.buffer.free_beats, desc.stored_beats)
+            await ctx.tick()
+            ctx.set(dut.buffer.free_valid, 0)
+
+    run_simulation(dut, mac, engine)
+    assert descriptors[0]["cls"] == descriptors[2]["cls"] == FrameClass.MAC_ERROR.value
+    assert descriptors[1] == descriptors[3] == expected_descriptor(params, frame, False)
