@@ -44,6 +44,7 @@ class TcpDct(wiring.Component):
         if params is None:
             params = Params()
         if not isinstance(params, Params):
+            self._MustUse__silence = True  # never elaborated: no "unused" warning for it
             raise TypeError(f"Parameters must be a tcpdct.params.Params, not {params!r}")
         self.params = params
         super().__init__(top_ports(params))

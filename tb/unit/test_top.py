@@ -38,7 +38,6 @@ def test_verilog_ports_params_and_lint(params, tmp_path):
     assert lint.returncode == 0, lint.stderr[-4000:]
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_rejects_anything_but_params():
     with pytest.raises(TypeError, match="tcpdct.params.Params"):
         TcpDct({"data_width": 64})
