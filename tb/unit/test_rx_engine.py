@@ -490,7 +490,8 @@ def test_every_legacy_reason(params):
     reasons = {event.reason for op in ref for event in op.events if event.type == EventType.LEGACY}
     # BUF_TIMEOUT and HWM belong to the buffer-request issue, which neither side implements yet.
     assert reasons == set(LegacyReason) - {LegacyReason.BUF_TIMEOUT, LegacyReason.HWM}
-    legacy = [op for op in ref if op.kind == JobKind.WRITE and op.events[0].type == EventType.LEGACY]
+    legacy = [op for op in ref if op.events[0].type == EventType.LEGACY]
+    assert all(op.kind == JobKind.WRITE for op in legacy)
     assert all(len(op.writes) == 1 for op in legacy)
     states = [state_of(op) for op in ref if op.events[0].type == EventType.STATE]
     assert [(s.index, s.rcv_nxt, s.sync_req) for s in states] == [
@@ -525,6 +526,10 @@ def test_drops_and_failed_legacy_delivery():
            post_legacy(0x9000_1000, 1518, 0x61),
            rx(conn, 100, b"fin", flags="FA"),
            query(0)]
+    # A legacy buffer exactly as long as the frame takes it; one byte shorter does not.
+    exact = segment(conn, 104, pattern(77))
+    ops += [post_legacy(0x9000_2000, len(exact), 0x62), Rx(exact),
+            post_legacy(0x9000_3000, len(exact) - 1, 0x63), Rx(exact)]
     ref, _ = check(SMALL, ops)
     drops = [(e.index, e.reason) for op in ref for e in op.events if e.type == EventType.DROP]
     nc = NO_CONNECTION
@@ -533,7 +538,10 @@ def test_drops_and_failed_legacy_delivery():
         (nc, DropReason.TRUNCATED), (nc, DropReason.OVERSIZE), (nc, DropReason.NO_LEGACY_BUFFER),
         (0, DropReason.NO_LEGACY_BUFFER), (0, DropReason.NO_LEGACY_BUFFER),
         (0, DropReason.NO_LEGACY_BUFFER), (0, DropReason.LEGACY_TOO_SMALL),
-        (0, DropReason.LEGACY_TOO_SMALL), (nc, DropReason.NO_LEGACY_BUFFER)]
+        (0, DropReason.LEGACY_TOO_SMALL), (nc, DropReason.NO_LEGACY_BUFFER),
+        (0, DropReason.LEGACY_TOO_SMALL)]
+    assert [(e.type, e.tag) for e in ref[21].events] == [(EventType.LEGACY, 0x62)]
+    assert [e.type for e in ref[23].events] == [EventType.DROP]
     for number in (10, 14):
         assert (state_of(ref[number]).rcv_nxt, state_of(ref[number]).sync_req) == (100, 0)
     assert ref[15].events[0].tag == 0x60
@@ -563,53 +571,59 @@ def test_rcv_nxt_serial_wrap():
 
 # Commands ----------------------------------------------------------------------------------------
 
-def test_every_command_status():
-    params = SMALL
+ODD = Params(data_width=128, n_entries=5, buffers_per_conn=3, legacy_ring_depth=2,
+             max_frame_bytes=600, rx_buffer_bytes=2048)
+
+
+@pytest.mark.parametrize("params", [SMALL, ODD], ids=["small", "odd"])
+def test_every_command_status(params):
+    """Each status in the order of the checks; a failed command changes nothing (R41)."""
     conn, other = CONNS[0], CONNS[1]
     bad_index = params.n_entries
     top = TOP_OF_MEMORY
-    ops = [
-        0,                                                              # BAD_OPCODE
-        7 | 2 << 16, 0xff | 0xffff << 16,                               # BAD_OPCODE
-        delegate(bad_index, conn, 1), delegate(0xffff, conn, 1),        # BAD_INDEX
-        post(bad_index, 0x1000, 10, 1), resync(0x8000, 1), reclaim(bad_index), query(0xffff),
-        query(0), resync(1, 5), reclaim(2), post(3, 0x1000, 10, 1),    # NOT_DELEGATED
-        delegate(0, conn, 1000), delegate(0, other, 1),                 # OK, IN_USE
-        delegate(1, conn, 1),                                           # DUPLICATE_KEY
-        delegate(1, other, 2000, snd_nxt=0xfedcba98, rcv_wnd=0x1234),
-        post(0, 0x1000, 0, 1), post_legacy(0x1000, 0, 2),               # ZERO_LENGTH
-        post(0, top - 100, 101, 1), post_legacy(top - 1, 2, 2),         # ADDRESS_WRAP
-        post(0, top - 0xffffffff + 1, 0xffffffff, 1),
-        post_legacy((1 << 64) - 1, 0xffffffff, 2),
-        post(0, top - 100, 100, 0x100),                                 # ends at 2**64: OK
-        post(0, 0, 0xffffffff, 0x101),
-        post(0, 0x20, 1, 0x102), post(0, 0x40, 2, 0x103),
-        post(0, 0x60, 3, 0x104),                                        # QUEUE_FULL
-        post_legacy(top - 2048, 2048, 0x200, index=bad_index),          # POST_LEGACY any index
-        post_legacy(0x7000, 64, 0x201), post_legacy(0x8000, 64, 0x202),
-        post_legacy(0x9000, 64, 0x203),
-        post_legacy(0xa000, 64, 0x204),                                 # QUEUE_FULL
-        resync(0, 0xdeadbeef), query(0), query(1), query(2),
+    S = CmdStatus
+    cases = [
+        (0, S.BAD_OPCODE), (7 | 2 << 16, S.BAD_OPCODE), (0xff | 0xffff << 16, S.BAD_OPCODE),
+        (delegate(bad_index, conn, 1), S.BAD_INDEX), (delegate(0xffff, conn, 1), S.BAD_INDEX),
+        (post(bad_index, 0x1000, 10, 1), S.BAD_INDEX), (resync(0x8000, 1), S.BAD_INDEX),
+        (reclaim(bad_index), S.BAD_INDEX), (query((1 << params.index_bits) - 1 | 1 << 12),
+                                             S.BAD_INDEX),
+        (query(0), S.NOT_DELEGATED), (resync(1, 5), S.NOT_DELEGATED),
+        (reclaim(1), S.NOT_DELEGATED), (post(0, 0x1000, 10, 1), S.NOT_DELEGATED),
+        (delegate(0, conn, 1000), S.OK), (delegate(0, other, 1), S.IN_USE),
+        (delegate(1, conn, 1), S.DUPLICATE_KEY),
+        (delegate(1, other, 2000, snd_nxt=0xfedcba98, rcv_wnd=0x1234), S.OK),
+        (post(0, 0x1000, 0, 1), S.ZERO_LENGTH), (post_legacy(0x1000, 0, 2), S.ZERO_LENGTH),
+        (post(0, top - 100, 101, 1), S.ADDRESS_WRAP), (post_legacy(top - 1, 2, 2), S.ADDRESS_WRAP),
+        (post(0, top - 0xffffffff + 1, 0xffffffff, 1), S.ADDRESS_WRAP),
+        (post_legacy(top - 1, 0xffffffff, 2), S.ADDRESS_WRAP),
+        # A wrapping, empty post to a free entry is NOT_DELEGATED: that check comes first.
+        (post(2, top - 1, 0, 1), S.NOT_DELEGATED),
+        (post(0, top - 100, 100, 0x100), S.OK),                     # ends exactly at 2**64
+        (post(0, 0, 0xffffffff, 0x101), S.OK),
     ]
-    ref, _ = check(params, ops)
-    done = [op.events[-1] for op in ref]
+    cases += [(post(0, 0x20 * n, n, 0x102 + n), S.OK)
+              for n in range(1, params.buffers_per_conn - 1)]
+    cases += [(post(0, 0x1000, 3, 0x1ff), S.QUEUE_FULL),
+              (post_legacy(top - 2048, 2048, 0x200, index=bad_index), S.OK)]  # any index
+    cases += [(post_legacy(0x7000 + 0x100 * n, 64, 0x201 + n), S.OK)
+              for n in range(params.legacy_ring_depth - 1)]
+    cases += [(post_legacy(0xa000, 64, 0x2ff), S.QUEUE_FULL),
+              (post(0, top - 10, 0, 1), S.ZERO_LENGTH),                 # ahead of QUEUE_FULL
+              (post_legacy(top - 10, 11, 1), S.ADDRESS_WRAP),           # ahead of QUEUE_FULL
+              (resync(0, 0xdeadbeef), S.OK),
+              (query(0), S.OK), (query(1), S.OK), (query(2), S.NOT_DELEGATED)]
+    ref, _ = check(params, [op for op, _ in cases])
+    done = [outcome.events[-1] for outcome in ref]
     assert all(event.type == EventType.CMD_DONE for event in done)
-    statuses = [event.status for event in done]
-    assert set(statuses) == set(CmdStatus)
-    assert statuses[:3] == [CmdStatus.BAD_OPCODE] * 3
-    assert statuses[3:9] == [CmdStatus.BAD_INDEX] * 6
-    assert statuses[9:13] == [CmdStatus.NOT_DELEGATED] * 4
-    assert statuses[13:17] == [CmdStatus.OK, CmdStatus.IN_USE, CmdStatus.DUPLICATE_KEY,
-                               CmdStatus.OK]
-    assert statuses[17:23] == [CmdStatus.ZERO_LENGTH] * 2 + [CmdStatus.ADDRESS_WRAP] * 4
-    assert statuses[23:28] == [CmdStatus.OK] * 4 + [CmdStatus.QUEUE_FULL]
-    assert statuses[28:33] == [CmdStatus.OK] * 4 + [CmdStatus.QUEUE_FULL]
+    assert [event.status for event in done] == [status for _, status in cases]
+    assert {status for _, status in cases} == set(CmdStatus)
     assert [(e.index, e.opcode) for e in done[:3]] == [(0, 0), (2, 7), (0xffff, 0xff)]
-    assert done[28].index == bad_index
-    state0, state1 = state_of(ref[34]), state_of(ref[35])
-    assert (state0.rcv_nxt, state0.n_buffers, state0.last_ack_sent) == (0xdeadbeef, 4, 1000)
-    assert (state1.rcv_nxt, state1.snd_nxt, state1.rcv_wnd) == (2000, 0xfedcba98, 0x1234)
-    assert ref[36].events[-1].status == CmdStatus.NOT_DELEGATED
+    state0, state1 = state_of(ref[-3]), state_of(ref[-2])
+    assert (state0.rcv_nxt, state0.n_buffers, state0.last_ack_sent) == \
+        (0xdeadbeef, params.buffers_per_conn, 1000)
+    assert (state1.rcv_nxt, state1.snd_nxt, state1.rcv_wnd, state1.last_ack_sent) == \
+        (2000, 0xfedcba98, 0x1234, 2000)
 
 
 def test_reclaim_and_reuse():
@@ -647,8 +661,9 @@ def test_reclaim_and_reuse():
 
 def random_frame(params, rng, conn, seq):
     """A random received frame of ``conn``, mostly a well-formed Linux-style data segment."""
-    header_room = params.max_frame_bytes - 14 - 4 - 24 - 20 - 12
-    size = rng.choice([0, rng.randint(1, 64), rng.randint(1, 600), rng.randint(1, header_room)])
+    # Room for payload behind the largest headers drawn below (802.1Q tag, 12 option bytes).
+    payload_room = params.max_frame_bytes - 14 - 4 - 20 - 20 - 12
+    size = rng.choice([0, rng.randint(1, 64), rng.randint(1, 600), rng.randint(1, payload_room)])
     payload = rng.randbytes(size)
     kwargs = {"flags": rng.choice(["A", "PA", "PA", "A", "A"])}
     roll = rng.random()
@@ -669,17 +684,22 @@ def random_frame(params, rng, conn, seq):
     if roll < 0.04:
         return Rx(frame[:rng.randint(0, len(frame) - 1)])
     if roll < 0.05:
-        return Rx(frame + rng.randbytes(params.max_frame_bytes - len(frame) + rng.randint(1, 40)))
+        # Ethernet padding, which the IPv4 length excludes, or enough of it to be oversize.
+        return Rx(frame + rng.randbytes(rng.choice(
+            [rng.randint(1, 20), params.max_frame_bytes - len(frame) + rng.randint(1, 40)])))
     if roll < 0.07:
         return Rx(bytes(Ether() / IP(dst=conn.local_ip) / UDP() / Raw(payload[:100])))
     return Rx(frame)
 
 
 def random_ops(params, rng, count):
-    """Frames and commands over a few more connections than entries, seq numbers chosen from a
-    planning model so that most frames are in sequence and get placed."""
+    """Frames and commands over one more connection than there are entries. A planning model
+    picks the targets the host stack would: seq numbers mostly in sequence, buffers posted
+    mostly to delegated connections, the legacy ring mostly kept stocked, a RESYNC soon after a
+    connection needs one. Bad commands and bad frames are mixed in."""
     planner = Model(params)
     conns = [Conn(f"10.1.0.{n + 2}", 30000 + n) for n in range(params.n_entries + 1)]
+    keys = [(ip_int(c.local_ip), ip_int(c.remote_ip), c.local_port, c.remote_port) for c in conns]
     ops = []
 
     def emit(op):
@@ -690,63 +710,70 @@ def random_ops(params, rng, count):
             planner.command(op)
 
     def random_buffer(kind):
-        length = rng.choice([rng.randint(1, 64), rng.randint(64, 3000), rng.randint(1, 1 << 16)])
         if kind == "legacy":
-            length = rng.choice([rng.randint(1, 1600), params.max_frame_bytes])
+            length = rng.choice([rng.randint(60, 1600), params.max_frame_bytes])
+        else:
+            length = rng.choice([rng.randint(1, 64), rng.randint(64, 1500),
+                                 rng.randint(1, 1 << 16)])
         roll = rng.random()
-        if roll < 0.03:
+        if roll < 0.02:
             length = 0
-        if roll < 0.06:
-            return TOP_OF_MEMORY - length + rng.choice([0, 0, 1, 1000]), length
+        if roll < 0.05:
+            return min(TOP_OF_MEMORY - 1,
+                       TOP_OF_MEMORY - length + rng.choice([0, 0, 1, 1000])), length
         return rng.randrange(TOP_OF_MEMORY - length), length
 
-    tag = 0
+    def delegated():
+        return [index for index, entry in enumerate(planner.entries) if entry.valid]
+
     for index in range(params.n_entries - 1):
         emit(delegate(index, conns[index], rng.getrandbits(32)))
-    for _ in range(params.legacy_ring_depth // 2):
-        tag += 1
-        emit(post_legacy(*random_buffer("legacy"), tag))
 
+    tag = 0
     while len(ops) < count:
-        roll = rng.random()
-        index = rng.randrange(params.n_entries)
-        entry = planner.entries[index]
         tag += 1
-        if roll < 0.55:
-            conn = rng.choice(conns)
-            found = planner.lookup((ip_int(conn.local_ip), ip_int(conn.remote_ip),
-                                    conn.local_port, conn.remote_port))
-            rcv_nxt = planner.entries[found].rcv_nxt if found is not None else rng.getrandbits(32)
-            seq = rcv_nxt if rng.random() < 0.85 else (rcv_nxt + rng.randint(-3000, 3000)) % (1 << 32)
-            emit(random_frame(params, rng, conn, seq))
-        elif roll < 0.72:
-            emit(post(index if rng.random() < 0.95 else params.n_entries,
-                      *random_buffer("user"), tag))
-        elif roll < 0.84:
+        valid = delegated()
+        index = rng.choice(valid) if valid and rng.random() < 0.85 else \
+            rng.randrange(params.n_entries)
+        roll = rng.random()
+        if len(planner.legacy_ring) < 2 and rng.random() < 0.7 or roll < 0.08:
             emit(post_legacy(*random_buffer("legacy"), tag))
-        elif roll < 0.90:
-            rcv_nxt = entry.rcv_nxt if rng.random() < 0.8 else rng.getrandbits(32)
+        elif roll < 0.60:
+            conn = rng.choice(conns)
+            if valid and rng.random() < 0.8:
+                conn = conns[keys.index(planner.entries[rng.choice(valid)].key)]
+            found = planner.lookup(keys[conns.index(conn)])
+            rcv_nxt = planner.entries[found].rcv_nxt if found is not None else rng.getrandbits(32)
+            seq = rcv_nxt if rng.random() < 0.85 else \
+                (rcv_nxt + rng.randint(-3000, 3000)) % (1 << 32)
+            emit(random_frame(params, rng, conn, seq))
+        elif roll < 0.80:
+            emit(post(index if rng.random() < 0.97 else params.n_entries,
+                      *random_buffer("user"), tag))
+        elif roll < 0.86:
+            rcv_nxt = planner.entries[index].rcv_nxt if rng.random() < 0.8 else \
+                rng.getrandbits(32)
             emit(resync(index, rcv_nxt))
-        elif roll < 0.94:
+        elif roll < 0.91:
             emit(query(index))
-        elif roll < 0.96:
+        elif roll < 0.94:
             emit(reclaim(index))
         elif roll < 0.99:
-            emit(delegate(index, rng.choice(conns), rng.choice(
+            emit(delegate(rng.randrange(params.n_entries), rng.choice(conns), rng.choice(
                 [rng.getrandbits(32), (1 << 32) - rng.randint(1, 2000)])))
         else:
             emit(rng.choice([0, 8, 0x7f]) | index << 16)
-        # Keep connections out of SYNC most of the time, as the host stack would.
-        entry = planner.entries[index]
-        if entry.valid and entry.sync_req and rng.random() < 0.5:
-            emit(resync(index, entry.rcv_nxt))
+        for index in delegated():
+            if planner.entries[index].sync_req and rng.random() < 0.3:
+                emit(resync(index, planner.entries[index].rcv_nxt))
     return ops
 
 
-def test_random_in_order():
-    rng = seeded_rng("rx_engine_in_order")
-    ops = random_ops(SMALL, rng, 300)
-    ref, _ = check(SMALL, ops, rng=rng)
+@pytest.mark.parametrize("params, count", [(SMALL, 500), (ODD, 200)], ids=["small", "odd"])
+def test_random_in_order(params, count):
+    rng = seeded_rng(f"rx_engine_in_order_{params.n_entries}")
+    ops = random_ops(params, rng, count)
+    ref, _ = check(params, ops, rng=rng)
     kinds = {e.type for op in ref for e in op.events}
     assert {EventType.RX_PLACED, EventType.BUF_DONE, EventType.LEGACY, EventType.DROP,
             EventType.STATE} <= kinds
@@ -756,5 +783,21 @@ def test_random_concurrent_streams():
     """Frames and commands offered at once: whatever order the engine picks, each operation's
     outcome is the model's for that order."""
     rng = seeded_rng("rx_engine_concurrent")
-    ops = random_ops(SMALL, rng, 200)
+    ops = random_ops(SMALL, rng, 300)
     check(SMALL, ops, rng=rng, concurrent=True, idle_prob=0.2, ready_prob=0.6)
+
+
+def test_frames_and_commands_alternate():
+    """With both streams always offering, the engine takes a frame and a command in turn, so a
+    flood of frames cannot starve the driver's commands (nor the reverse)."""
+    conn = CONNS[0]
+    frames = [rx(conn, seq, pattern(10, seq)) for seq in (100, 100, 100, 110, 120, 130)]
+    commands = [delegate(0, conn, 100), post(0, 0xe_0000_0000, 25, 1), post_legacy(0x1000, 100, 2),
+                query(0), post(0, 0xe_0000_1000, 100, 3), reclaim(0)]
+    ops = [op for pair in zip(frames, commands) for op in pair]
+    taken, _ = rtl_run(SMALL, ops, concurrent=True)
+    assert [isinstance(op, Rx) for op in taken] == [True, False] * 6
+    ref, _ = check(SMALL, ops, concurrent=True)
+    assert [op.events[0].type for op in ref[::2]] == [
+        EventType.DROP, EventType.DROP, EventType.RX_PLACED, EventType.RX_PLACED,
+        EventType.LEGACY, EventType.DROP]
