@@ -17,6 +17,8 @@ DELEGATE ?= auto
 JSON     ?=
 DUMP     ?=
 WAVES    ?=
+# FAST=1: the RTL through the compiled Verilator harness (sim/replay_fast.py) instead of cocotb.
+FAST     ?=
 
 # make test: what pytest runs (a narrower selection: TESTS=tb/unit/test_cli.py).
 TESTS ?= tb
@@ -36,7 +38,8 @@ true_values := 1 yes true on
 
 SIM_ARGS = $(call opt,--pcap,$(PCAP)) $(call opt,--local,$(LOCAL)) \
            $(call opt,--delegate,$(DELEGATE)) $(call opt,--json,$(JSON)) \
-           $(call opt,--dump,$(DUMP)) $(if $(filter $(true_values),$(WAVES)),--waves)
+           $(call opt,--dump,$(DUMP)) $(if $(filter $(true_values),$(WAVES)),--waves) \
+           $(if $(filter $(true_values),$(FAST)),--backend fast)
 
 PARAM_ARGS = $(call opt,--data-width,$(DATA_WIDTH)) $(call opt,--n-entries,$(N_ENTRIES)) \
              $(call opt,--buffers-per-conn,$(BUFFERS_PER_CONN)) \
@@ -45,7 +48,7 @@ PARAM_ARGS = $(call opt,--data-width,$(DATA_WIDTH)) $(call opt,--n-entries,$(N_E
              $(call opt,--max-frame-bytes,$(MAX_FRAME_BYTES)) \
              $(call opt,--max-burst-beats,$(MAX_BURST_BEATS))
 
-.PHONY: all install sim test verilog lint docs clean distclean
+.PHONY: all install sim test verilog lint docs clean distclean bench
 
 all: test
 
@@ -79,3 +82,38 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# make synth: resource use and Fmax on an ECP5 (sim/synth.py --help); SYNTH_CONFIGS picks a
+# subset, e.g. SYNTH_CONFIGS="64x16 cam16". The YoWASP Yosys and nextpnr are installed into
+# .venv only here, so that `make test` does not download them.
+SYNTH_CONFIGS ?=
+SYNTH_STAMP   := $(VENV)/.synth-installed
+
+.PHONY: synth
+
+$(SYNTH_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check --quiet -e '.[dev,synth]'
+	@touch $@
+
+synth: $(SYNTH_STAMP)
+	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) sim/synth.py \
+		$(strip $(call opt,--configs,$(SYNTH_CONFIGS)) -o $(BUILD_DIR)/synth)
+
+# make bench: line-rate figures of the RTL through the compiled harness (sim/bench.py --help).
+bench: $(STAMP)
+	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) sim/bench.py --json $(BUILD_DIR)/bench.json
+
+# make formal: every formal proof of tb/formal (docs/verification.md, "Formal proofs") and a
+# table of the results; FORMAL_ARGS passes options to the runner, e.g. FORMAL_ARGS="--only
+# match_cam" or "--list". YoWASP Yosys and Boolector are installed into .venv only here.
+FORMAL_ARGS  ?=
+FORMAL_STAMP := $(VENV)/.formal-installed
+
+.PHONY: formal
+
+$(FORMAL_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check --quiet -e '.[dev,formal]'
+	@touch $@
+
+formal: $(FORMAL_STAMP)
+	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) -m formal.runner $(FORMAL_ARGS)

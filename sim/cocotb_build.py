@@ -26,7 +26,7 @@ from toolchain import fst_available, make_overrides, setup_verilator
 
 
 __all__ = ["REPO_ROOT", "BUILD_ROOT", "CocotbFailure", "sources_digest", "config_key",
-           "generate_verilog", "run_cocotb"]
+           "generate_verilog", "run_cocotb", "WAVE_FORMATS"]
 
 
 REPO_ROOT  = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def _module_name(design):
     return MODULE_NAME if design is build_top else design.__name__.lower()
 
 
-def config_key(params, design=None, *, waves=False):
+def config_key(params, design=None, *, waves=False, wave_format=None):
     """The name of the build folder of a configuration.
 
     Parameters
@@ -70,6 +70,8 @@ def config_key(params, design=None, *, waves=False):
         What :func:`generate_verilog` builds; the core when not given.
     waves : bool
         Whether the simulation model records waves; that needs a build of its own.
+    wave_format : {None, "fst", "vcd"}
+        The format of the waves, as for :func:`run_cocotb`; each format has a build of its own.
 
     Returns
     -------
@@ -79,10 +81,19 @@ def config_key(params, design=None, *, waves=False):
         raise TypeError(f"Parameters must be a Params, not {params!r}")
     identity = {"params": params.as_dict(), "design": _design_name(design or build_top)}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{key}-{_wave_format()}" if waves else key
+    return f"{key}-{_wave_format(wave_format)}" if waves else key
 
 
-def _wave_format():
+WAVE_FORMATS = ("fst", "vcd")
+
+
+def _wave_format(requested=None):
+    if requested is not None and requested not in WAVE_FORMATS:
+        raise ValueError(f"Wave format must be one of {WAVE_FORMATS!r} or None, "
+                         f"not {requested!r}")
+    # VCD is always possible; FST only where its writer builds, else VCD whatever was asked.
+    if requested == "vcd":
+        return "vcd"
     return "fst" if fst_available() else "vcd"
 
 
@@ -215,7 +226,7 @@ def _run_label(test_module, testcase, extra_env):
 
 
 def run_cocotb(test_module, params, *, testcase=None, waves=False, extra_env=None, test_dir=None,
-               design=None, seed=None):
+               design=None, seed=None, wave_format=None):
     """Build a configuration if needed and run cocotb tests on it.
 
     Parameters
@@ -241,6 +252,10 @@ def run_cocotb(test_module, params, *, testcase=None, waves=False, extra_env=Non
         ``design(params)`` returns the component to simulate; the core when not given.
     seed : int, optional
         cocotb random seed; by default cocotb picks one, or takes ``COCOTB_RANDOM_SEED``.
+    wave_format : {None, "fst", "vcd"}
+        ``"vcd"`` records ``dump.vcd`` even where FST could be written, for tools that only read
+        VCD (``sim/wavecheck.py``); ``"fst"`` prefers FST as described for ``waves``. When not
+        given, the environment's ``WAVE_FORMAT`` chooses, and FST is preferred without it.
 
     Returns
     -------
@@ -256,17 +271,18 @@ def run_cocotb(test_module, params, *, testcase=None, waves=False, extra_env=Non
         If no usable Verilator is installed.
     """
     waves = waves or _truthy(os.environ.get("WAVES", ""))
+    wave_format = wave_format or os.environ.get("WAVE_FORMAT", "").strip().lower() or None
     design = design or build_top
     name = _module_name(design)
     setup_verilator()
-    build_dir = BUILD_ROOT / config_key(params, design, waves=waves)
+    build_dir = BUILD_ROOT / config_key(params, design, waves=waves, wave_format=wave_format)
     test_dir = (Path(test_dir) if test_dir is not None
                 else build_dir / "runs" / _run_label(test_module, testcase, extra_env))
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
-    wave_format = _wave_format()
+    requested_format, wave_format = wave_format, _wave_format(wave_format)
     wave_file = test_dir / f"dump.{wave_format}"
-    if waves and wave_format != "fst":
+    if waves and wave_format != "fst" and requested_format != "vcd":
         print("warning: Verilator's FST writer needs the LZ4 development files (Debian: "
               "liblz4-dev); recording VCD instead", file=sys.stderr)
     for stale in (results_xml, wave_file):

@@ -10,8 +10,10 @@ events. It plays the host's part of the SPEC:
   (passive open: the peer's ACK of our SYN-ACK has arrived; active open: we have sent the ACK of
   the peer's SYN-ACK), with ``rcv_nxt`` the next byte it expects from the peer, ``snd_nxt`` and
   ``rcv_wnd`` from the last frame it sent;
-* keeps each delegated connection's buffer queue full with user buffers of
-  :data:`USER_BUFFER_BYTES` in a per-connection arena;
+* fills each delegated connection's buffer queue with user buffers of :data:`USER_BUFFER_BYTES`
+  (in a per-connection arena) when it delegates it, and afterwards posts a user buffer only
+  when the core asks for one: a BUF_REQ is answered at once with as many buffers as its
+  shortfall needs, or, when the queue has no free slot, left to time out (R17–R19);
 * reclaims a connection once it is closed (both FINs seen and ours acknowledged, or a RST) and,
   at the end of a replay, every connection still delegated;
 * rebuilds each connection's application byte stream as a host stack would: from the bytes the
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from tcpdct.params import Params
 from tcpdct.records import Command, Opcode, CmdStatus
+from tcpdct import regmap
 from tcpdct.headers import TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST
 from model.frame import Cls, parse
 
@@ -66,12 +69,17 @@ class StreamReassembly:
         The in-order bytes received so far.
     duplicate_bytes : int
         Bytes that arrived again after they were already in :attr:`data` or held out of order.
+    new_bytes : dict of str to int
+        Bytes of :attr:`data` by the ``source`` that brought them first (``"placed"`` or
+        ``"legacy"``), counted when they join :attr:`data`, so that bytes held out of order
+        count for the path they came by.
     """
 
     def __init__(self, isn):
         self.start = (isn + 1) % _SEQ_MOD
         self.data = bytearray()
         self.duplicate_bytes = 0
+        self.new_bytes = {"placed": 0, "legacy": 0}
         self._out_of_order = {}
 
     @property
@@ -83,8 +91,9 @@ class StreamReassembly:
         offset = (seq - self.start) % _SEQ_MOD
         return offset - _SEQ_MOD if offset >= 1 << 31 else offset
 
-    def add(self, seq, payload):
-        """Take ``payload`` that starts at sequence number ``seq``; the number of new bytes."""
+    def add(self, seq, payload, source):
+        """Take ``payload`` that starts at sequence number ``seq`` and came by ``source``; the
+        number of bytes :attr:`data` grew by (held out-of-order bytes it released included)."""
         offset, payload = self._offset(seq), bytes(payload)
         if offset < 0:
             self.duplicate_bytes += min(len(payload), -offset)
@@ -92,25 +101,26 @@ class StreamReassembly:
         if not payload:
             return 0
         if offset > len(self.data):
-            held = self._out_of_order.get(offset, b"")
+            held, _ = self._out_of_order.get(offset, (b"", None))
             self.duplicate_bytes += min(len(held), len(payload))
             if len(payload) > len(held):
-                self._out_of_order[offset] = payload
+                self._out_of_order[offset] = (payload, source)
             return 0
         before = len(self.data)
-        self._append(offset, payload)
+        self._append(offset, payload, source)
         while True:
             ready = [offset for offset in self._out_of_order if offset <= len(self.data)]
             if not ready:
                 break
             for offset in sorted(ready):
-                self._append(offset, self._out_of_order.pop(offset))
+                self._append(offset, *self._out_of_order.pop(offset))
         return len(self.data) - before
 
-    def _append(self, offset, payload):
+    def _append(self, offset, payload, source):
         overlap = len(self.data) - offset
         self.duplicate_bytes += min(overlap, len(payload))
         self.data += payload[overlap:]
+        self.new_bytes[source] += max(0, len(payload) - overlap)
 
 
 @dataclass
@@ -142,7 +152,8 @@ class Connection:
     bytes_placed : int
         Payload bytes the core placed into this connection's user buffers.
     bytes_legacy : int
-        Payload bytes that reached the stream through legacy buffers (new bytes only).
+        Payload bytes that reached the stream through legacy buffers (new bytes only: the
+        stream's ``new_bytes["legacy"]``).
     """
     key:            tuple
     state:          str
@@ -157,9 +168,13 @@ class Connection:
     fin_acked:      bool = False
     reclaim_wanted: bool = False
     bytes_placed:   int = 0
-    bytes_legacy:   int = 0
     buffers:        deque = field(default_factory=deque)
     free_slots:     list = None
+    preposted:      bool = False
+
+    @property
+    def bytes_legacy(self):
+        return 0 if self.stream is None else self.stream.new_bytes["legacy"]
 
     @property
     def name(self):
@@ -196,6 +211,9 @@ class HostDriver:
         The frames read back from legacy buffers, in order of their LEGACY events.
     buf_req_events, resync_events : int
         BUF_REQ and RESYNC events seen.
+    buffer_request_open : bool
+        A frame is held by a buffer request (R17): a BUF_REQ came and no frame has been decided
+        since.
     commands_issued : dict of str to int
         Commands issued, by opcode name.
 
@@ -228,6 +246,8 @@ class HostDriver:
         self._next_tag = 0
         self._pending = None
         self._closing = False
+        # (connection, bytes still lacking) of the open buffer request, or None.
+        self._request = None
 
     # Decisions ---------------------------------------------------------------------------------
 
@@ -239,8 +259,9 @@ class HostDriver:
         """
         if self._pending is not None:
             raise DriverError(f"Command {self._pending[0]!r} never completed")
-        command = (self._reclaim_command() or self._delegate_command()
-                   or self._legacy_command() or self._user_buffer_command())
+        command = (self._reclaim_command() or self._buffer_request_command()
+                   or self._delegate_command() or self._legacy_command()
+                   or self._prepost_command())
         if command is not None:
             name = command.opcode.name
             self.commands_issued[name] = self.commands_issued.get(name, 0) + 1
@@ -293,38 +314,61 @@ class HostDriver:
         return self._issue(Command(Opcode.POST_LEGACY, address=address,
                                    length=LEGACY_BUFFER_BYTES, tag=tag), posted)
 
-    def _user_buffer_command(self):
+    def _post_user_buffer(self, conn, posted=None):
+        slot = conn.free_slots[0]
+        address = USER_ARENA_BASE + conn.index * USER_ARENA_STRIDE + slot * USER_BUFFER_BYTES
+        buffer = _UserBuffer(address, USER_BUFFER_BYTES, self._tag(), slot)
+        def effect():
+            conn.free_slots.remove(buffer.slot)
+            conn.buffers.append(buffer)
+            if posted is not None:
+                posted(buffer)
+        return self._issue(Command(Opcode.POST_BUFFER, conn.index, address=buffer.address,
+                                   length=buffer.length, tag=buffer.tag), effect)
+
+    def _prepost_command(self):
+        """Fill the queue of a newly delegated connection; later posts answer BUF_REQs only."""
         if self._closing:
             return None
         for conn in sorted(self._by_index.values(), key=lambda conn: conn.index):
-            if conn.reclaim_wanted or len(conn.buffers) >= self.params.buffers_per_conn:
+            if conn.preposted or conn.reclaim_wanted:
                 continue
-            slot = conn.free_slots[0]
-            address = (USER_ARENA_BASE + conn.index * USER_ARENA_STRIDE
-                       + slot * USER_BUFFER_BYTES)
-            buffer = _UserBuffer(address, USER_BUFFER_BYTES, self._tag(), slot)
-            def posted(conn=conn, buffer=buffer):
-                conn.free_slots.remove(buffer.slot)
-                conn.buffers.append(buffer)
-            return self._issue(Command(Opcode.POST_BUFFER, conn.index, address=buffer.address,
-                                       length=buffer.length, tag=buffer.tag), posted)
+            if len(conn.buffers) >= self.params.buffers_per_conn:
+                conn.preposted = True
+                continue
+            return self._post_user_buffer(conn)
         return None
+
+    def _buffer_request_command(self):
+        """A POST_BUFFER towards the open buffer request's shortfall, while a slot is free."""
+        if self._request is None:
+            return None
+        conn, lacking = self._request
+        if lacking <= 0 or not conn.free_slots:
+            return None
+        def posted(buffer):
+            self._request = (conn, lacking - buffer.length)
+        return self._post_user_buffer(conn, posted)
+
+    @property
+    def buffer_request_open(self):
+        return self._request is not None
 
     def rx_batch_limit(self):
         """How many received frames may be streamed back to back before the driver looks again.
 
         One while a handshake is waiting for the peer's ACK (so the connection is delegated
-        before its first data arrives); otherwise as many as the posted legacy buffers and the
-        room of every delegated connection's buffers can take, so that a batch never runs out.
+        before its first data arrives); otherwise as many as the posted legacy buffers can take,
+        and few enough that frames of the largest size waiting behind a held one stay below the
+        high-water mark (``HWM_BYTES`` at its reset value): a held frame is then released only
+        by the driver's answer or its timer, never by the batch's own size (R19).
         """
         if any(conn.state == "SYN_RCVD" for conn in self.connections):
             return 1
-        largest_payload = self.params.max_frame_bytes - 14 - 20 - 20
-        limit = len(self._legacy_ring)
-        for conn in self._by_index.values():
-            room = sum(buffer.length - buffer.filled for buffer in conn.buffers)
-            limit = min(limit, room // largest_payload)
-        return max(1, limit)
+        width = self.params.data_bytes
+        stored_bytes = -(-self.params.max_frame_bytes // width) * width
+        hwm = regmap.reset_value(regmap.by_name("HWM_BYTES"), self.params)
+        return max(1, min(len(self._legacy_ring), (hwm - 1) // stored_bytes))
 
     def close_all(self):
         """From now on, reclaim every delegated connection and post nothing more."""
@@ -396,7 +440,8 @@ class HostDriver:
         if len(data) != event.length:
             raise DriverError(f"{event!r} placed more than the posted buffers hold")
         conn.bytes_placed += event.length
-        conn.stream.add(event.seq, data)
+        conn.stream.add(event.seq, data, "placed")
+        self._request = None
         self._peer_ack(conn, event.flags, event.ack)
 
     def _on_buf_done(self, event, memory):
@@ -417,10 +462,19 @@ class HostDriver:
         self._free_legacy_slots.sort()
         frame = memory.read(address, event.frame_len)
         self.legacy_frames.append(frame)
+        self._request = None
         self._stack_rx(frame)
+
+    def _on_drop(self, event, memory):
+        self._request = None
 
     def _on_buf_req(self, event, memory):
         self.buf_req_events += 1
+        conn = self._by_index.get(event.index)
+        if conn is None or self._request is not None:
+            raise DriverError(f"{event!r} for an entry the driver did not delegate, or while "
+                              f"another request is open")
+        self._request = (conn, event.bytes)
 
     def _on_resync(self, event, memory):
         self.resync_events += 1
@@ -461,7 +515,7 @@ class HostDriver:
             self._closed(conn)
             return
         payload = frame[p.payload_offset:p.payload_offset + p.payload_len]
-        conn.bytes_legacy += conn.stream.add(p.seq, payload)
+        conn.stream.add(p.seq, payload, "legacy")
         if p.flags & TCP_FIN and (p.seq + p.payload_len) % _SEQ_MOD == conn.stream.rcv_nxt:
             conn.fin_received = True
         if ack:

@@ -12,11 +12,14 @@ Backends:
 ``cocotb``
     The RTL under cocotb and Verilator, checked against the model step by step
     (:mod:`replay_cocotb`). The default.
+``fast``
+    The RTL under Verilator driven by the compiled harness, the schedule recorded on the model
+    first, compared step by step afterwards (:mod:`replay_fast`).
 
 Usage::
 
     python sim/replay.py [--pcap FILE] [--local IP] [--delegate auto|none] [--json FILE]
-                         [--dump DIR] [--waves] [--backend model|cocotb]
+                         [--dump DIR] [--waves] [--backend model|cocotb|fast]
 """
 
 import argparse
@@ -64,7 +67,7 @@ class ReplayResult:
     local_ip: int
 
 
-async def run_replay(runner, *, pcap=DEFAULT_PCAP, local=None, delegate=True):
+async def run_replay(runner, *, pcap=DEFAULT_PCAP, local=None, delegate=True, observer=None):
     """Replay ``pcap`` on ``runner``; await this inside a cocotb test for the RTL.
 
     Parameters
@@ -75,6 +78,9 @@ async def run_replay(runner, *, pcap=DEFAULT_PCAP, local=None, delegate=True):
         IPv4 address of the local host; by default the one receiving the most TCP payload.
     delegate : bool
         Delegate connections at the end of their handshake.
+    observer : callable, optional
+        ``observer(step, events)`` is called after the summary has counted each step (see
+        :func:`schedule.execute`).
 
     Returns
     -------
@@ -92,7 +98,12 @@ async def run_replay(runner, *, pcap=DEFAULT_PCAP, local=None, delegate=True):
     steps = capture_steps(frames, local_ip)
     driver = HostDriver(runner.params, local_ip, delegate=delegate)
     summary = ReplaySummary(local_ip, runner.params.max_frame_bytes)
-    await execute(steps, runner, driver, summary.observe)
+    def observe(step, events):
+        summary.observe(step, events)
+        if observer is not None:
+            observer(step, events)
+
+    await execute(steps, runner, driver, observe)
     summary.finish(driver, runner)
     return ReplayResult(summary, driver, runner, local_ip)
 
@@ -143,7 +154,7 @@ def _parse_args(argv):
     parser.add_argument("--dump", type=Path, help="write each delegated connection's received "
                                                   "byte stream into this directory")
     parser.add_argument("--waves", action="store_true", help="record waves (cocotb backend)")
-    parser.add_argument("--backend", choices=("model", "cocotb"),
+    parser.add_argument("--backend", choices=("model", "cocotb", "fast"),
                         default="cocotb" if _cocotb_available() else "model",
                         help="what executes the schedule (default: cocotb when available)")
     options = parser.parse_args(argv)
@@ -197,6 +208,11 @@ def main(argv=None):
             import replay_cocotb
             # The RTL runs in the simulator's own process, which reports by itself.
             return replay_cocotb.run(options)
+        if options.backend == "fast":
+            if options.waves:
+                print("note: --waves has no effect with the fast backend", file=sys.stderr)
+            import replay_fast
+            return replay_fast.run(options)
         if options.waves:
             print("note: --waves has no effect with the model backend", file=sys.stderr)
         result = replay(options.pcap, local=options.local, delegate=options.delegate == "auto")

@@ -40,6 +40,11 @@ class DutRunner:
         self.tx_frames_out += 1
         return events
 
+    async def expire_buffer_request(self, reason):
+        # Waits out the default BUF_REQ_TIMEOUT in simulated cycles: slow, but the driver asks
+        # for it only when a connection's buffer queue has no free slot (buffers_per_conn 1).
+        return await self.tb.expire_buffer_request(reason)
+
 
 async def _count_cycles(dut, counter):
     while True:

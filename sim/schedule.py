@@ -17,15 +17,24 @@ same for every backend as long as the backend emits the events the model emits.
 same order, ``docs/architecture.md``, "Ordering rule between frames and commands"):
 
 1. Before each group of steps from the capture, the driver issues the commands it wants, one at
-   a time: a command is issued only once every earlier RX frame has produced its terminal event
-   (RX_PLACED, LEGACY or DROP), and nothing after it is issued before its CMD_DONE.
+   a time: a command is issued only once every earlier RX frame has been decided (RX_PLACED,
+   LEGACY or DROP) or waits behind a frame held by a buffer request, and nothing after it is
+   issued before its CMD_DONE.
 2. Consecutive RX frames of the capture are streamed back to back as one **batch**, at most
    :meth:`HostDriver.rx_batch_limit` frames long; the driver sets that limit so that the batch
-   cannot run out of legacy or user buffers. The batch is finished when every frame in it has
-   produced its terminal event.
-3. A TX frame is given to the transmit port only after every earlier RX frame has produced its
-   terminal event, so that the DCT updates it causes (R31–R33) act on a settled entry; the step
-   is finished when the frame has left the transmit port and its DCT update has taken effect.
+   can neither run out of legacy buffers nor reach the receive packet buffer's high-water mark.
+   The batch is finished when every frame in it has been decided, or when a frame of it is held
+   by a buffer request (R17) and the frames after it wait behind it. Nothing else can happen
+   then — the held frame and everything behind it wait in the model and the RTL alike — so the
+   driver answers at once: with POST_BUFFER commands (rule 1) that make room, whose events end
+   with those of the released frames (the held one placed, then the frames behind it), or, when
+   it has no free buffer slot, by letting the request time out (``expire_buffer_request``: the
+   held frame goes to legacy ``BUF_TIMEOUT``, R19). This repeats until every frame of the batch
+   is decided.
+3. A TX frame is given to the transmit port only after every earlier RX frame has been decided,
+   so that the DCT update it causes (R31–R33) acts on a settled entry; the step is finished when
+   the frame has left the transmit port and its DCT update has taken effect, with the events it
+   caused (a RESYNC when the stack's ACK reaches rcv_nxt of a connection in SYNC_REQ, R32).
 4. After the last frame of the capture the driver issues its closing commands (RECLAIM of every
    connection still delegated), under rule 1.
 
@@ -42,13 +51,20 @@ waits on simulator triggers).
     Host memory with ``read(address, length) -> bytes``; DMA writes land there.
 ``async command(command) -> list[Event]``
     Issue one :class:`tcpdct.records.Command`; return every event emitted from the moment it is
-    issued up to and including its CMD_DONE, in stream order.
+    issued up to and including its CMD_DONE, followed by the events of the frames a held
+    frame's re-decision released (R18), in stream order.
 ``async rx(frames) -> list[Event]``
     Stream the frames (``bytes``, no FCS) back to back into the receive port; return once each
-    has produced its terminal event, with every event emitted meanwhile, in stream order.
+    has been decided or waits behind a held frame, with every event emitted meanwhile, in
+    stream order (a held frame's BUF_REQ included).
 ``async tx(frame) -> list[Event]``
     Send one frame into the transmit port; return once it has left the transmit port and its DCT
-    update has taken effect, with the events it caused (a RESYNC, or none).
+    update has taken effect, with the events it caused (a RESYNC, or none) followed by those of
+    any frame a held frame's re-decision released.
+``async expire_buffer_request(reason) -> list[Event]``
+    End the buffer request of the held frame as its timer would (``reason`` is
+    ``LegacyReason.BUF_TIMEOUT``); return the events of the frames it decided: the held one
+    (LEGACY) and those queued behind it, until one is held again or none is left.
 ``tx_frames_out``
     How many frames have left the transmit port so far (a DUT runner also checks that they are
     byte for byte the frames sent in, R30, and counts any difference in ``mismatches``).
@@ -60,11 +76,12 @@ waits on simulator triggers).
 """
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
 from tcpdct.params import Params
-from tcpdct.records import EventType
+from tcpdct.records import EventType, LegacyReason
 
 
 __all__ = [
@@ -289,6 +306,9 @@ class ModelRunner:
         self.tx_frames_out += 1
         return events
 
+    async def expire_buffer_request(self, reason):
+        return self.model.expire_buffer_request(reason)
+
 
 class LockstepRunner:
     """A DUT runner checked step by step against the golden model.
@@ -354,6 +374,11 @@ class LockstepRunner:
         expected = await self.model.tx(frame)
         return self._compare("tx", expected, await self.dut.tx(frame))
 
+    async def expire_buffer_request(self, reason):
+        expected = await self.model.expire_buffer_request(reason)
+        return self._compare(f"expiry ({reason.name}) of a buffer request", expected,
+                             await self.dut.expire_buffer_request(reason))
+
 
 async def execute(steps, runner, driver, observer=None):
     """Run capture ``steps`` on ``runner`` with ``driver`` deciding the commands.
@@ -368,34 +393,54 @@ async def execute(steps, runner, driver, observer=None):
     driver : host_driver.HostDriver
         Decides the commands and consumes the events.
     observer : callable, optional
-        ``observer(step, events)`` is called after every executed step (COMMAND steps included),
-        with the events the step produced; for an RX batch, once per frame with that frame's
-        own events.
+        ``observer(step, events)`` is called once per executed step (COMMAND steps included)
+        with the events that step itself caused. An RX step is reported once its frame has been
+        decided, with every event of that frame (its BUF_REQ, its terminal event and the
+        BUF_DONEs of a placed frame), after the step whose events decided it.
 
     Raises
     ------
     RuntimeError
-        If the runner returns the wrong number of terminal events for an RX batch.
+        If the runner's events cannot be attributed: more terminal events than frames received,
+        or a frame left undecided with no buffer request open (R23).
     """
     def notify(step, events):
         if observer is not None:
             observer(step, events)
 
-    async def issue_commands():
-        while (command := driver.next_command()) is not None:
-            events = await runner.command(command)
-            driver.on_events(events, runner.memory)
-            notify(Step(StepKind.COMMAND, command=command), events)
+    undecided = _UndecidedFrames(notify)
+
+    async def perform(step, action, own_events):
+        events = await action
+        driver.on_events(events, runner.memory)
+        own = own_events(events)
+        if step is not None:
+            notify(step, events[:own])
+        undecided.take(events[own:])
+
+    async def settle():
+        while True:
+            command = driver.next_command()
+            if command is not None:
+                await perform(Step(StepKind.COMMAND, command=command), runner.command(command),
+                              _command_events)
+            elif undecided:
+                if not driver.buffer_request_open:
+                    raise RuntimeError(f"{len(undecided)} frame(s) were received but not "
+                                       f"decided, with no buffer request open (R23)")
+                # The driver has no buffer to give: the request times out (R19).
+                await perform(None, runner.expire_buffer_request(LegacyReason.BUF_TIMEOUT),
+                              lambda events: 0)
+            else:
+                return
 
     position = 0
     while position < len(steps):
-        await issue_commands()
+        await settle()
         step = steps[position]
         if step.kind is StepKind.TX:
             driver.on_tx(step.frame.data)
-            events = await runner.tx(step.frame.data)
-            driver.on_events(events, runner.memory)
-            notify(step, events)
+            await perform(step, runner.tx(step.frame.data), _tx_update_events)
             position += 1
             continue
         batch = []
@@ -404,38 +449,68 @@ async def execute(steps, runner, driver, observer=None):
                and len(batch) < limit):
             batch.append(steps[position])
             position += 1
-        events = await runner.rx([step.frame.data for step in batch])
-        driver.on_events(events, runner.memory)
-        per_frame = _split_by_frame(events, len(batch))
-        for step, frame_events in zip(batch, per_frame):
-            notify(step, frame_events)
+        undecided.extend(batch)
+        await perform(None, runner.rx([step.frame.data for step in batch]), lambda events: 0)
+    await settle()
     driver.close_all()
-    await issue_commands()
+    await settle()
 
 
-def _split_by_frame(events, n_frames):
-    """The events of an RX batch, grouped by the frame that caused them.
+def _command_events(events):
+    """How many of a command step's events are the command's own: up to its CMD_DONE (R40);
+    the events after it are those of frames a held frame's re-decision released."""
+    for number, event in enumerate(events):
+        if event.type is EventType.CMD_DONE:
+            return number + 1
+    raise RuntimeError(f"A command ended without CMD_DONE (R40): {events!r}")
 
-    A frame's terminal event comes first among its own events, except for a BUF_REQ, which
-    precedes it (R17); the BUF_DONEs of a placed frame follow its RX_PLACED.
+
+def _tx_update_events(events):
+    """How many of a TX step's events its DCT update caused (a RESYNC, R32); the events after
+    them are those of frames a held frame's re-decision released."""
+    number = 0
+    while number < len(events) and events[number].type is EventType.RESYNC:
+        number += 1
+    return number
+
+
+class _UndecidedFrames:
+    """RX steps given to the receive port whose frames have no terminal event yet, oldest first.
+
+    Frames are decided in arrival order, so each terminal event belongs to the oldest undecided
+    frame; a BUF_REQ to the oldest too, as only the frame at the head of the receive engine can
+    be held (R17); BUF_DONEs right after an RX_PLACED to the frame placed.
     """
-    groups = [[] for _ in range(n_frames)]
-    terminals = 0
-    waiting = []
-    for event in events:
-        if event.type in TERMINAL_EVENTS:
-            if terminals == n_frames:
-                raise RuntimeError(f"More terminal events than the {n_frames} frame(s) "
-                                   f"received (R23): {events!r}")
-            groups[terminals] += waiting + [event]
-            waiting = []
-            terminals += 1
-        elif event.type is EventType.BUF_DONE and terminals and not waiting:
-            groups[terminals - 1].append(event)
-        else:
-            waiting.append(event)
-    if terminals != n_frames:
-        raise RuntimeError(f"{n_frames} frame(s) were received but {terminals} terminal "
-                           f"event(s) came back (R23): {events!r}")
-    groups[-1] += waiting
-    return groups
+
+    def __init__(self, notify):
+        self._notify = notify
+        self._frames = deque()
+
+    def __len__(self):
+        return len(self._frames)
+
+    def extend(self, steps):
+        self._frames.extend((step, []) for step in steps)
+
+    def take(self, events):
+        """Attribute ``events`` (frame events only, in stream order) and report decided frames."""
+        decided = []
+        placed = None
+        for event in events:
+            if event.type in TERMINAL_EVENTS:
+                if not self._frames:
+                    raise RuntimeError(f"More terminal events than frames received (R23): "
+                                       f"{events!r}")
+                step, own = self._frames.popleft()
+                own.append(event)
+                decided.append((step, own))
+                placed = own if event.type is EventType.RX_PLACED else None
+            elif event.type is EventType.BUF_DONE and placed is not None:
+                placed.append(event)
+            elif event.type is EventType.BUF_REQ and self._frames:
+                self._frames[0][1].append(event)
+                placed = None
+            else:
+                raise RuntimeError(f"{event!r} belongs to no frame received: {events!r}")
+        for step, own in decided:
+            self._notify(step, own)

@@ -42,11 +42,18 @@ class ConnectionSummary:
     legacy_payload_bytes : int
         TCP payload bytes of the frames that went through legacy buffers (retransmissions
         included).
+    buf_reqs : int
+        BUF_REQ events of the connection's frames (R17).
+    resyncs : int
+        RESYNC events the connection's transmitted ACKs caused (R32).
+    placed_after_resync, bytes_placed_after_resync : int
+        Frames and payload bytes placed after the connection's first RESYNC: placement resumed.
     delegated : bool
         Whether the host driver delegated the connection.
-    stream_bytes, stream_bytes_via_legacy, duplicate_bytes : int
-        Application bytes the host rebuilt, how many of them came from legacy frames, and
-        payload bytes received more than once.
+    stream_bytes, stream_bytes_via_placement, stream_bytes_via_legacy, duplicate_bytes : int
+        Application bytes the host rebuilt, how many of them came first by placement and how
+        many from legacy frames (the two add up to ``stream_bytes``), and payload bytes
+        received more than once.
     """
     rx_frames:               int = 0
     tx_frames:               int = 0
@@ -55,16 +62,33 @@ class ConnectionSummary:
     dropped:                 Counter = field(default_factory=Counter)
     bytes_placed:            int = 0
     legacy_payload_bytes:    int = 0
+    buf_reqs:                int = 0
+    resyncs:                 int = 0
+    placed_after_resync:     int = 0
+    bytes_placed_after_resync: int = 0
     delegated:               bool = False
     stream_bytes:            int = 0
+    stream_bytes_via_placement: int = 0
     stream_bytes_via_legacy: int = 0
     duplicate_bytes:         int = 0
+
+    @property
+    def placed_fraction(self):
+        """Share of the received TCP payload bytes that were placed rather than sent to legacy
+        buffers (0 with no payload)."""
+        return _fraction(self.bytes_placed, self.legacy_payload_bytes)
 
     def as_dict(self):
         result = dict(vars(self))
         result["legacy"] = dict(sorted(self.legacy.items()))
         result["dropped"] = dict(sorted(self.dropped.items()))
+        result["placed_fraction"] = round(self.placed_fraction, 6)
         return result
+
+
+def _fraction(placed, legacy):
+    total = placed + legacy
+    return placed / total if total else 0.0
 
 
 class ReplaySummary:
@@ -84,6 +108,8 @@ class ReplaySummary:
     legacy, dropped : Counter of str
         By reason name.
     bytes_placed, legacy_payload_bytes : int
+    placed_fraction : float
+        ``bytes_placed / (bytes_placed + legacy_payload_bytes)``.
     commands : Counter of str
         Commands issued, by opcode name.
     buf_reqs, resyncs : int
@@ -123,12 +149,11 @@ class ReplaySummary:
         return self.connections.setdefault(OTHER, ConnectionSummary()), p
 
     def observe(self, step, events):
-        """Count one executed step (the ``observer`` of :func:`schedule.execute`)."""
-        for event in events:
-            if event.type is EventType.BUF_REQ:
-                self.buf_reqs += 1
-            elif event.type is EventType.RESYNC:
-                self.resyncs += 1
+        """Count one executed step (the ``observer`` of :func:`schedule.execute`).
+
+        ``events`` are the step's own: a command's up to its CMD_DONE, a TX frame's RESYNC, a
+        received frame's BUF_REQ, terminal event and BUF_DONEs.
+        """
         if step.kind is StepKind.COMMAND:
             self.commands[step.command.opcode.name] += 1
             return
@@ -137,15 +162,24 @@ class ReplaySummary:
         if step.kind is StepKind.TX:
             self.tx_frames_in += 1
             row.tx_frames += 1
+            resyncs = sum(event.type is EventType.RESYNC for event in events)
+            self.resyncs += resyncs
+            row.resyncs += resyncs
             return
         self.rx_frames += 1
         row.rx_frames += 1
         for event in events:
-            if event.type is EventType.RX_PLACED:
+            if event.type is EventType.BUF_REQ:
+                self.buf_reqs += 1
+                row.buf_reqs += 1
+            elif event.type is EventType.RX_PLACED:
                 self.placed += 1
                 row.placed += 1
                 self.bytes_placed += event.length
                 row.bytes_placed += event.length
+                if row.resyncs:
+                    row.placed_after_resync += 1
+                    row.bytes_placed_after_resync += event.length
             elif event.type is EventType.LEGACY:
                 reason = LegacyReason(event.reason).name
                 self.legacy[reason] += 1
@@ -172,7 +206,8 @@ class ReplaySummary:
             row.delegated = conn.ever_delegated
             if conn.stream is not None:
                 row.stream_bytes = len(conn.stream.data)
-                row.stream_bytes_via_legacy = conn.bytes_legacy
+                row.stream_bytes_via_placement = conn.stream.new_bytes["placed"]
+                row.stream_bytes_via_legacy = conn.stream.new_bytes["legacy"]
                 row.duplicate_bytes = conn.stream.duplicate_bytes
 
     def check(self):
@@ -201,6 +236,10 @@ class ReplaySummary:
             return False
         return self.mismatches == 0 and self.legacy_content_errors == 0
 
+    @property
+    def placed_fraction(self):
+        return _fraction(self.bytes_placed, self.legacy_payload_bytes)
+
     def as_dict(self):
         return {
             "rx_frames": self.rx_frames,
@@ -211,6 +250,7 @@ class ReplaySummary:
             "dropped": dict(sorted(self.dropped.items())),
             "bytes_placed": self.bytes_placed,
             "legacy_payload_bytes": self.legacy_payload_bytes,
+            "placed_fraction": round(self.placed_fraction, 6),
             "commands": dict(sorted(self.commands.items())),
             "buf_reqs": self.buf_reqs,
             "resyncs": self.resyncs,
@@ -230,21 +270,25 @@ class ReplaySummary:
             f"  dropped by reason: {reasons(self.dropped)}",
             f"tx frames in {self.tx_frames_in}, out {self.tx_frames_out}",
             f"bytes placed {self.bytes_placed}, TCP payload bytes via legacy "
-            f"{self.legacy_payload_bytes}",
+            f"{self.legacy_payload_bytes}: {100 * self.placed_fraction:.1f} % placed",
             f"commands: {reasons(self.commands)}",
             f"buffer requests {self.buf_reqs}, resyncs {self.resyncs}, "
             f"model mismatches {self.mismatches}, "
             f"legacy content errors {self.legacy_content_errors}",
             "",
             f"{'connection':<44} {'deleg':>5} {'rx':>5} {'tx':>5} {'placed':>6} {'legacy':>6} "
-            f"{'drop':>5} {'B placed':>9} {'B legacy':>9} {'stream B':>9}",
+            f"{'drop':>5} {'B placed':>9} {'B legacy':>9} {'placed':>7} {'stream B':>9} "
+            f"{'bufreq':>6} {'resync':>6} {'pl>rs':>5}",
         ]
         for name, row in self.connections.items():
             lines.append(
                 f"{name:<44} {'yes' if row.delegated else 'no':>5} {row.rx_frames:>5} "
                 f"{row.tx_frames:>5} {row.placed:>6} {sum(row.legacy.values()):>6} "
                 f"{sum(row.dropped.values()):>5} {row.bytes_placed:>9} "
-                f"{row.legacy_payload_bytes:>9} {row.stream_bytes:>9}")
+                f"{row.legacy_payload_bytes:>9} {100 * row.placed_fraction:>6.1f}% "
+                f"{row.stream_bytes:>9} {row.buf_reqs:>6} {row.resyncs:>6} "
+                f"{row.placed_after_resync:>5}")
+        lines.append("(pl>rs: frames placed after the connection's first resync)")
         return "\n".join(lines)
 
 

@@ -82,21 +82,11 @@ class CommandDecision(wiring.Component):
             with m.Elif(self.key_present):
                 m.d.comb += status.eq(CmdStatus.DUPLICATE_KEY)
         with m.Elif(opcode == Opcode.POST_LEGACY):
-            with m.If(post.length == 0):
-                m.d.comb += status.eq(CmdStatus.ZERO_LENGTH)
-            with m.Elif(wraps):
-                m.d.comb += status.eq(CmdStatus.ADDRESS_WRAP)
-            with m.Elif(self.legacy_full):
-                m.d.comb += status.eq(CmdStatus.QUEUE_FULL)
+            self._check_buffer(m, status, post, wraps, full=self.legacy_full)
         with m.Elif(~delegated):
             m.d.comb += status.eq(CmdStatus.NOT_DELEGATED)
         with m.Elif(opcode == Opcode.POST_BUFFER):
-            with m.If(post.length == 0):
-                m.d.comb += status.eq(CmdStatus.ZERO_LENGTH)
-            with m.Elif(wraps):
-                m.d.comb += status.eq(CmdStatus.ADDRESS_WRAP)
-            with m.Elif(queue.count == depth):
-                m.d.comb += status.eq(CmdStatus.QUEUE_FULL)
+            self._check_buffer(m, status, post, wraps, full=queue.count == depth)
         ok = status == CmdStatus.OK
 
         delegate = cmd.body.delegate
@@ -176,3 +166,13 @@ class CommandDecision(wiring.Component):
             self.event_valid[depth + 1].eq(1),
         ]
         return m
+
+    @staticmethod
+    def _check_buffer(m, status, post, wraps, *, full):
+        """The checks of a posted buffer, user or legacy, in their order (R41)."""
+        with m.If(post.length == 0):
+            m.d.comb += status.eq(CmdStatus.ZERO_LENGTH)
+        with m.Elif(wraps):
+            m.d.comb += status.eq(CmdStatus.ADDRESS_WRAP)
+        with m.Elif(full):
+            m.d.comb += status.eq(CmdStatus.QUEUE_FULL)

@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from . import ports, regmap
 from .layouts import event_layout
@@ -68,11 +68,16 @@ class Csr(wiring.Component):
 
     def __init__(self, params):
         self.params = params
+        self._settings = [reg for reg in regmap.REGISTERS if reg.access == "rw"]
         super().__init__({
             **ports.axil_slave("axil"),
             "event":      In(event_layout),
             "event_fire": In(1),
             "tx_frame":   In(1),
+            "tx_matched": In(1),
+            # One output per read-write register of the map, named after it in lower case.
+            **{reg.name.lower(): Out(32, init=regmap.reset_value(reg, params))
+               for reg in self._settings},
         })
         self._counter_table = self._counters()
         self.counters = {name: counter for name, (counter, _, _) in self._counter_table.items()}
@@ -95,6 +100,8 @@ class Csr(wiring.Component):
             "BYTES_PLACED": (fired(EventType.RX_PLACED), event.body.rx_placed.length),
             "BYTES_LEGACY": (fired(EventType.LEGACY), event.body.legacy.frame_len),
             "TX_FRAMES":    (self.tx_frame, 1),
+            "TX_MATCHED":   (self.tx_matched, 1),
+            "BUF_REQS":     (fired(EventType.BUF_REQ), 1),
             "RESYNCS":      (fired(EventType.RESYNC), 1),
             "CMD_ERRORS":   (fired(EventType.CMD_DONE) & (event.body.cmd_done.status != 0), 1),
             "DMA_ERRORS":   (self.event_fire & event.dma_error, 1),
@@ -149,6 +156,8 @@ class Csr(wiring.Component):
                 decode[word] = (counter[:32], [high_latches[stem].eq(counter[32:])])
             elif stem in high_latches and half == "_HI":
                 decode[word] = (high_latches[stem], [])
+            elif reg.access == "rw":
+                decode[word] = (getattr(self, reg.name.lower()), [])
             elif reg.name in constants:
                 value = constants[reg.name]
                 if not 0 <= value < 1 << 32:
@@ -165,19 +174,23 @@ class Csr(wiring.Component):
                 m.d.sync += counter.eq(counter + amount)
         decode = self._decode(self.counters)
 
-        # Write channel: each of AW and W is held until both are there; the registers are
-        # read-only, so the address and data are not kept.
+        # Write channel: each of AW and W is held until both are there, then the write takes
+        # effect (byte strobes honoured) on a read-write register and is ignored elsewhere.
         aw_held = Signal()
         w_held = Signal()
+        write_addr = Signal.like(self.axil_awaddr)
+        write_data = Signal.like(self.axil_wdata)
+        write_strb = Signal.like(self.axil_wstrb)
         m.d.comb += [
             self.axil_awready.eq(~aw_held),
             self.axil_wready.eq(~w_held),
             self.axil_bresp.eq(0),
         ]
         with m.If(self.axil_awvalid & self.axil_awready):
-            m.d.sync += aw_held.eq(1)
+            m.d.sync += [aw_held.eq(1), write_addr.eq(self.axil_awaddr)]
         with m.If(self.axil_wvalid & self.axil_wready):
-            m.d.sync += w_held.eq(1)
+            m.d.sync += [w_held.eq(1), write_data.eq(self.axil_wdata),
+                         write_strb.eq(self.axil_wstrb)]
         with m.If(self.axil_bvalid & self.axil_bready):
             m.d.sync += self.axil_bvalid.eq(0)
         with m.If(aw_held & w_held & ~self.axil_bvalid):
@@ -186,6 +199,13 @@ class Csr(wiring.Component):
                 aw_held.eq(0),
                 w_held.eq(0),
             ]
+            for reg in self._settings:
+                setting = getattr(self, reg.name.lower())
+                with m.If(write_addr[2:] == reg.offset >> 2):
+                    for byte in range(4):
+                        with m.If(write_strb[byte]):
+                            m.d.sync += setting.word_select(byte, 8).eq(
+                                write_data.word_select(byte, 8))
 
         # Read channel: the address is decoded into a registered rdata, which holds until the
         # R handshake because no new address is taken while R is valid.

@@ -12,7 +12,7 @@ from . import records
 
 __all__ = [
     "ConnKey", "command_layout", "event_layout", "FrameClass", "rx_descriptor_layout",
-    "segment_layout", "JobKind", "dma_job_layout", "queued_event_layout",
+    "segment_layout", "JobKind", "dma_job_layout", "queued_event_layout", "tx_update_layout",
 ]
 
 
@@ -126,3 +126,15 @@ def dma_job_layout(params):
 #: An event waiting for the writes before it. ``first`` marks the first event of a job: it may
 #: leave only once the DMA writer has reported that job complete (R50).
 queued_event_layout = data.StructLayout({"first": 1, "event": event_layout})
+
+
+#: What the transmit engine reports of a TCP frame the host stack sent (R31–R33), for the
+#: receive engine's sequencer to apply to the entry with ``key``.
+tx_update_layout = data.StructLayout({
+    "key":         ConnKey,
+    "seq":         32,
+    "ack":         32,
+    "window":      16,
+    "flags":       8,
+    "payload_len": 16,
+})

@@ -3,7 +3,13 @@
 from dataclasses import dataclass, asdict
 
 
-__all__ = ["Params"]
+__all__ = ["Params", "RX_DESCRIPTOR_DEPTH"]
+
+
+#: Frames the receive parser keeps ready for the receive engine. While the engine holds a frame
+#: for a user buffer (R17), at most this many complete frames wait behind it in the receive
+#: packet buffer; later ones wait at the MAC. The model needs it to predict the high-water mark.
+RX_DESCRIPTOR_DEPTH = 8
 
 
 def _power_of_two(value):

@@ -72,7 +72,8 @@ class LegacyReason(IntEnum):
     SYNC        = 4  # connection waits for the stack to resynchronise
     NO_PAYLOAD  = 5  # pure ACK or window update
     OUT_OF_SEQ  = 6  # seq != rcv_nxt
-    NO_BUFFER   = 7  # posted user buffers cannot hold the payload
+    # 7 is not used: it was the interim reason for a frame without room before the buffer
+    # request existed.
     BUF_TIMEOUT = 8  # buffer request timed out
     HWM         = 9  # receive packet buffer reached its high-water mark during a request
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from .records import LegacyReason, DropReason
 
 
-__all__ = ["Register", "REGISTERS", "ID_VALUE", "VERSION_VALUE", "by_name",
-           "LEGACY_REASON_BASE", "DROP_REASON_BASE"]
+__all__ = ["Register", "REGISTERS", "ID_VALUE", "VERSION_VALUE", "by_name", "reset_value",
+           "LEGACY_REASON_BASE", "DROP_REASON_BASE", "BUF_REQ_TIMEOUT_DEFAULT"]
 
 
 ID_VALUE      = 0x54444354  # "TDCT"
@@ -27,6 +27,10 @@ class Register:
     access: str   # "ro" or "rw"
     doc:    str
 
+
+#: Cycles a frame may wait for a user buffer: 0.64 ms at 156.25 MHz, far longer than a driver
+#: needs to answer BUF_REQ, far shorter than a TCP retransmission timeout.
+BUF_REQ_TIMEOUT_DEFAULT = 100_000
 
 LEGACY_REASON_BASE = 0x180
 DROP_REASON_BASE   = 0x1c0
@@ -42,6 +46,11 @@ def _build():
         Register("LEGACY_RING_DEPTH", 0x014, "ro", "Build parameter legacy_ring_depth."),
         Register("RX_BUFFER_BYTES",   0x018, "ro", "Build parameter rx_buffer_bytes."),
         Register("MAX_FRAME_BYTES",   0x01c, "ro", "Build parameter max_frame_bytes."),
+        Register("BUF_REQ_TIMEOUT",   0x040, "rw", "Cycles a frame may wait for a user buffer "
+                 "after BUF_REQ before it goes to legacy (BUF_TIMEOUT). Reset: 100000."),
+        Register("HWM_BYTES",         0x044, "rw", "High-water mark of the receive packet "
+                 "buffer while a frame waits for a user buffer (HWM). Reset: 3/4 of "
+                 "rx_buffer_bytes."),
         Register("RX_FRAMES",         0x100, "ro", "Received frames (RX_PLACED + LEGACY + DROP events)."),
         Register("RX_PLACED",         0x104, "ro", "RX_PLACED events."),
         Register("RX_LEGACY",         0x108, "ro", "LEGACY events."),
@@ -56,6 +65,8 @@ def _build():
         Register("DMA_ERRORS",        0x12c, "ro", "Events sent with dma_error set."),
         Register("BUF_DONES",         0x130, "ro", "BUF_DONE events."),
         Register("COMMANDS",          0x134, "ro", "CMD_DONE events."),
+        Register("TX_MATCHED",        0x138, "ro", "Transmitted frames whose key hit the DCT."),
+        Register("BUF_REQS",          0x13c, "ro", "BUF_REQ events."),
     ]
     regs += [Register(f"LEGACY_{reason.name}", LEGACY_REASON_BASE + 4 * reason, "ro",
                       f"LEGACY events with reason {reason.name}.") for reason in LegacyReason]
@@ -65,6 +76,15 @@ def _build():
 
 
 REGISTERS = _build()
+
+
+def reset_value(register, params):
+    """The value of a read-write register after reset."""
+    if register.name == "BUF_REQ_TIMEOUT":
+        return BUF_REQ_TIMEOUT_DEFAULT
+    if register.name == "HWM_BYTES":
+        return params.rx_buffer_bytes * 3 // 4
+    raise ValueError(f"{register.name!r} is not a read-write register")
 
 
 def by_name(name):

@@ -41,12 +41,17 @@ class FrameDecision(wiring.Component):
             "queue":        In(buffer_queue_layout(params)),
             "legacy_valid": In(1),
             "legacy_head":  In(legacy_buffer_layout),
+            "held":         In(1),  # the frame has been waiting for a user buffer
+            "timed_out":    In(1),  # ... for BUF_REQ_TIMEOUT cycles
+            "high_water":   In(1),  # the receive packet buffer is at its high-water mark
 
             "state_write":  Out(1),
             "new_state":    Out(conn_state_layout),
             "queue_write":  Out(1),
             "new_queue":    Out(buffer_queue_layout(params)),
             "legacy_pop":   Out(1),
+            "hold":         Out(1),  # keep the frame at the head: it waits for a user buffer
+            "job_valid":    Out(1),
             "job":          Out(dma_job_layout(params)),
             "events":       Out(data.ArrayLayout(event_layout, slots)),
             "event_valid":  Out(slots),
@@ -100,10 +105,20 @@ class FrameDecision(wiring.Component):
         with m.Elif(~in_seq):
             m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.OUT_OF_SEQ), set_sync.eq(1)]
         with m.Elif(~fits):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.NO_BUFFER), set_sync.eq(1),
-                         do_advance.eq(1)]
+            # R17–R19: wait for a user buffer, until the packet buffer or the timer runs out.
+            with m.If(self.held & self.high_water):
+                m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.HWM), set_sync.eq(1),
+                             do_advance.eq(1)]
+            with m.Elif(self.held & self.timed_out):
+                m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.BUF_TIMEOUT),
+                             set_sync.eq(1), do_advance.eq(1)]
+            with m.Else():
+                m.d.comb += self.hold.eq(1)
         with m.Else():
             m.d.comb += place.eq(1)
+        # The first time a connection waits, the driver is asked for a buffer; a request stays
+        # open (BUF_REQ set) until a frame of the connection is finally decided.
+        request = self.hold & ~state.buf_req
 
         # A legacy upload that cannot be delivered is dropped as if never received.
         no_legacy = legacy & ~self.legacy_valid
@@ -111,16 +126,18 @@ class FrameDecision(wiring.Component):
         legacy_ok = legacy & self.legacy_valid & ~too_small
         m.d.comb += self.legacy_pop.eq(legacy_ok)
 
-        # State portion.
+        # State portion. A legacy upload that cannot be delivered changes nothing but ending the
+        # buffer request, as does a frame decided without needing one.
         m.d.comb += [
             self.new_state.eq(state),
-            self.state_write.eq(delegated & (place | legacy_ok)),
+            self.new_state.buf_req.eq(self.hold),
+            self.state_write.eq(delegated & (~self.hold | request)),
         ]
         with m.If(place):
             m.d.comb += self.new_state.rcv_nxt.eq(state.rcv_nxt + desc.payload_len)
-        with m.If(do_advance):
+        with m.If(do_advance & legacy_ok):
             m.d.comb += self.new_state.rcv_nxt.eq(state.rcv_nxt + advance)
-        with m.If(set_sync):
+        with m.If(set_sync & legacy_ok):
             m.d.comb += self.new_state.sync_req.eq(1)
 
         # Buffer portion: fill in order, complete full buffers and, with PSH, the last one
@@ -148,8 +165,11 @@ class FrameDecision(wiring.Component):
 
         # DMA job: placed payload into the segments, a legacy frame whole, or nothing.
         job = self.job
-        m.d.comb += [job.buf_start.eq(desc.buf_start), job.frame_beats.eq(desc.stored_beats)]
-        with m.If(place):
+        m.d.comb += [job.buf_start.eq(desc.buf_start), job.frame_beats.eq(desc.stored_beats),
+                     self.job_valid.eq(~self.hold | request)]
+        with m.If(self.hold):
+            m.d.comb += job.kind.eq(JobKind.FENCE)
+        with m.Elif(place):
             m.d.comb += [job.kind.eq(JobKind.WRITE), job.src_offset.eq(desc.payload_offset),
                          job.n_segments.eq(sum((take[i] != 0) for i in range(depth)))]
             for i in range(depth):
@@ -166,8 +186,11 @@ class FrameDecision(wiring.Component):
         # Events.
         main = self.events[0]
         m.d.comb += [main.index.eq(Mux(delegated, self.index, NO_CONNECTION)),
-                     self.event_valid[0].eq(1)]
-        with m.If(place):
+                     self.event_valid[0].eq(~self.hold | request)]
+        with m.If(self.hold):
+            m.d.comb += [main.code.eq(EventType.BUF_REQ),
+                         main.body.buf_req.bytes.eq(left[depth])]  # the shortfall
+        with m.Elif(place):
             body = main.body.rx_placed
             m.d.comb += [main.code.eq(EventType.RX_PLACED), body.seq.eq(desc.seq),
                          body.ack.eq(desc.ack), body.window.eq(desc.window),

@@ -1,29 +1,37 @@
-"""The receive engine: decides each received frame's fate and executes commands, one at a time.
+"""The receive engine: decides each received frame's fate, executes commands and applies the
+transmit engine's updates, one at a time.
 
-Frames and commands both read and write the three DCT portions. Rather than arbitrate every
-memory port between a receive engine and a command unit, a single sequencer takes one operation
-at a time (a frame descriptor or a command), runs it to completion and only then takes the next:
-there is no read-modify-write hazard to forward around, and the order in which frames and
-commands take effect is simply the order in which the sequencer took them, which the model and
-the replay can reproduce (``docs/architecture.md``, "Ordering rule"). An operation costs
-four cycles plus one per extra event, well inside the eight beats of the shortest frame at 64
-bits; the frame's bytes meanwhile wait in the packet buffer and are moved by the DMA writer.
+Frames, commands and transmit updates all read and write the DCT. Rather than arbitrate every
+memory port between a receive engine, a command unit and a transmit engine, a single sequencer
+takes one operation at a time (a frame descriptor, a command or a transmit update), runs it to
+completion and only then takes the next: there is no read-modify-write hazard to forward
+around, no update can be lost, and the order in which they take effect is simply the order in
+which the sequencer took them, which the model and the replay can reproduce
+(``docs/architecture.md``, "Ordering rule" and "Transmit engine"). An operation costs four
+cycles plus one per extra event, well inside the eight beats of the shortest frame at 64 bits;
+the frame's bytes meanwhile wait in the packet buffer and are moved by the DMA writer.
 
-The decision logic itself lives in :mod:`.rx_decision` (frames) and :mod:`.cmd_unit`
-(commands); this module holds the storage and the sequencing.
+A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
+transmit updates still run, and between them the frame is decided again, until it is placed or
+the timer or the high-water mark sends it to legacy (R18, R19).
+
+The decision logic itself lives in :mod:`.rx_decision` (frames), :mod:`.cmd_unit` (commands)
+and :mod:`.tx_engine` (transmit updates); this module holds the storage and the sequencing.
 """
 
 from amaranth.hdl import Module, Signal, Const, Mux
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (ConnKey, command_layout, rx_descriptor_layout, dma_job_layout,
-                      queued_event_layout, event_layout)
+from .layouts import (ConnKey, JobKind, command_layout, rx_descriptor_layout, dma_job_layout,
+                      queued_event_layout, event_layout, tx_update_layout)
+from .records import EventType
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
-from .rx_decision import FrameDecision
+from .rx_decision import FrameDecision, event_slots
 from .cmd_unit import CommandDecision
+from .tx_engine import TxDecision
 
 
 __all__ = ["RxEngine"]
@@ -46,6 +54,14 @@ class RxEngine(wiring.Component):
         One DMA job per frame and per command, in decision order.
     event : Out(stream of ``queued_event_layout``)
         The events of each job, its first event marked.
+    tx_update : In(stream of ``tx_update_layout``)
+        Segments the host stack sent, to apply to their entries (R31–R33).
+    tx_matched : Out(1)
+        Pulses for each transmit update whose key hit.
+    buf_req_timeout : In(32)
+        Cycles a frame may wait for a user buffer (register BUF_REQ_TIMEOUT).
+    high_water : In(1)
+        The receive packet buffer is at its high-water mark (register HWM_BYTES).
     cam_key, cam_hit, cam_index : Out, In, In
         Lookup port of the match CAM; the result answers the key of the previous cycle.
     cam_valid : In(n_entries)
@@ -69,6 +85,10 @@ class RxEngine(wiring.Component):
             "cam_write_index": Out(params.index_bits),
             "cam_write_key":   Out(ConnKey),
             "cam_write_valid": Out(1),
+            "tx_update":       In(stream.Signature(tx_update_layout)),
+            "tx_matched":      Out(1),
+            "buf_req_timeout": In(32),
+            "high_water":      In(1),
         })
         # The state and buffer portions are separate memories (claim 22) so that either can be
         # sized and placed on its own.
@@ -91,21 +111,28 @@ class RxEngine(wiring.Component):
 
         m.submodules.frame_decision = frame = FrameDecision(p)
         m.submodules.cmd_decision   = cmd   = CommandDecision(p)
+        m.submodules.tx_decision    = tx    = TxDecision()
 
-        is_cmd   = Signal()
+        op       = Signal(_Op)
+        last_op  = Signal(_Op, init=_Op.TX)  # rotation: the source after it goes first
         desc     = Signal(rx_descriptor_layout(p))
         command  = Signal(command_layout)
+        update   = Signal(tx_update_layout)
         hit      = Signal()
         index    = Signal(16)
-        prefer_cmd = Signal()  # round robin between frames and commands when both wait
+        holding  = Signal()  # ``desc`` is a frame waiting for a user buffer
+        held_for = Signal(32)
 
         # The outcome of the operation, registered when it is decided and drained afterwards.
-        n_slots  = p.buffers_per_conn + 2
+        n_slots  = event_slots(p)
         job      = Signal(dma_job_layout(p))
         job_pending = Signal()
         events   = Signal(data.ArrayLayout(event_layout, n_slots))
         pending  = Signal(n_slots)
         sent_any = Signal()
+
+        with m.If(holding & ~held_for.all()):
+            m.d.sync += held_for.eq(held_for + 1)
 
         m.d.comb += [
             frame.desc.eq(desc),
@@ -115,58 +142,109 @@ class RxEngine(wiring.Component):
             frame.queue.eq(buffer_rd.data),
             frame.legacy_valid.eq(legacy_ring.r_rdy),
             frame.legacy_head.eq(legacy_head),
+            frame.held.eq(holding),
+            frame.timed_out.eq(held_for >= self.buf_req_timeout),
+            frame.high_water.eq(self.high_water),
             cmd.command.eq(command),
             cmd.key_present.eq(hit),
             cmd.cam_valid.eq(self.cam_valid),
             cmd.state.eq(state_rd.data),
             cmd.queue.eq(buffer_rd.data),
             cmd.legacy_full.eq(~legacy_ring.w_rdy),
+            tx.update.eq(update),
+            tx.state.eq(state_rd.data),
         ]
 
-        take_desc = self.descriptor.valid & ~(self.command.valid & prefer_cmd)
+        # Which source goes next: the first one waiting, in the rotation after the last served.
+        # A held frame is always waiting: it is decided again after every other operation.
+        waiting = {_Op.FRAME: holding | self.descriptor.valid,
+                   _Op.CMD:   self.command.valid,
+                   _Op.TX:    self.tx_update.valid}
+        choice = Signal(_Op)
+        any_waiting = Signal()
+        m.d.comb += any_waiting.eq(waiting[_Op.FRAME] | waiting[_Op.CMD] | waiting[_Op.TX])
+        with m.If(holding & (last_op != _Op.FRAME)):
+            # A held frame is decided again right after every command or transmit update, so
+            # that each of them is seen on its own (docs/architecture.md, "Buffer requests").
+            m.d.comb += choice.eq(_Op.FRAME)
+        with m.Else():
+            self._rotate(m, choice, last_op, waiting)
 
         with m.FSM():
             with m.State("IDLE"):
                 # The CAM answers next cycle for the key presented now: the candidate's key.
-                with m.If(take_desc):
-                    m.d.comb += [self.cam_key.eq(self.descriptor.payload.key),
-                                 self.descriptor.ready.eq(1)]
-                    m.d.sync += [desc.eq(self.descriptor.payload), is_cmd.eq(0),
-                                 prefer_cmd.eq(1)]
+                with m.If(any_waiting):
+                    m.d.sync += [op.eq(choice), last_op.eq(choice)]
                     m.next = "LOOKUP"
-                with m.Elif(self.command.valid):
+                with m.If(any_waiting & (choice == _Op.FRAME)):
+                    with m.If(holding):
+                        m.d.comb += self.cam_key.eq(desc.key)
+                    with m.Else():
+                        m.d.comb += [self.cam_key.eq(self.descriptor.payload.key),
+                                     self.descriptor.ready.eq(1)]
+                        m.d.sync += desc.eq(self.descriptor.payload)
+                with m.If(any_waiting & (choice == _Op.CMD)):
                     delegate = self.command.payload.body.delegate
                     m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
                                  self.cam_key.remote_ip.eq(delegate.remote_ip),
                                  self.cam_key.local_port.eq(delegate.local_port),
                                  self.cam_key.remote_port.eq(delegate.remote_port),
                                  self.command.ready.eq(1)]
-                    m.d.sync += [command.eq(self.command.payload), is_cmd.eq(1),
-                                 prefer_cmd.eq(0)]
-                    m.next = "LOOKUP"
+                    m.d.sync += command.eq(self.command.payload)
+                with m.If(any_waiting & (choice == _Op.TX)):
+                    m.d.comb += [self.cam_key.eq(self.tx_update.payload.key),
+                                 self.tx_update.ready.eq(1)]
+                    m.d.sync += update.eq(self.tx_update.payload)
 
             with m.State("LOOKUP"):
-                entry = Mux(is_cmd, command.index, self.cam_index)
+                entry = Mux(op == _Op.CMD, command.index, self.cam_index)
                 m.d.sync += [hit.eq(self.cam_hit), index.eq(entry)]
                 m.d.comb += [state_rd.addr.eq(entry), buffer_rd.addr.eq(entry)]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                with m.If(is_cmd):
-                    self._register_outcome(m, cmd, state_wr, buffer_wr, job, events, pending)
-                    m.d.comb += [
-                        self.cam_write_en.eq(cmd.cam_write),
-                        self.cam_write_index.eq(index),
-                        self.cam_write_key.eq(cmd.cam_write_key),
-                        self.cam_write_valid.eq(cmd.cam_write_valid),
-                        legacy_ring.w_en.eq(cmd.legacy_push),
-                        legacy_ring.w_data.eq(cmd.legacy_push_buffer),
-                    ]
-                with m.Else():
-                    self._register_outcome(m, frame, state_wr, buffer_wr, job, events, pending)
-                    m.d.comb += legacy_ring.r_en.eq(frame.legacy_pop)
+                with m.Switch(op):
+                    with m.Case(_Op.FRAME):
+                        self._register_outcome(m, frame, state_wr, buffer_wr, job, events,
+                                               pending)
+                        m.d.comb += legacy_ring.r_en.eq(frame.legacy_pop)
+                        m.d.sync += [job_pending.eq(frame.job_valid), holding.eq(frame.hold)]
+                        # The timer runs from the BUF_REQ that opened the request.
+                        with m.If(frame.hold & frame.job_valid):
+                            m.d.sync += held_for.eq(0)
+                    with m.Case(_Op.CMD):
+                        self._register_outcome(m, cmd, state_wr, buffer_wr, job, events,
+                                               pending)
+                        m.d.comb += [
+                            self.cam_write_en.eq(cmd.cam_write),
+                            self.cam_write_index.eq(index),
+                            self.cam_write_key.eq(cmd.cam_write_key),
+                            self.cam_write_valid.eq(cmd.cam_write_valid),
+                            legacy_ring.w_en.eq(cmd.legacy_push),
+                            legacy_ring.w_data.eq(cmd.legacy_push_buffer),
+                        ]
+                        m.d.sync += job_pending.eq(1)
+                    with m.Case(_Op.TX):
+                        m.d.comb += [
+                            state_wr.en.eq(hit),
+                            state_wr.data.eq(tx.new_state),
+                            self.tx_matched.eq(hit),
+                        ]
+                        resync = hit & tx.resync
+                        report = Signal(event_layout)
+                        m.d.comb += [
+                            report.code.eq(EventType.RESYNC),
+                            report.index.eq(index),
+                            report.body.resync.rcv_nxt.eq(tx.new_state.rcv_nxt),
+                        ]
+                        m.d.sync += [
+                            job.kind.eq(JobKind.FENCE),
+                            job_pending.eq(resync),
+                            pending.eq(resync),
+                            events[0].eq(report),
+                        ]
                 m.d.comb += [state_wr.addr.eq(index), buffer_wr.addr.eq(index)]
-                m.d.sync += [job_pending.eq(1), sent_any.eq(0)]
+                m.d.sync += sent_any.eq(0)
                 m.next = "EMIT"
 
             with m.State("EMIT"):
@@ -195,6 +273,19 @@ class RxEngine(wiring.Component):
         return m
 
     @staticmethod
+    def _rotate(m, choice, last_op, waiting):
+        """The first source waiting, in the rotation after the one served last."""
+        rotation = [_Op.FRAME, _Op.CMD, _Op.TX]
+        with m.Switch(last_op):
+            for served in rotation:
+                with m.Case(served):
+                    start = rotation.index(served) + 1
+                    order = rotation[start:] + rotation[:start]
+                    for number, source in enumerate(order):
+                        with (m.If if number == 0 else m.Elif)(waiting[source]):
+                            m.d.comb += choice.eq(source)
+
+    @staticmethod
     def _register_outcome(m, decision, state_wr, buffer_wr, job, events, pending):
         m.d.comb += [
             state_wr.en.eq(decision.state_write),
@@ -204,3 +295,9 @@ class RxEngine(wiring.Component):
         ]
         m.d.sync += [job.eq(decision.job), events.eq(decision.events),
                      pending.eq(decision.event_valid)]
+
+
+class _Op(enum.Enum, shape=2):
+    FRAME = 0
+    CMD   = 1
+    TX    = 2

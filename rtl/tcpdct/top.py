@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Const
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from .params import Params
+from .params import Params, RX_DESCRIPTOR_DEPTH
 from .ports import top_ports, axi4_write_master, axil_slave
 from .layouts import dma_job_layout
 from .match_cam import MatchCam
@@ -15,6 +15,7 @@ from .dma_writer import DmaWriter
 from .event_queue import EventQueue
 from .csr import Csr
 from .tx_path import TxPath
+from .tx_engine import TxEngine
 
 
 __all__ = ["TcpDct"]
@@ -56,8 +57,10 @@ class TcpDct(wiring.Component):
         p = self.params
         m = Module()
 
-        m.submodules.match_cam     = cam     = MatchCam(p.n_entries, n_lookup=2)
-        m.submodules.rx_parser     = parser  = RxParser(p)
+        # One lookup port: the receive engine's sequencer looks keys up for frames, commands
+        # and transmit updates alike.
+        m.submodules.match_cam     = cam     = MatchCam(p.n_entries, n_lookup=1)
+        m.submodules.rx_parser     = parser  = RxParser(p, descriptor_depth=RX_DESCRIPTOR_DEPTH)
         m.submodules.packet_buffer = pbuf    = RxPacketBuffer(p)
         m.submodules.rx_engine     = engine  = RxEngine(p)
         m.submodules.dma_writer    = dma     = DmaWriter(p, jobs_in_flight=DMA_JOBS_IN_FLIGHT)
@@ -69,6 +72,7 @@ class TcpDct(wiring.Component):
             completion_depth=EVENT_QUEUE_DEPTH + JOB_QUEUE_DEPTH + DMA_JOBS_IN_FLIGHT + 1)
         m.submodules.csr           = csr     = Csr(p)
         m.submodules.tx_path       = tx      = TxPath(p)
+        m.submodules.tx_engine     = tx_eng  = TxEngine(p)
         m.submodules.job_queue     = jobs    = SyncFIFOBuffered(
             width=dma_job_layout(p).size, depth=JOB_QUEUE_DEPTH)
 
@@ -142,11 +146,23 @@ class TcpDct(wiring.Component):
             tx.mac.ready.eq(mac("tready")),
         ]
 
-        # Registers, counting what leaves the core.
+        # The transmit engine watches what the host sends and updates the DCT through the
+        # receive engine's sequencer.
+        m.d.comb += [
+            tx_eng.beat.eq(tx.host.payload),
+            tx_eng.beat_valid.eq(tx.host.valid & tx.host.ready),
+            tx.hold.eq(tx_eng.busy),
+        ]
+        wiring.connect(m, tx_eng.update, engine.tx_update)
+
+        # Registers: settings of the receive engine, and counts of what leaves the core.
         m.d.comb += [
             csr.event.eq(events.event.payload),
             csr.event_fire.eq(events.event.valid & events.event.ready),
             csr.tx_frame.eq(tx.frame_sent),
+            csr.tx_matched.eq(engine.tx_matched),
+            engine.buf_req_timeout.eq(csr.buf_req_timeout),
+            engine.high_water.eq(pbuf.used_beats * p.data_bytes >= csr.hwm_bytes),
         ]
         self._connect_flat(m, axil_slave(""), "s_axil", csr, "axil")
         return m

@@ -1,8 +1,8 @@
 """The transmit path: frames from the host stack to the MAC, unchanged and in order (R30).
 
-The transmit engine's DCT updates (R31–R33) come with the next stage of the project; this block
-is the byte-for-byte path they will watch. A small FIFO decouples the MAC's ``tready`` from the
-host side so that back-pressure never needs a combinational path across the core.
+The transmit engine (:mod:`.tx_engine`) watches the beats this path takes from the host. A small
+FIFO decouples the MAC's ``tready`` from the host side so that back-pressure never needs a
+combinational path across the core.
 """
 
 from amaranth.hdl import Module
@@ -33,6 +33,8 @@ class TxPath(wiring.Component):
         The same frames to the MAC, at one beat per cycle.
     frame_sent : Out(1)
         Pulses when a frame's last beat leaves on ``mac``.
+    hold : In(1)
+        Take nothing from ``host`` this cycle (the transmit engine cannot queue another update).
     """
 
     def __init__(self, params):
@@ -42,6 +44,7 @@ class TxPath(wiring.Component):
             "host":       In(stream.Signature(layout)),
             "mac":        Out(stream.Signature(layout)),
             "frame_sent": Out(1),
+            "hold":       In(1),
         })
 
     def elaborate(self, platform):
@@ -49,8 +52,8 @@ class TxPath(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=self.host.payload.shape().size, depth=4)
         m.d.comb += [
             fifo.w_data.eq(self.host.payload),
-            fifo.w_en.eq(self.host.valid),
-            self.host.ready.eq(fifo.w_rdy),
+            fifo.w_en.eq(self.host.valid & ~self.hold),
+            self.host.ready.eq(fifo.w_rdy & ~self.hold),
             self.mac.payload.eq(fifo.r_data),
             self.mac.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.mac.ready),

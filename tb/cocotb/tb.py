@@ -1,16 +1,20 @@
 """System testbench of the whole core: cocotbext-axi drivers around ``tcpdct`` and the golden
 model as scoreboard.
 
-Every step (a command, a burst of received frames, a transmitted frame) is applied to the DUT
-and to :class:`model.Model`; the step passes when the DUT's events equal the model's, the host
-memory of every posted buffer equals the model's memory, and the DMA wrote exactly the bytes the
-model wrote, all inside posted buffers (R52). Steps follow the ordering rule of
-``docs/architecture.md`` (a command only after every earlier frame's event, a frame only after
-the earlier command's ``CMD_DONE``), which is what makes the model's order the DUT's order.
+Every step (a command, a burst of received frames, transmitted frames, a register write, the
+expiry of the buffer-request timer) is applied to the DUT and to :class:`model.Model`; the step
+passes when the DUT's events equal the model's, the host memory of every posted buffer equals
+the model's memory, and the DMA wrote exactly the bytes the model wrote, all inside posted
+buffers (R52). Steps follow the ordering rule of ``docs/architecture.md`` (a command only after
+every earlier frame's event, a frame only after the earlier command's ``CMD_DONE``), which is
+what makes the model's order the DUT's order. A frame held by a buffer request (R17) and the
+frames behind it get their events in the step that ends the hold; every received frame gets
+exactly one RX_PLACED, LEGACY or DROP over the steps (R23).
 
 The replay runner reuses :class:`TB` unchanged: it is driven by the same three step methods.
 """
 
+import copy
 import itertools
 import json
 import logging
@@ -20,15 +24,15 @@ from collections import deque
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge, with_timeout, SimTimeoutError
+from cocotb.triggers import RisingEdge, ClockCycles, with_timeout, SimTimeoutError
 
 from cocotbext.axi import (
     AxiStreamBus, AxiStreamSource, AxiStreamSink, AxiStreamFrame,
     AxiWriteBus, AxiRamWrite, AxiLiteBus, AxiLiteMaster,
 )
 
-from tcpdct.params import Params
-from tcpdct.records import RECORD_BYTES, Command, Event, EventType, Opcode
+from tcpdct.params import Params, RX_DESCRIPTOR_DEPTH
+from tcpdct.records import RECORD_BYTES, Command, Event, EventType, Opcode, LegacyReason
 from tcpdct import regmap
 
 from model import Model
@@ -47,8 +51,10 @@ ALLOC_BASE = 0x1_2340_0000
 
 CLOCK_NS = 4
 
-#: Cycles a transmitted frame is given, after it has left, to update the DCT.
-TX_SETTLE_CYCLES = 32
+#: Cycles a transmitted frame is given, after the host's last beat of it was taken, to update the
+#: DCT: the update FIFO holds at most four updates, and each takes a few cycles of the sequencer
+#: (twice as many while a held frame is decided again after every other operation).
+TX_SETTLE_CYCLES = 64
 
 #: Cycles waited after the last expected event of a step for events the model did not expect.
 STRAY_EVENT_CYCLES = 16
@@ -58,6 +64,9 @@ STRAY_EVENT_CYCLES = 16
 PAUSE_PATTERNS = ("none", "random")
 
 _TERMINAL = (EventType.RX_PLACED, EventType.LEGACY, EventType.DROP)
+
+#: Events a received frame may cause: what may follow a command's CMD_DONE in its step.
+_FRAME_EVENTS = _TERMINAL + (EventType.BUF_DONE, EventType.BUF_REQ)
 
 
 class ScoreboardError(AssertionError):
@@ -267,6 +276,7 @@ class TB:
         self.write_monitor = DmaWriteMonitor(dut, self.params)
 
         self._pending_events = deque()
+        self._unresolved = 0   # received frames without their PLACED/LEGACY/DROP yet
         self._step = self._previous = "reset"
         self._alloc_next = ALLOC_BASE
         self._tags = itertools.count(0x7a90_0001)
@@ -318,8 +328,7 @@ class TB:
     # Reset -------------------------------------------------------------------------------------
 
     async def cycles(self, count):
-        for _ in range(count):
-            await RisingEdge(self.dut.clk)
+        await ClockCycles(self.dut.clk, count)
 
     async def reset(self):
         """Hold ``rst`` for a few cycles; the DCT is empty and no buffer is posted after it."""
@@ -475,8 +484,42 @@ class TB:
                     f"first at offset {wrong[0]}: model {mine[wrong[0]:wrong[0] + 16].hex()} "
                     f"dut {theirs[wrong[0]:wrong[0] + 16].hex()}")
 
+    def _grant_model_buffers(self):
+        """Let the DMA write into every buffer the driver posted: any step may decide frames
+        (a command or a transmitted frame that releases a held one)."""
+        self.write_monitor.start_step((grant.address, grant.length)
+                                      for grant in self.model.granted)
+
+    def _unresolved_in_model(self):
+        """Received frames the model has not decided yet: a held frame and those behind it."""
+        return (self.model.held is not None) + len(self.model.queued_frames)
+
+    def _check_frames_resolved(self, what, got, new_frames):
+        """Every received frame ends in exactly one RX_PLACED, LEGACY or DROP (R23), counted over
+        the steps a buffer request spans: a held frame and the frames behind it get theirs in
+        the step that ends the hold."""
+        terminal = sum(event.type in _TERMINAL for event in got)
+        resolved = self._unresolved + new_frames - self._unresolved_in_model()
+        if terminal != resolved:
+            raise ScoreboardError(f"{what}: {terminal} PLACED/LEGACY/DROP events where "
+                                  f"{resolved} frame(s) were decided (R23): {got}")
+        self._unresolved = self._unresolved_in_model()
+
+    async def _check_step(self, what, expected, writes, timeout_ns, new_frames=0):
+        """Collect and check the DUT's events of a step whose inputs have been sent."""
+        self.model.last_writes = writes
+        got = await self._collect(what, expected, timeout_ns)
+        self._check_events(what, got, expected)
+        self._check_frames_resolved(what, got, new_frames)
+        self._check_memory(what)
+        return got
+
     async def command(self, cmd):
-        """Send one command and check its events, ``CMD_DONE`` last (R40).
+        """Send one command and check its events (R40).
+
+        The command's own events end with its only ``CMD_DONE``; when the command ends a buffer
+        request (R18, or a RESYNC or RECLAIM that changes the held frame's fate), the events of
+        the frames it releases follow.
 
         Parameters
         ----------
@@ -491,23 +534,35 @@ class TB:
         what = f"command {cmd!r}" if isinstance(cmd, Command) else f"command {cmd:#x}"
         self._start_step(what)
         self._prefill(cmd)
+        backlog = self._backlog_bytes()
         expected = self.model.command(cmd)
-        # A command never makes the DMA write anything.
-        self.write_monitor.start_step([])
+        self._grant_model_buffers()
         record = cmd.to_bytes() if isinstance(cmd, Command) \
             else int(cmd).to_bytes(RECORD_BYTES, "little")
         await self.cmd_source.send(record)
-        got = await self._collect(what, expected, self._timeout_ns(0))
-        self._check_events(what, got, expected)
-        if got[-1].type != EventType.CMD_DONE or \
-                sum(event.type == EventType.CMD_DONE for event in got) != 1:
-            raise ScoreboardError(f"{what}: not exactly one CMD_DONE, last: {got}")
-        self._check_memory(what)
+        got = await self._check_step(what, expected, self.model.last_writes,
+                                     self._timeout_ns(backlog))
+        done = [number for number, event in enumerate(got) if event.type == EventType.CMD_DONE]
+        if len(done) != 1 or any(event.type not in _FRAME_EVENTS for event in got[done[0] + 1:]):
+            raise ScoreboardError(f"{what}: not exactly one CMD_DONE after the command's own "
+                                  f"events: {got}")
         await self._end_step(what)
         return got
 
+    def _backlog_bytes(self):
+        """Bytes of the frames waiting on a hold, which a step may release: for its timeout."""
+        held = [self.model.held.frame] if self.model.held is not None else []
+        return sum(len(frame) for frame in held + self.model.queued_frames)
+
     async def rx(self, frames):
         """Send received frames back to back and check the events they produce.
+
+        When nothing is held, every frame gets exactly one RX_PLACED, LEGACY or DROP (R23). A
+        frame that starts a buffer request gets only its BUF_REQ here, and the frames behind it
+        nothing, unless the high-water mark ends the request within the step (R17, R19); they
+        are accounted for in the step that ends the hold. The step returns once the DUT has
+        sent every event the model expects and, unless frames are left waiting at the MAC, has
+        taken every frame.
 
         Parameters
         ----------
@@ -518,8 +573,7 @@ class TB:
         Returns
         -------
         list of tcpdct.records.Event
-            Exactly one RX_PLACED, LEGACY or DROP per frame, each RX_PLACED followed by the
-            BUF_DONEs of the buffers it completed.
+            The DUT's events, equal to the model's.
         """
         items = []
         for item in frames:
@@ -527,31 +581,36 @@ class TB:
             items.append((bytes(frame), bool(mac_error)))
         what = f"rx of {len(items)} frame(s) of {[len(frame) for frame, _ in items]} bytes"
         self._start_step(what)
+        backlog = self._backlog_bytes()
         expected = []
         model_writes = []
         for frame, mac_error in items:
             expected += self.model.rx_frame(frame, mac_error=mac_error)
             model_writes += self.model.last_writes
-        self.model.last_writes = model_writes
-        self.write_monitor.start_step((grant.address, grant.length)
-                                      for grant in self.model.granted)
+        self._grant_model_buffers()
         for frame, mac_error in items:
             tuser = [0] * (len(frame) - 1) + [1] if mac_error else 0
             await self.rx_source.send(AxiStreamFrame(frame, tuser=tuser))
-        got = await self._collect(what, expected,
-                                  self._timeout_ns(sum(len(frame) for frame, _ in items)))
-        self._check_events(what, got, expected)
-        terminal = sum(event.type in _TERMINAL for event in got)
-        if terminal != len(items):
-            raise ScoreboardError(f"{what}: {terminal} PLACED/LEGACY/DROP events for "
-                                  f"{len(items)} frames (R23): {got}")
-        self._check_memory(what)
+        timeout_ns = self._timeout_ns(sum(len(frame) for frame, _ in items) + backlog)
+        got = await self._check_step(what, expected, model_writes, timeout_ns, len(items))
+        if len(self.model.queued_frames) <= RX_DESCRIPTOR_DEPTH:
+            # Every frame fits behind a held one: the next step starts with all of them inside,
+            # as the model assumes when it counts beats against the high-water mark.
+            await self._wait_idle(what, self.rx_source, timeout_ns)
         await self._end_step(what)
         return got
 
+    async def _wait_idle(self, what, source, timeout_ns):
+        try:
+            await with_timeout(source.wait(), timeout_ns, "ns")
+        except SimTimeoutError:
+            raise ScoreboardError(f"{what}: the DUT did not take every frame within "
+                                  f"{timeout_ns} ns") from None
+
     async def tx(self, frames):
         """Transmit frames from the host stack back to back; check they leave on ``m_axis_tx``
-        unchanged and in order (R30), and check the events they cause.
+        unchanged and in order (R30), and check the events they cause: RESYNC (R32), and the
+        events of a held frame an update sends on its way (and of the frames behind it).
 
         Parameters
         ----------
@@ -561,20 +620,41 @@ class TB:
         Returns
         -------
         list of tcpdct.records.Event
+            The DUT's events, equal to the model's.
+
+        Raises
+        ------
+        ValueError
+            If a frame other than the last ends a hold: the sequencer may then take the next
+            update before the frames that waited behind the held one, which the model decides
+            first.
         """
         if isinstance(frames, (bytes, bytearray)) or not isinstance(frames, (list, tuple)):
             frames = [frames]
         frames = [bytes(frame) for frame in frames]
         what = f"tx of {len(frames)} frame(s) of {[len(frame) for frame in frames]} bytes"
         self._start_step(what)
+        backlog = self._backlog_bytes()
         expected = []
-        for frame in frames:
+        model_writes = []
+        for number, frame in enumerate(frames):
+            held = self.model.held
             expected += self.model.tx_frame(frame)
-        self.model.last_writes = []
-        self.write_monitor.start_step([])
+            model_writes += self.model.last_writes
+            if held is not None and self.model.held != held and number + 1 < len(frames):
+                raise ValueError(f"{what}: frame {number} ends a hold; it must be the last "
+                                 f"of its step")
+        self._grant_model_buffers()
         for frame in frames:
             await self.tx_source.send(frame)
-        timeout_ns = self._timeout_ns(sum(len(frame) for frame in frames))
+        timeout_ns = self._timeout_ns(sum(len(frame) for frame in frames) + backlog)
+        await self._check_tx_frames(what, frames, timeout_ns)
+        got = await self._check_step(what, expected, model_writes, timeout_ns)
+        await self._settle_tx(what, timeout_ns)
+        self._check_no_stray_events(f"the end of {what}")
+        return got
+
+    async def _check_tx_frames(self, what, frames, timeout_ns):
         for number, frame in enumerate(frames):
             try:
                 sent = await with_timeout(self.tx_sink.recv(), timeout_ns, "ns")
@@ -585,13 +665,162 @@ class TB:
                 raise ScoreboardError(f"{what}: m_axis_tx sent frame {number} as "
                                       f"{len(sent.tdata)} bytes {bytes(sent.tdata).hex()}\n"
                                       f"  instead of {len(frame)} bytes {frame.hex()}")
+
+    async def _settle_tx(self, what, timeout_ns):
+        # No event marks the moment a transmit update without RESYNC has been applied; the
+        # ordering rule needs it done before the next step. It is applied a bounded number of
+        # cycles after the frame's last beat was taken from the host.
+        await self._wait_idle(what, self.tx_source, timeout_ns)
+        await ClockCycles(self.dut.clk, TX_SETTLE_CYCLES)
+
+    async def rx_and_tx(self, rx_frames, tx_frames, *, tx_delay=0):
+        """Receive and transmit frames of the same connections at the same time.
+
+        Which of a received frame and a transmit update reaches the sequencer first depends on
+        cycles the testbench does not control, so the step accepts either order: it asks the
+        model both (received frames first, or transmitted frames first) and requires them to
+        agree (entries, events in any order, memory). Tests choose frames for which they do:
+        this checks that neither update is lost, whatever the order the engine chose.
+
+        Parameters
+        ----------
+        rx_frames, tx_frames : list of bytes
+        tx_delay : int
+            Cycles between queueing the received frames and the transmitted ones; negative to
+            queue the transmitted ones first.
+
+        Returns
+        -------
+        list of tcpdct.records.Event
+
+        Raises
+        ------
+        ValueError
+            If the two orders do not give the same outcome in the model (a test error).
+        """
+        rx_frames = [bytes(frame) for frame in rx_frames]
+        tx_frames = [bytes(frame) for frame in tx_frames]
+        what = f"rx of {len(rx_frames)} frame(s) and tx of {len(tx_frames)} at once"
+        self._start_step(what)
+        if self.model.held is not None:
+            raise ValueError("rx_and_tx needs no frame held: a hold would make order matter")
+
+        def run(model, order):
+            events, writes = [], []
+            for kind in order:
+                for frame in (rx_frames if kind == "rx" else tx_frames):
+                    events += model.rx_frame(frame) if kind == "rx" else model.tx_frame(frame)
+                    writes += model.last_writes
+            return events, writes
+
+        other = copy.deepcopy(self.model)
+        expected, writes = run(self.model, ("rx", "tx"))
+        other_events, other_writes = run(other, ("tx", "rx"))
+        if (other.entries != self.model.entries or sorted(map(repr, other_events))
+                != sorted(map(repr, expected)) or sorted(other_writes) != sorted(writes)
+                or other.registers != self.model.registers or other.held is not None
+                or self.model.held is not None):
+            raise ValueError(f"{what}: the model's outcome depends on the order")
+        self._grant_model_buffers()
+
+        async def send(source, frames, delay):
+            await ClockCycles(self.dut.clk, delay + 1)
+            for frame in frames:
+                await source.send(frame)
+        senders = [cocotb.start_soon(send(self.rx_source, rx_frames, max(0, -tx_delay))),
+                   cocotb.start_soon(send(self.tx_source, tx_frames, max(0, tx_delay)))]
+        timeout_ns = self._timeout_ns(sum(map(len, rx_frames + tx_frames)))
+        for sender in senders:
+            await sender
+        await self._check_tx_frames(what, tx_frames, timeout_ns)
+        self.model.last_writes = writes
         got = await self._collect(what, expected, timeout_ns)
-        self._check_events(what, got, expected)
+        if sorted(map(repr, got)) != sorted(map(repr, expected)):
+            self._check_events(what, got, expected)
+        self._check_frames_resolved(what, got, len(rx_frames))
         self._check_memory(what)
-        # The transmit engine may update the DCT after the frame has left (R31-R33) and no event
-        # marks the moment; the ordering rule needs the update done before the next step.
-        await self.cycles(TX_SETTLE_CYCLES)
-        self._check_no_stray_events(f"the end of {what}")
+        await self._settle_tx(what, timeout_ns)
+        await self._end_step(what)
+        return got
+
+    async def write_reg(self, name, value):
+        """Write a read-write register over AXI4-Lite and check the events it causes.
+
+        Lowering ``HWM_BYTES`` below what the receive packet buffer holds during a buffer
+        request ends it at once (R19): the held frame's LEGACY ``HWM`` and the events of the
+        frames behind it.
+
+        Raises
+        ------
+        ValueError
+            When lowering ``BUF_REQ_TIMEOUT`` while a frame is held: the timer could expire at
+            once, which the model cannot know; :meth:`expire_buffer_request` with
+            ``timeout_cycles`` does that.
+        """
+        if (name == "BUF_REQ_TIMEOUT" and self.model.held is not None
+                and value < self.model.registers[name]):
+            raise ValueError("Lowering BUF_REQ_TIMEOUT while a frame is held may end the hold "
+                             "at once: use expire_buffer_request(timeout_cycles=...)")
+        what = f"write of {value:#x} to {name}"
+        self._start_step(what)
+        backlog = self._backlog_bytes()
+        expected = self.model.write_register(name, value)
+        self._grant_model_buffers()
+        await self.axil.write_dword(regmap.by_name(name).offset, value)
+        got = await self._check_step(what, expected, self.model.last_writes,
+                                     self._timeout_ns(backlog))
+        await self._end_step(what)
+        return got
+
+    async def expire_buffer_request(self, reason=LegacyReason.BUF_TIMEOUT, *,
+                                    timeout_cycles=None):
+        """Let the buffer-request timer of the held frame expire and check what follows (R19).
+
+        Waits three times ``BUF_REQ_TIMEOUT`` cycles (the hold began before this call, so that
+        is well past the expiry), then tells the model: the held frame goes to legacy with
+        ``BUF_TIMEOUT`` and the frames behind it are decided. Tests set ``BUF_REQ_TIMEOUT``
+        small enough to wait for, and far above what the steps before it take, or pass
+        ``timeout_cycles``.
+
+        The other way a hold ends without a command or a transmitted frame, the high-water mark,
+        needs no call: the model sees it coming from the frames it is given (:meth:`rx`,
+        :meth:`write_reg`).
+
+        Parameters
+        ----------
+        reason : LegacyReason
+            Must be ``BUF_TIMEOUT``.
+        timeout_cycles : int, optional
+            First write ``BUF_REQ_TIMEOUT`` (over AXI4-Lite and in the model), in the same step:
+            a hold that already lasted longer ends as soon as the write lands.
+
+        Raises
+        ------
+        ValueError
+            If ``reason`` is not ``BUF_TIMEOUT``, or no frame is held.
+        """
+        if reason != LegacyReason.BUF_TIMEOUT:
+            raise ValueError(f"Only the timer is expired by waiting, not {reason!r}: the model "
+                             f"predicts the high-water mark from the frames it is given")
+        if self.model.held is None:
+            raise ValueError("No frame is held by a buffer request")
+        what = "expiry of the buffer-request timer"
+        self._start_step(what)
+        # The DUT writes the frames' data while the testbench waits.
+        self._grant_model_buffers()
+        if timeout_cycles is not None:
+            # Lowering the timeout gives no event in the model; the DUT's expiry events, which
+            # may follow at once, are collected below.
+            if self.model.write_register("BUF_REQ_TIMEOUT", timeout_cycles):
+                raise AssertionError("the model ended a hold on a timeout write")
+            await self.axil.write_dword(regmap.by_name("BUF_REQ_TIMEOUT").offset,
+                                        timeout_cycles)
+        await ClockCycles(self.dut.clk, 3 * self.model.registers["BUF_REQ_TIMEOUT"])
+        backlog = self._backlog_bytes()
+        expected = self.model.expire_buffer_request(reason)
+        got = await self._check_step(what, expected, self.model.last_writes,
+                                     self._timeout_ns(backlog))
+        await self._end_step(what)
         return got
 
     # Registers ---------------------------------------------------------------------------------
@@ -613,7 +842,11 @@ class TB:
             raise ScoreboardError("registers differ from the model:\n  " + "\n  ".join(wrong))
 
     async def finish(self):
-        """End of a test: nothing left unsent or unexpected, registers equal the model's."""
+        """End of a test: no frame left waiting on a buffer request, nothing unsent or
+        unexpected, registers equal the model's."""
+        if self._unresolved:
+            raise ScoreboardError(f"the test ended with {self._unresolved} received frame(s) "
+                                  f"held or waiting behind a held frame (R23)")
         await self.cycles(200)
         self._check_no_stray_events("the end of the test")
         self._check_violations("the end of the test")

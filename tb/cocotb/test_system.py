@@ -7,6 +7,7 @@ back-pressure on every output and AXI channel (R60). Each step is checked by :cl
 way as the RTL. Registers are compared with the model at the end of every test.
 """
 
+import collections
 import itertools
 
 import cocotb
@@ -166,8 +167,9 @@ async def test_psh_completion(dut, pauses):
 @cocotb.test()
 @cocotb.parametrize(pauses=PAUSE_PATTERNS)
 async def test_full_buffer_completion(dut, pauses):
-    """A buffer filled to the last byte completes without PSH; then the queue is empty and the
-    next segment has no room (legacy NO_BUFFER, SYNC_REQ set)."""
+    """A buffer filled to the last byte completes without PSH; then the queue is empty, the next
+    segment has no room and asks for a buffer (R17), and the buffer posted for it takes it
+    (R18)."""
     tb = await start(dut, pauses)
     await fill_legacy_ring(tb)
     await tb.command(CONN_A.delegate(1, rcv_nxt=0x8000_0000))
@@ -178,9 +180,16 @@ async def test_full_buffer_completion(dut, pauses):
                                                 EventType.BUF_DONE]
     assert events[2].tag == tag and events[2].bytes == 1781
 
-    events = await tb.rx([CONN_A.rx(rcv_nxt(tb, 1), data(tb, 10))])
-    assert_legacy(events, LegacyReason.NO_BUFFER, 1)
-    assert tb.model.entries[1].sync_req
+    payload = data(tb, 10)
+    events = await tb.rx([CONN_A.rx(rcv_nxt(tb, 1), payload, flags="PA")])
+    assert [(event.type, event.index, event.bytes) for event in events] == [
+        (EventType.BUF_REQ, 1, 10)]
+    assert tb.model.entries[1].buf_req and not tb.model.entries[1].sync_req
+
+    address, tag = await tb.post_buffer(1, 10)
+    assert tb.model.held is None
+    assert tb.host_memory.read(address, 10) == payload
+    assert not tb.model.entries[1].buf_req
     await tb.finish()
 
 
@@ -231,7 +240,9 @@ async def test_alignment_sweep(dut, pauses):
 @cocotb.test()
 @cocotb.parametrize(pauses=PAUSE_PATTERNS)
 async def test_legacy_reasons(dut, pauses):
-    """Every legacy reason the receive path has today (R11-R17, R21)."""
+    """Every legacy reason a decision gives (R11-R16, R21), every kind of special frame (R13),
+    and a frame without room asking for a buffer instead (R17, R18). The reasons that end a
+    buffer request, BUF_TIMEOUT and HWM, are in ``test_dct_loop``."""
     tb = await start(dut, pauses)
     index = 6
     await tb.command(CONN_A.delegate(index, rcv_nxt=0x1000))
@@ -267,6 +278,9 @@ async def test_legacy_reasons(dut, pauses):
         dict(ip_options=IP_OPTIONS_NOP),
         dict(options=[("MSS", 1460)]),
         dict(options=[("NOP", None), ("WScale", 7), ("Timestamp", (1, 2))]),
+        dict(options=[("SAckOK", b""), ("Timestamp", (1, 2))]),
+        dict(options=[("NOP", None), ("NOP", None), ("SAck", (100, 200)),
+                      ("Timestamp", (1, 2))]),
     ]
     for kwargs in specials:
         before = seq()
@@ -284,10 +298,17 @@ async def test_legacy_reasons(dut, pauses):
     assert not tb.model.entries[index].sync_req
     await expect(CONN_A.rx((seq() + 1000) % 2**32, data(tb, 20)), LegacyReason.OUT_OF_SEQ)
     await resync(tb, index)
-    await expect(CONN_A.rx(seq(), data(tb, 1200)), LegacyReason.NO_BUFFER)
-    await resync(tb, index)
 
-    events = await tb.rx([CONN_A.rx(seq(), data(tb, 500))])
+    # No room: not legacy but a request for a buffer, and the frame waits for it.
+    room = tb.model.entries[index].room
+    events = await tb.rx([CONN_A.rx(seq(), data(tb, 1200))])
+    assert [(event.type, event.bytes) for event in events] == [(EventType.BUF_REQ, 1200 - room)]
+    events = await tb.command(Command(Opcode.POST_BUFFER, index, address=tb.alloc(600),
+                                      length=600, tag=tb.next_tag()))
+    assert [event.type for event in events] == [EventType.CMD_DONE, EventType.RX_PLACED,
+                                                EventType.BUF_DONE]
+
+    events = await tb.rx([CONN_A.rx(seq(), data(tb, 300))])
     assert events[0].type == EventType.RX_PLACED
     await tb.finish()
 
@@ -485,6 +506,10 @@ async def test_tx_passthrough(dut, pauses):
     await tb.rx([CONN_A.rx(3000, data(tb, 100))])
     await tb.tx(udp_frame(64))
     await tb.rx([CONN_A.rx(3100, data(tb, 100), flags="PA"), udp_frame(100)])
+    # Only the segments of the delegated connection hit the DCT: not the one of CONN_B, nor
+    # frames that are not IPv4/TCP.
+    assert await tb.read_reg("TX_FRAMES") == 12
+    assert await tb.read_reg("TX_MATCHED") == 3
     await tb.finish()
 
 
@@ -517,11 +542,40 @@ async def test_receive_burst(dut, pauses):
     await tb.finish()
 
 
+async def end_hold(tb, conn, held):
+    """End the buffer request of ``held`` (a :class:`model.HeldFrame` of ``conn``) one of the
+    ways the core allows, chosen at random: a posted buffer with room (R18), the stack's ACK past
+    the frame (R31: it goes to legacy out of sequence), RECLAIM, or the timer (R19)."""
+    rng = tb.rng
+    entry = tb.model.entries[held.index]
+    way = rng.random()
+    if len(entry.queue) < tb.params.buffers_per_conn and way < 0.6:
+        ended_by = "POST_BUFFER"
+        await tb.post_buffer(held.index, held.shortfall + rng.randrange(0, 2000))
+    elif way < 0.75:
+        ended_by = "ACK"
+        await tb.tx(conn.tx(entry.snd_nxt, b"", ack=(entry.rcv_nxt + rng.randrange(1, 5000))))
+    elif way < 0.85 or tb.model.queued_frames:
+        ended_by = "RECLAIM"
+        # The timer only when nothing waits behind: a frame behind could start a new request
+        # that the short timeout would end before the model is told.
+        await tb.command(Command(Opcode.RECLAIM, held.index))
+        await tb.command(conn.delegate(held.index, rcv_nxt=rng.randrange(2**32)))
+    else:
+        ended_by = "timer"
+        default = tb.model.registers["BUF_REQ_TIMEOUT"]
+        await tb.expire_buffer_request(timeout_cycles=500)
+        await tb.write_reg("BUF_REQ_TIMEOUT", default)
+    assert tb.model.held is None or tb.model.held.frame != held.frame
+    return ended_by
+
+
 @cocotb.test()
 @cocotb.parametrize(pauses=PAUSE_PATTERNS)
 async def test_random_traffic(dut, pauses):
     """A random mix of commands, received and transmitted frames over several connections, in
-    bursts that fill the receive packet buffer; registers are compared with the model after
+    bursts that fill the receive packet buffer, with buffer requests held while other frames
+    queue behind and ended every way there is; registers are compared with the model after
     every phase."""
     tb = await start(dut, pauses)
     rng = tb.rng
@@ -554,9 +608,23 @@ async def test_random_traffic(dut, pauses):
             return corrupt_tcp_checksum(conn.rx(seq, payload, **header)), seq
         return (conn.rx(seq, payload, **header), True), seq
 
+    # Holds end by a posted buffer, a transmitted ACK, a RECLAIM or the timer, never by the
+    # high-water mark: the RTL counts the beats of frames decided just before a new hold, whose
+    # DMA is not finished, and the model cannot know them (test_dct_loop tests the mark).
+    await tb.write_reg("HWM_BYTES", 0xffff_ffff)
+    steps_held = 0
+    ended_by = collections.Counter()
+    most_queued = 0
     for phase in range(6):
         await fill_legacy_ring(tb, rng.choice((700, LEGACY_BYTES)))
         for _ in range(30):
+            held = tb.model.held
+            steps_held = steps_held + 1 if held is not None else 0
+            most_queued = max(most_queued, len(tb.model.queued_frames))
+            if held is not None and (steps_held > 2 or rng.random() < 0.4):
+                # End the hold within a few steps, well inside BUF_REQ_TIMEOUT cycles.
+                ended_by[await end_hold(tb, conns[held.index], held)] += 1
+                continue
             index = rng.choice(list(conns))
             conn = conns[index]
             entry = tb.model.entries[index]
@@ -570,9 +638,12 @@ async def test_random_traffic(dut, pauses):
             elif action < 0.17 and len(tb.model.legacy_ring) < tb.params.legacy_ring_depth:
                 await tb.post_legacy(rng.choice((100, 700, LEGACY_BYTES, LEGACY_BYTES)))
             elif action < 0.25:
+                # While a frame is held, one update at a time: the sequencer decides the held
+                # frame again between two updates, as the model does.
+                count = 1 if held is not None else rng.randrange(1, 4)
                 await tb.tx([conn.tx(rng.randrange(2**32), data(tb, rng.randrange(0, 200)),
                                      ack=entry.rcv_nxt, flags="A")
-                             for _ in range(rng.randrange(1, 4))])
+                             for _ in range(count)])
             elif action < 0.27:
                 await tb.command(Command(Opcode.QUERY, index))
             elif action < 0.29:
@@ -588,4 +659,6 @@ async def test_random_traffic(dut, pauses):
         await tb.check_registers()
     for index in conns:
         await tb.command(Command(Opcode.RECLAIM, index))
+    tb.log.info("buffer requests: %d, holds ended by %s, at most %d frames behind a held one",
+                tb.model.registers["BUF_REQS"], dict(ended_by), most_queued)
     await tb.finish()

@@ -1,30 +1,30 @@
 """Golden model of the core: the Delegated Connection Table, its receive decisions and commands.
 
-The model is the executable form of SPEC sections 2, 3, 5 and 6 as refined in
-``docs/architecture.md``. It takes frames and commands one at a time, each to completion, which
-is the replay contract of the architecture: for the same sequence of inputs the RTL must emit
-the same events, make the same host-memory contents and count the same registers.
+The model is the executable form of SPEC sections 2 to 6 as refined in ``docs/architecture.md``.
+It takes received frames, transmitted frames and commands one at a time, each to completion,
+which is the replay contract of the architecture: for the same sequence of inputs the RTL must
+emit the same events, make the same host-memory contents and count the same registers.
 
-Not yet modelled, on purpose (later issues): the buffer-request timer and high-water mark
-(R17–R19; a delegated in-sequence frame without room goes to legacy ``NO_BUFFER`` instead), and
-the transmit engine's DCT updates (R31–R33; :meth:`Model.tx_frame` only counts the frame).
+The one input that is not a frame or a command is time: the model cannot count cycles, so the
+buffer-request timer (R19) expires only when :meth:`Model.expire_buffer_request` says so. The
+high-water mark it predicts itself, from the beats of the frames waiting behind a held frame.
 """
 
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from tcpdct.params import Params
+from tcpdct.params import Params, RX_DESCRIPTOR_DEPTH
 from tcpdct.records import (
     NO_CONNECTION, Opcode, CmdStatus, EventType, LegacyReason, DropReason, Command, Event,
 )
-from tcpdct.headers import TCP_SYN, TCP_FIN, TCP_PSH
+from tcpdct.headers import TCP_SYN, TCP_FIN, TCP_PSH, TCP_ACK
 from tcpdct import regmap
 
-from .frame import Cls, parse, special_flags
+from .frame import Cls, parse, parse_tx, special_flags
 from .hostmem import HostMemory, ADDRESS_SPACE
 
 
-__all__ = ["Model", "ConnKey", "Entry", "UserBuffer", "LegacyBuffer", "Grant",
+__all__ = ["Model", "ConnKey", "Entry", "UserBuffer", "LegacyBuffer", "Grant", "HeldFrame",
            "seq_add", "seq_gt"]
 
 
@@ -78,6 +78,24 @@ class Grant(NamedTuple):
     tag:     int
 
 
+class HeldFrame(NamedTuple):
+    """A received frame held at the head of the receive engine by a buffer request (R17).
+
+    ``index`` is the connection it waits on and ``shortfall`` the bytes its posted user buffers
+    lacked at its last decision (the ``bytes`` of its BUF_REQ, or less after a POST_BUFFER that
+    did not make enough room).
+    """
+    frame:     bytes
+    index:     int
+    shortfall: int
+
+
+class _Stored(NamedTuple):
+    """A received frame in the receive packet buffer, waiting for the engine."""
+    frame:     bytes
+    mac_error: bool
+
+
 @dataclass
 class Entry:
     """One DCT entry: its match, state and buffer portions together (SPEC §2)."""
@@ -109,10 +127,16 @@ _CONSTANT_REGISTERS = {
     "MAX_FRAME_BYTES":   lambda params: params.max_frame_bytes,
 }
 
+#: Registers the driver writes: configuration rather than counts.
+_RW_REGISTERS = tuple(reg.name for reg in regmap.REGISTERS if reg.access == "rw")
+
 #: Counters kept 64 bits wide and read as a ``_LO``/``_HI`` register pair.
 _WIDE_COUNTERS = ("BYTES_PLACED", "BYTES_LEGACY")
 
 _OPCODES = {int(opcode) for opcode in Opcode}
+
+#: The reasons a buffer request can end in legacy other than by a decision (R19).
+_EXPIRY_REASONS = (LegacyReason.BUF_TIMEOUT, LegacyReason.HWM)
 
 _DROP_OF_CLASS = {
     Cls.MAC_ERROR: DropReason.MAC_ERROR,
@@ -141,7 +165,9 @@ class Model:
         Every DMA write the core would have made so far, applied.
     last_writes : list of (int, bytes)
         ``(address, data)`` of the writes made by the last call, in DMA order. A frame placed
-        into several user buffers makes one write per buffer; a legacy frame one write.
+        into several user buffers makes one write per buffer; a legacy frame one write. A call
+        that decides several frames (one that ends a buffer request) lists the writes of all of
+        them, in decision order.
     granted : list of Grant
         Every range the driver has posted (user and legacy buffers), in posting order, never
         removed: the ranges DMA writes may touch (R52).
@@ -149,6 +175,11 @@ class Model:
         The DCT, ``params.n_entries`` entries.
     legacy_ring : list of LegacyBuffer
         Posted legacy buffers, head (next to be used) first.
+    held : HeldFrame or None
+        The received frame a buffer request holds at the head of the receive engine (R17).
+    queued_frames : list of bytes
+        Received frames waiting behind :attr:`held`, in arrival order (in the receive packet
+        buffer or, past :data:`~tcpdct.params.RX_DESCRIPTOR_DEPTH` of them, at the MAC).
     """
 
     def __init__(self, params=None, *, dma_error=None):
@@ -163,8 +194,13 @@ class Model:
         self.entries     = [Entry() for _ in range(params.n_entries)]
         self.legacy_ring = []
         self._dma_error  = dma_error
+        self._held       = None
+        self._waiting    = []
+        self._config     = {name: regmap.reset_value(regmap.by_name(name), params)
+                            for name in _RW_REGISTERS}
         self._counts     = {reg.name: 0 for reg in regmap.REGISTERS
-                            if reg.name not in _CONSTANT_REGISTERS}
+                            if reg.name not in _CONSTANT_REGISTERS
+                            and reg.name not in _RW_REGISTERS}
         for name in _WIDE_COUNTERS:
             del self._counts[f"{name}_LO"], self._counts[f"{name}_HI"]
             self._counts[name] = 0
@@ -199,8 +235,32 @@ class Model:
     def registers(self):
         """Every register of :data:`tcpdct.regmap.REGISTERS` by name, as a read returns it."""
         values = {name: value(self.params) for name, value in _CONSTANT_REGISTERS.items()}
+        values.update(self._config)
         values.update(self.counters)
         return {reg.name: values[reg.name] for reg in regmap.REGISTERS}
+
+    def write_register(self, name, value):
+        """Write a read-write register (``BUF_REQ_TIMEOUT`` or ``HWM_BYTES``); the events it causes.
+
+        Lowering ``HWM_BYTES`` below what the receive packet buffer holds while a frame is held
+        ends the buffer request at once (R19), so the write may return that frame's LEGACY
+        event and the events of the frames queued behind it; otherwise it returns ``[]``.
+
+        Raises
+        ------
+        KeyError
+            If ``name`` is not a read-write register.
+        ValueError
+            If ``value`` does not fit in 32 bits.
+        """
+        if name not in _RW_REGISTERS:
+            raise KeyError(f"Register must be one of the read-write registers "
+                           f"{list(_RW_REGISTERS)}, not {name!r}")
+        if not isinstance(value, int) or not 0 <= value < 1 << 32:
+            raise ValueError(f"Register value must be a 32-bit unsigned integer, not {value!r}")
+        self.last_writes = []
+        self._config[name] = value
+        return self._settle()
 
     def _count(self, events):
         counts = self._counts
@@ -228,6 +288,8 @@ class Model:
                     counts["CMD_ERRORS"] += 1
             elif event.type == EventType.RESYNC:
                 counts["RESYNCS"] += 1
+            elif event.type == EventType.BUF_REQ:
+                counts["BUF_REQS"] += 1
 
     # DMA ---------------------------------------------------------------------------------------
 
@@ -236,10 +298,16 @@ class Model:
         self.memory.write(address, data)
         self.last_writes.append((address, data))
 
-    def _finish(self, events):
-        """Mark a job's events with its DMA error status, count them and hand them out."""
-        if self._dma_error is not None and any(self._dma_error(address, data)
-                                               for address, data in self.last_writes):
+    def _job(self, decide):
+        """Run one job (a frame's decision, a command, a transmit update) and hand out its events.
+
+        Every event of the job carries the DMA error status of the job's own writes (R51), not
+        of the other jobs of the same call.
+        """
+        first_write = len(self.last_writes)
+        events = decide()
+        if self._dma_error is not None and any(
+                self._dma_error(address, data) for address, data in self.last_writes[first_write:]):
             for event in events:
                 event.dma_error = 1
         self._count(events)
@@ -254,8 +322,42 @@ class Model:
                 return index
         return None
 
+    @property
+    def held(self):
+        """The :class:`HeldFrame` a buffer request holds, or ``None``."""
+        return self._held
+
+    @property
+    def queued_frames(self):
+        """Received frames waiting behind the held one, oldest first."""
+        return [stored.frame for stored in self._waiting]
+
+    def _stored_beats(self, length):
+        """Beats a frame of ``length`` bytes takes in the receive packet buffer; the bytes past
+        ``max_frame_bytes`` of an oversize frame are never stored."""
+        width = self.params.data_bytes
+        return min(-(-length // width), -(-self.params.max_frame_bytes // width))
+
+    @property
+    def rx_buffer_beats(self):
+        """Beats of the receive packet buffer the held frame and the frames behind it take (0
+        when no frame is held): what the high-water mark is compared with (R19).
+
+        Only the first :data:`~tcpdct.params.RX_DESCRIPTOR_DEPTH` frames behind the held one
+        are in the buffer; the parser leaves later ones waiting at the MAC.
+        """
+        if self._held is None:
+            return 0
+        stored = [self._held.frame] + self.queued_frames[:RX_DESCRIPTOR_DEPTH]
+        return sum(self._stored_beats(len(frame)) for frame in stored)
+
     def rx_frame(self, frame, mac_error=False):
         """Receive one frame from the MAC; the events it causes, in emission order.
+
+        While a frame is held (:attr:`held`), the frame waits behind it and the call returns
+        ``[]``, unless the receive packet buffer reaches the high-water mark: then the held
+        frame goes to legacy (``HWM``) and the waiting frames are decided, this one included,
+        until one of them starts a new buffer request.
 
         Parameters
         ----------
@@ -264,32 +366,92 @@ class Model:
         mac_error : bool
             The MAC's error flag (``tuser`` on the last beat).
         """
-        frame = bytes(frame)
         self.last_writes = []
+        self._waiting.append(_Stored(bytes(frame), bool(mac_error)))
+        return self._settle()
+
+    def expire_buffer_request(self, reason=LegacyReason.BUF_TIMEOUT):
+        """End the buffer request of the held frame as its timer (or the high-water mark) would.
+
+        The held frame goes to legacy with ``reason``, SYNC_REQ is set and rcv_nxt advances past
+        it (R19); then the frames queued behind it are decided in order, until one of them
+        starts a new buffer request. Returns the events, in emission order.
+
+        Parameters
+        ----------
+        reason : LegacyReason
+            ``BUF_TIMEOUT`` (the ``BUF_REQ_TIMEOUT`` cycles have passed) or ``HWM``.
+
+        Raises
+        ------
+        ValueError
+            If ``reason`` is neither ``BUF_TIMEOUT`` nor ``HWM``.
+        RuntimeError
+            If no frame is held.
+        """
+        if reason not in _EXPIRY_REASONS:
+            raise ValueError(f"Buffer request expiry reason must be one of "
+                             f"{[r.name for r in _EXPIRY_REASONS]}, not {reason!r}")
+        if self._held is None:
+            raise RuntimeError("No frame is held by a buffer request")
+        self.last_writes = []
+        events = self._job(lambda: self._expire(LegacyReason(reason)))
+        return events + self._settle()
+
+    def _settle(self):
+        """Decide waiting frames until one is held, and end a hold the high-water mark reached.
+
+        The high-water mark is compared whenever a hold starts or a frame joins the queue, so a
+        frame held with enough frames already stored behind it goes to legacy at once, as in
+        the RTL, where the buffer fills while the engine waits.
+        """
+        events = []
+        while True:
+            if self._held is not None:
+                if self.rx_buffer_beats * self.params.data_bytes < self._config["HWM_BYTES"]:
+                    return events
+                events += self._job(lambda: self._expire(LegacyReason.HWM))
+            elif self._waiting:
+                stored = self._waiting.pop(0)
+                events += self._job(lambda: self._decide(stored.frame, stored.mac_error))
+            else:
+                return events
+
+    def _redecide(self):
+        """Decide the held frame again from scratch, after a command or a transmit update."""
+        if self._held is None:
+            return []
+        frame = self._held.frame
+        self._held = None
+        return self._job(lambda: self._decide(frame)) + self._settle()
+
+    def _decide(self, frame, mac_error=False):
         p = parse(frame, mac_error=mac_error, max_frame_bytes=self.params.max_frame_bytes)
         if p.cls in _DROP_OF_CLASS:
-            events = [Event(EventType.DROP, NO_CONNECTION, reason=_DROP_OF_CLASS[p.cls],
-                            frame_len=p.frame_len)]
-        elif p.cls == Cls.NOT_TCP:
-            events = self._legacy(frame, p, LegacyReason.NOT_TCP)
-        elif p.cls == Cls.CHECKSUM:
+            return [Event(EventType.DROP, NO_CONNECTION, reason=_DROP_OF_CLASS[p.cls],
+                          frame_len=p.frame_len)]
+        if p.cls == Cls.NOT_TCP:
+            return self._legacy(frame, p, LegacyReason.NOT_TCP)
+        if p.cls == Cls.CHECKSUM:
             # A frame with a bad checksum is not looked up: its key may be corrupt (R11).
-            events = self._legacy(frame, p, LegacyReason.CHECKSUM)
-        else:
-            index = self.lookup(ConnKey(p.local_ip, p.remote_ip, p.local_port, p.remote_port))
-            if index is None:
-                events = self._legacy(frame, p, LegacyReason.NO_MATCH)
-            else:
-                events = self._delegated(frame, p, index)
-        return self._finish(events)
+            return self._legacy(frame, p, LegacyReason.CHECKSUM)
+        index = self.lookup(ConnKey(p.local_ip, p.remote_ip, p.local_port, p.remote_port))
+        if index is None:
+            return self._legacy(frame, p, LegacyReason.NO_MATCH)
+        return self._delegated(frame, p, index)
+
+    @staticmethod
+    def _advanced(entry, p):
+        """rcv_nxt once an in-sequence frame has taken whatever path (SPEC §3, rules 1, 2, R19)."""
+        if p.seq != entry.rcv_nxt:
+            return entry.rcv_nxt
+        return seq_add(entry.rcv_nxt,
+                       p.payload_len + bool(p.flags & TCP_SYN) + bool(p.flags & TCP_FIN))
 
     def _delegated(self, frame, p, index):
         """The checks of "Decisions for a delegated connection", in their order (R13–R20)."""
         entry = self.entries[index]
-        in_sequence = p.seq == entry.rcv_nxt
-        # Whatever path in-sequence bytes take, rcv_nxt follows them (SPEC §3, rules 1, 2, R19).
-        sequence_len = p.payload_len + bool(p.flags & TCP_SYN) + bool(p.flags & TCP_FIN)
-        advanced = seq_add(entry.rcv_nxt, sequence_len) if in_sequence else entry.rcv_nxt
+        advanced = self._advanced(entry, p)
 
         if p.special or special_flags(p.flags):
             reason, sync_req, rcv_nxt = LegacyReason.SPECIAL, True, advanced
@@ -297,19 +459,43 @@ class Model:
             reason, sync_req, rcv_nxt = LegacyReason.SYNC, True, advanced
         elif p.payload_len == 0:
             reason, sync_req, rcv_nxt = LegacyReason.NO_PAYLOAD, False, entry.rcv_nxt
-        elif not in_sequence:
+        elif p.seq != entry.rcv_nxt:
             reason, sync_req, rcv_nxt = LegacyReason.OUT_OF_SEQ, True, entry.rcv_nxt
         elif entry.room < p.payload_len:
-            reason, sync_req, rcv_nxt = LegacyReason.NO_BUFFER, True, advanced
+            return self._hold(frame, p, index)
         else:
+            entry.buf_req = False
             return self._place(frame, p, index)
+        return self._legacy_of_connection(frame, p, index, reason, sync_req, rcv_nxt)
 
+    def _legacy_of_connection(self, frame, p, index, reason, sync_req, rcv_nxt):
+        entry = self.entries[index]
         events = self._legacy(frame, p, reason, index)
         # A legacy delivery that failed leaves the frame unreceived: the peer will resend it.
+        # Either way the frame is decided, and with it any buffer request of the connection.
         if events[0].type == EventType.LEGACY:
             entry.sync_req = sync_req
             entry.rcv_nxt = rcv_nxt
+        entry.buf_req = False
         return events
+
+    def _hold(self, frame, p, index):
+        """Step 5, no room: open a buffer request unless one is open, and hold the frame (R17)."""
+        entry = self.entries[index]
+        shortfall = p.payload_len - entry.room
+        self._held = HeldFrame(frame, index, shortfall)
+        if entry.buf_req:
+            return []
+        entry.buf_req = True
+        return [Event(EventType.BUF_REQ, index, bytes=shortfall)]
+
+    def _expire(self, reason):
+        """The held frame to legacy with ``reason`` (R19): the stack owns the stream now."""
+        frame, index, _ = self._held
+        self._held = None
+        p = parse(frame, max_frame_bytes=self.params.max_frame_bytes)
+        return self._legacy_of_connection(frame, p, index, reason, True,
+                                          self._advanced(self.entries[index], p))
 
     def _place(self, frame, p, index):
         entry = self.entries[index]
@@ -358,20 +544,52 @@ class Model:
     # Transmit path -----------------------------------------------------------------------------
 
     def tx_frame(self, frame):
-        """Transmit one frame from the host stack; the events it causes (none yet).
+        """Transmit one frame from the host stack; the events it causes, in emission order.
 
-        The frame passes to the MAC unchanged (R30) and is counted in ``TX_FRAMES``. The DCT
-        updates of R31–R33 belong to a later issue; they will go here, looking the frame up
-        with key (src IP, dst IP, src port, dst port).
+        The frame passes to the MAC unchanged (R30) and is counted in ``TX_FRAMES``. If it gives
+        a transmit update (:func:`model.frame.parse_tx`) whose key (src IP, dst IP, src port,
+        dst port) hits a valid entry, it is counted in ``TX_MATCHED`` and R31–R33 apply, which
+        may emit a RESYNC. A held frame is then decided again, so its events may follow.
         """
         self.last_writes = []
         self._counts["TX_FRAMES"] += 1
-        return []
+        return self._job(lambda: self._tx_update(parse_tx(frame))) + self._redecide()
+
+    def _tx_update(self, update):
+        """R31–R33, in the order of ``docs/architecture.md``, "Transmit engine"."""
+        if update is None:
+            return []
+        index = self.lookup(ConnKey(update.local_ip, update.remote_ip, update.local_port,
+                                    update.remote_port))
+        if index is None:
+            return []
+        self._counts["TX_MATCHED"] += 1
+        entry = self.entries[index]
+        ack = bool(update.flags & TCP_ACK)
+        events = []
+        if ack and seq_gt(update.ack, entry.rcv_nxt):
+            entry.rcv_nxt = update.ack
+        if entry.sync_req and ack and update.ack == entry.rcv_nxt:
+            # The stack has taken every byte the hardware gave it: placement may resume.
+            entry.sync_req = False
+            entry.buf_req = False
+            events.append(Event(EventType.RESYNC, index, rcv_nxt=entry.rcv_nxt))
+        if ack:
+            entry.last_ack_sent = update.ack
+        entry.rcv_wnd = update.window
+        end = seq_add(update.seq, update.payload_len + bool(update.flags & TCP_SYN)
+                      + bool(update.flags & TCP_FIN))
+        if seq_gt(end, entry.snd_nxt):
+            entry.snd_nxt = end
+        return events
 
     # Commands ----------------------------------------------------------------------------------
 
     def command(self, cmd):
-        """Execute one command record; its events, ``CMD_DONE`` last (R40).
+        """Execute one command record; its events, ``CMD_DONE`` last among its own (R40).
+
+        While a frame is held, the held frame is decided again once the command has taken
+        effect, so the events of that frame (and of the frames it releases) follow ``CMD_DONE``.
 
         Parameters
         ----------
@@ -382,17 +600,19 @@ class Model:
         self.last_writes = []
         if isinstance(cmd, (bytes, bytearray)):
             cmd = int.from_bytes(cmd, "little")
+        if not isinstance(cmd, (int, Command)):
+            raise TypeError(f"Command must be a Command or an integer, not {cmd!r}")
+        return self._job(lambda: self._execute(cmd)) + self._redecide()
+
+    def _execute(self, cmd):
         if isinstance(cmd, int):
             opcode, index = cmd & 0xff, (cmd >> 16) & 0xffff
             if opcode not in _OPCODES:
-                return self._finish([self._done(opcode, index, CmdStatus.BAD_OPCODE)])
+                return [self._done(opcode, index, CmdStatus.BAD_OPCODE)]
             cmd = Command.unpack(cmd)
-        elif not isinstance(cmd, Command):
-            raise TypeError(f"Command must be a Command or an integer, not {cmd!r}")
-
         index = cmd.index & 0xffff
         if cmd.opcode != Opcode.POST_LEGACY and index >= self.params.n_entries:
-            return self._finish([self._done(cmd.opcode, index, CmdStatus.BAD_INDEX)])
+            return [self._done(cmd.opcode, index, CmdStatus.BAD_INDEX)]
         execute = {
             Opcode.DELEGATE:    self._delegate,
             Opcode.POST_BUFFER: self._post_buffer,
@@ -402,7 +622,7 @@ class Model:
             Opcode.QUERY:       self._query,
         }[cmd.opcode]
         events, status = execute(cmd, index)
-        return self._finish(events + [self._done(cmd.opcode, index, status)])
+        return events + [self._done(cmd.opcode, index, status)]
 
     @staticmethod
     def _done(opcode, index, status):

@@ -1,7 +1,9 @@
-"""Reference parse of one received frame: what the receive parser must conclude (R10, R11).
+"""Reference parses: what the receive parser must conclude of a received frame (R10, R11), and
+what the transmit engine must extract from a transmitted one (R31–R33).
 
 :func:`parse` is the behaviour the RTL parser's descriptor is checked against, field by field.
 The order of the checks is the order written in ``docs/architecture.md`` ("Frame classification").
+:func:`parse_tx` is the transmit update of ``docs/architecture.md`` ("Transmit engine").
 """
 
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from tcpdct.headers import (
 )
 
 
-__all__ = ["Parsed", "parse", "ones_complement_sum", "FRAME_LEN_MAX"]
+__all__ = ["Parsed", "parse", "TxUpdate", "parse_tx", "ones_complement_sum", "FRAME_LEN_MAX"]
 
 
 #: The receive parser counts frame bytes in 16 bits and saturates there.
@@ -168,3 +170,63 @@ def parse(frame, *, mac_error=False, max_frame_bytes=1522):
 def special_flags(flags):
     """SYN, FIN, RST or URG: the flags that make a segment a special case (R13)."""
     return bool(flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG))
+
+
+@dataclass(frozen=True)
+class TxUpdate:
+    """What the transmit engine hands the sequencer for one transmitted frame (R31–R33).
+
+    The key is the local host's view of a frame it sends (R2): the IPv4 source is the local
+    address and the TCP source port the local port.
+    """
+    local_ip:    int
+    remote_ip:   int
+    local_port:  int
+    remote_port: int
+    seq:         int
+    ack:         int
+    window:      int
+    flags:       int
+    payload_len: int
+
+
+def parse_tx(frame):
+    """The transmit update of a frame the host stack sends, or ``None`` if it gives none.
+
+    The rules are those of ``docs/architecture.md``, "Transmit engine": IPv4 after at most one
+    802.1Q tag, version 4, IHL >= 5, protocol TCP, not a fragment, a data offset >= 5 that fits
+    the segment, and a frame at least as long as its IPv4 total length. Checksums are not
+    checked: with checksum offload the stack's frames carry none yet.
+    """
+    frame = bytes(frame)
+    length = len(frame)
+    if length < ETH_HEADER_BYTES:
+        return None
+    ip = ETH_HEADER_BYTES
+    ethertype = _be(frame, 12, 2)
+    if ethertype == ETHERTYPE_VLAN:
+        if length < ETH_HEADER_BYTES + VLAN_TAG_BYTES:
+            return None
+        ip += VLAN_TAG_BYTES
+        ethertype = _be(frame, 16, 2)
+    if ethertype != ETHERTYPE_IPV4 or length < ip + IPV4_MIN_HEADER_BYTES:
+        return None
+    version, ihl = frame[ip] >> 4, frame[ip] & 0xf
+    total_length = _be(frame, ip + 2, 2)
+    segment_len = total_length - ihl * 4
+    if version != 4 or ihl < 5 or frame[ip + 9] != IP_PROTO_TCP:
+        return None
+    if _be(frame, ip + 6, 2) & 0x3fff:              # MF or a fragment offset
+        return None
+    if segment_len < TCP_MIN_HEADER_BYTES or length < ip + total_length:
+        return None
+    tcp = ip + ihl * 4
+    data_offset = frame[tcp + 12] >> 4
+    if data_offset < 5 or data_offset * 4 > segment_len:
+        return None
+    return TxUpdate(
+        local_ip=_be(frame, ip + 12, 4), remote_ip=_be(frame, ip + 16, 4),
+        local_port=_be(frame, tcp, 2), remote_port=_be(frame, tcp + 2, 2),
+        seq=_be(frame, tcp + 4, 4), ack=_be(frame, tcp + 8, 4),
+        flags=frame[tcp + 13], window=_be(frame, tcp + 14, 2),
+        payload_len=segment_len - data_offset * 4)

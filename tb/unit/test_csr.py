@@ -41,6 +41,15 @@ class CounterModel:
     def __init__(self):
         self.counts = {}
         self.high_latches = {name: 0 for name in self.WIDE}
+        self.settings = {reg.name: regmap.reset_value(reg, PARAMS)
+                         for reg in regmap.REGISTERS if reg.access == "rw"}
+
+    def write(self, offset, data, strobe):
+        reg = next((reg for reg in regmap.REGISTERS if reg.offset == offset & ~3), None)
+        if reg is None or reg.access != "rw":
+            return
+        mask = sum(0xff << (8 * byte) for byte in range(4) if strobe >> byte & 1)
+        self.settings[reg.name] = self.settings[reg.name] & ~mask | data & mask
 
     def _add(self, name, amount=1):
         mask = (1 << (64 if name in self.WIDE else 32)) - 1
@@ -72,9 +81,14 @@ class CounterModel:
             self._add("BUF_DONES")
         elif event.code == EventType.RESYNC:
             self._add("RESYNCS")
+        elif event.code == EventType.BUF_REQ:
+            self._add("BUF_REQS")
 
     def tx_frame(self):
         self._add("TX_FRAMES")
+
+    def tx_matched(self):
+        self._add("TX_MATCHED")
 
     def read(self, offset):
         """The value a read of ``offset`` returns, latching a high word as the hardware does."""
@@ -89,6 +103,8 @@ class CounterModel:
             return 0
         if reg.name in constants:
             return constants[reg.name]
+        if reg.name in self.settings:
+            return self.settings[reg.name]
         stem = reg.name[:-3]
         if stem in self.WIDE and reg.name.endswith("_LO"):
             self.high_latches[stem] = self.counts.get(stem, 0) >> 32
@@ -133,25 +149,29 @@ class Bench:
         ctx.set(self.dut.counters[name], value)
         self.model.counts[name] = value
 
-    async def cycle(self, ctx, event=None, tx_frame=False):
+    async def cycle(self, ctx, event=None, tx_frame=False, tx_matched=False):
         """One clock cycle; an event (given, or random at ``event_rate``) leaves on it."""
         dut = self.dut
         if event is None and self.rng is not None and self.rng.random() < self.event_rate:
             event = random_event(self.rng)
         if self.rng is not None:
             tx_frame = tx_frame or self.rng.random() < self.tx_rate
+            tx_matched = tx_matched or self.rng.random() < self.tx_rate
             # Junk on the event input while it is not firing must not be counted.
             ctx.set(dut.event.as_value(), event.pack() if event else random_event(self.rng).pack())
         elif event is not None:
             ctx.set(dut.event.as_value(), event.pack())
         ctx.set(dut.event_fire, event is not None)
         ctx.set(dut.tx_frame, tx_frame)
+        ctx.set(dut.tx_matched, tx_matched)
         await ctx.tick()
         if event is not None:
             self.model.event(event)
             self.events_fed += 1
         if tx_frame:
             self.model.tx_frame()
+        if tx_matched:
+            self.model.tx_matched()
 
     def _set_valid(self, ctx, valid, ready, value):
         """Drive a valid and check that its ready did not follow it combinationally."""
@@ -159,13 +179,13 @@ class Bench:
         ctx.set(valid, value)
         assert ctx.get(ready) == before, "ready depends combinationally on valid"
 
-    async def write(self, ctx, addr, data, aw_delay=0, w_delay=0, b_delay=0):
+    async def write(self, ctx, addr, data, aw_delay=0, w_delay=0, b_delay=0, strobe=0xf):
         """Write with AW and W offered ``aw_delay`` / ``w_delay`` cycles from now and B accepted
         from ``b_delay`` cycles; returns BRESP."""
         dut = self.dut
         ctx.set(dut.axil_awaddr, addr)
         ctx.set(dut.axil_wdata, data)
-        ctx.set(dut.axil_wstrb, 0xf)
+        ctx.set(dut.axil_wstrb, strobe)
         aw_done = w_done = False
         b_seen = False
         for cycle in range(TIMEOUT):
@@ -187,6 +207,7 @@ class Bench:
             w_done |= w_fire
             if b_fire:
                 ctx.set(dut.axil_bready, 0)
+                self.model.write(addr, data, strobe)
                 return bresp
         raise AssertionError(f"write to {addr:#x} did not complete in {TIMEOUT} cycles")
 
@@ -272,7 +293,7 @@ def test_every_register_after_reset():
     (0, 0, 6),   # B stalled
     (5, 1, 9),   # W first, B stalled
 ])
-def test_writes_answer_okay_and_change_nothing(aw_delay, w_delay, b_delay):
+def test_writes_answer_okay_and_change_only_settings(aw_delay, w_delay, b_delay):
     dut = Csr(PARAMS)
     bench = Bench(dut)
 
@@ -285,6 +306,13 @@ def test_writes_answer_okay_and_change_nothing(aw_delay, w_delay, b_delay):
             assert resp == OKAY, f"write to {addr:#x}"
         await bench.check_all(ctx)
         assert bench.model.counts["RX_PLACED"] == 1234
+        # Settings take writes, byte by byte as the strobes say, and drive the core.
+        timeout = regmap.by_name("BUF_REQ_TIMEOUT")
+        await bench.write(ctx, timeout.offset, 0x1234_5678, aw_delay, w_delay, b_delay,
+                          strobe=0b0101)
+        assert ctx.get(dut.buf_req_timeout) == 0xff34_ff78
+        assert ctx.get(dut.hwm_bytes) == 0xffff_ffff
+        await bench.check_all(ctx)
 
     _run(dut, testbench)
 
@@ -345,7 +373,8 @@ def test_counters_follow_random_events():
     model = bench.model.counts
     # The stimulus must have reached every counter and carried both byte counters over.
     for reg in regmap.REGISTERS:
-        if reg.name not in ("ID", "VERSION") and not hasattr(PARAMS, reg.name.lower()):
+        if (reg.name not in ("ID", "VERSION") and reg.access == "ro"
+                and not hasattr(PARAMS, reg.name.lower())):
             stem = reg.name[:-3] if reg.name[:-3] in CounterModel.WIDE else reg.name
             assert model.get(stem, 0) != 0, f"{reg.name} was never counted"
     assert model["BYTES_PLACED"] >> 32 == 1

