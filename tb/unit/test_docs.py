@@ -1,6 +1,7 @@
 """docs/interfaces.md is what the tables say, and what it says agrees with the codec."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,20 @@ def test_every_port_and_register_is_documented():
         assert re.search(rf"^\| `{name}` \| {direction} \| \d+ \|$", text, re.MULTILINE), name
     for reg in regmap.REGISTERS:
         assert f"| {reg.offset:#05x} | `{reg.name}` | {reg.access} |" in text, reg.name
+
+
+def test_claims_map_names_existing_tests():
+    """Every claim has a row, and every test ``docs/claims.md`` names exists."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "claims.md").read_text()
+    rows = re.findall(r"^\| (\d+) \|", text, re.M)
+    assert [int(row) for row in rows] == list(range(1, 29))
+    current = None
+    names = 0
+    for match in re.finditer(r"`([\w/]*test_\w+\.py)?::(test_\w+)`", text):
+        current = match.group(1) or current
+        path = root / (current if current.startswith("tb/") else f"tb/cocotb/{current}")
+        assert re.search(rf"def {match.group(2)}\b", path.read_text()), \
+            f"docs/claims.md names {current}::{match.group(2)}, which does not exist"
+        names += 1
+    assert names > 28
