@@ -1389,6 +1389,7 @@ def random_ops(params, rng, count, *, controls=True):
     conns = [Conn(f"10.1.0.{n + 2}", 30000 + n) for n in range(params.n_entries + 1)]
     keys = [(ip_int(c.local_ip), ip_int(c.remote_ip), c.local_port, c.remote_port) for c in conns]
     ops = []
+    high_water_used = timed_out = False
 
     def emit(op):
         ops.append(op)
@@ -1478,9 +1479,17 @@ def random_ops(params, rng, count, *, controls=True):
                 [rng.getrandbits(32), (1 << 32) - rng.randint(1, 2000)])))
         else:
             emit(rng.choice([0, 8, 0x7f]) | index << 16)
-        if controls and planner.held is not None and rng.random() < 0.3:
+        # The first hold a run sees ends by the high-water mark and the second by the timer
+        # (the next frame waits it out), so that every run reaches each way a hold can end,
+        # whatever its seed.
+        if controls and planner.held is not None and (not high_water_used or rng.random() < 0.3):
             ops.extend(expire_by_high_water())
             planner.expire_buffer_request(LegacyReason.HWM)
+            high_water_used = True
+        elif planner.held is not None and high_water_used and not timed_out:
+            conn, _ = conn_of(valid)
+            emit(random_frame(params, rng, conn, rng.getrandbits(32)))
+            timed_out = True
         for index in delegated():
             entry = planner.entries[index]
             if entry.sync_req and rng.random() < 0.3:
