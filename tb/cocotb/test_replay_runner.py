@@ -1,10 +1,12 @@
 """``make sim``'s replay through the RTL: the bundled real capture is placed whole, with no
 model mismatch, and the application stream read back equals what the sender wrote; a reordered
 capture goes out of sequence, resyncs on the stack's ACKs and is placed again, with the same
-stream."""
+stream. Both run at 64 and at 512 bits, on the system tests' builds."""
 
 import argparse
 import json
+
+import pytest
 
 from tcpdct.params import Params
 
@@ -13,12 +15,16 @@ from replay import CAPTURES, DEFAULT_PCAP, DEFAULT_SENT
 from test_system_runner import SYSTEM_PARAMS
 
 
-def test_replay_bundled_capture(tmp_path):
+#: The system tests' widths and configuration, so that the replay shares their Verilator builds.
+REPLAY_WIDTHS = (64, 512)
+
+
+@pytest.mark.parametrize("data_width", REPLAY_WIDTHS)
+def test_replay_bundled_capture(tmp_path, data_width):
     options = argparse.Namespace(pcap=DEFAULT_PCAP, local=None, delegate="auto",
                                  json=tmp_path / "summary.json", dump=tmp_path / "dump",
                                  waves=False)
-    # The system tests' configuration, so that the two share one Verilator build.
-    assert replay_cocotb.run(options, params=Params(**SYSTEM_PARAMS)) == 0
+    assert replay_cocotb.run(options, params=Params(data_width=data_width, **SYSTEM_PARAMS)) == 0
 
     summary = json.loads(options.json.read_text())
     assert summary["backend"] == "cocotb"
@@ -32,11 +38,12 @@ def test_replay_bundled_capture(tmp_path):
     assert len(streams) == 1 and streams[0].read_bytes() == sent
 
 
-def test_replay_reordered_capture(tmp_path):
+@pytest.mark.parametrize("data_width", REPLAY_WIDTHS)
+def test_replay_reordered_capture(tmp_path, data_width):
     options = argparse.Namespace(pcap=CAPTURES / "tcp_stream_reordered.pcap", local=None,
                                  delegate="auto", json=tmp_path / "summary.json",
                                  dump=tmp_path / "dump", waves=False)
-    assert replay_cocotb.run(options, params=Params(**SYSTEM_PARAMS)) == 0
+    assert replay_cocotb.run(options, params=Params(data_width=data_width, **SYSTEM_PARAMS)) == 0
 
     summary = json.loads(options.json.read_text())
     assert summary["mismatches"] == 0

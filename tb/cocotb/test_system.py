@@ -207,25 +207,32 @@ async def test_alignment_sweep(dut, pauses):
     await tb.command(CONN_B.delegate(index, rcv_nxt=seq))
     headers = [dict(), dict(ts=None), dict(vlan=5), dict(vlan=5, ts=None)]
     for offset in range(lanes):
-        address = (tb.alloc(300 + 2 * lanes) & ~(lanes - 1)) + lanes + offset
-        _, tag = await tb.post_buffer(index, 300, address=address)
+        lengths = [1 + (3 * offset + 5 * number) % (2 * lanes + 3) for number in range(5)]
+        # Room for every payload, so that PSH (not a full buffer) completes it at any width.
+        size = sum(lengths) + 1
+        address = (tb.alloc(size + 2 * lanes) & ~(lanes - 1)) + lanes + offset
+        _, tag = await tb.post_buffer(index, size, address=address)
         frames = []
-        total = 0
-        for number in range(5):
-            length = 1 + (3 * offset + 5 * number) % (2 * lanes + 3)
+        for number, length in enumerate(lengths):
             frames.append(CONN_B.rx(seq, data(tb, length), flags="PA" if number == 4 else "A",
                                     **headers[(offset + number) % 4]))
             seq = (seq + length) % 2**32
-            total += length
         events = await tb.rx(frames)
         assert [(event.tag, event.bytes) for event in only(events, EventType.BUF_DONE)] == \
-            [(tag, total)]
+            [(tag, sum(lengths))]
 
-    for offset in range(lanes):
-        address = (tb.alloc(200 + 2 * lanes) & ~(lanes - 1)) + lanes + offset
-        await tb.post_legacy(200, address=address)
-    events = await tb.rx([udp_frame(60 + 3 * offset) for offset in range(lanes)])
-    assert [event.frame_len for event in events] == [60 + 3 * offset for offset in range(lanes)]
+    # Legacy frames ending on every lane, a ring's worth at a time: at 512 bits there are more
+    # lanes than legacy buffers.
+    lengths = [60 + 3 * offset for offset in range(lanes)]
+    depth = tb.params.legacy_ring_depth
+    for first in range(0, lanes, depth):
+        chunk = range(first, min(lanes, first + depth))
+        for offset in chunk:
+            address = (tb.alloc(lengths[offset] + 2 * lanes) & ~(lanes - 1)) + lanes + offset
+            await tb.post_legacy(lengths[offset], address=address)
+        events = await tb.rx([udp_frame(lengths[offset]) for offset in chunk])
+        assert [(event.type, event.frame_len) for event in events] == \
+            [(EventType.LEGACY, lengths[offset]) for offset in chunk]
 
     top = HOST_MEMORY_BYTES
     _, tag = await tb.post_buffer(index, 2 * 1448, address=top - 2 * 1448)
