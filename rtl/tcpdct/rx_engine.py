@@ -272,6 +272,20 @@ class RxEngine(wiring.Component):
 
         return m
 
+    def connect_match_cam(self, m, cam):
+        """Wire this engine to lookup port 0 and the write port of ``cam`` (a
+        :class:`tcpdct.match_cam.MatchCam`): the engine looks keys up and writes entries."""
+        m.d.comb += [
+            cam.lookup_key_0.eq(self.cam_key),
+            self.cam_hit.eq(cam.lookup_hit_0),
+            self.cam_index.eq(cam.lookup_index_0),
+            self.cam_valid.eq(cam.valid),
+            cam.write_en.eq(self.cam_write_en),
+            cam.write_index.eq(self.cam_write_index),
+            cam.write_key.eq(self.cam_write_key),
+            cam.write_valid.eq(self.cam_write_valid),
+        ]
+
     @staticmethod
     def _rotate(m, choice, last_op, waiting):
         """The first source waiting, in the rotation after the one served last."""

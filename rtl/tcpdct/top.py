@@ -90,16 +90,7 @@ class TcpDct(wiring.Component):
 
         # Receive engine, with the match CAM's first lookup port.
         wiring.connect(m, parser.descriptor, engine.descriptor)
-        m.d.comb += [
-            cam.lookup_key_0.eq(engine.cam_key),
-            engine.cam_hit.eq(cam.lookup_hit_0),
-            engine.cam_index.eq(cam.lookup_index_0),
-            engine.cam_valid.eq(cam.valid),
-            cam.write_en.eq(engine.cam_write_en),
-            cam.write_index.eq(engine.cam_write_index),
-            cam.write_key.eq(engine.cam_write_key),
-            cam.write_valid.eq(engine.cam_write_valid),
-        ]
+        engine.connect_match_cam(m, cam)
 
         cmd = self._flat("s_axis_cmd")
         m.d.comb += [

@@ -78,16 +78,7 @@ class EngineWithCam(Elaboratable):
         m = Module()
         m.submodules.rx_engine = engine = self.engine
         m.submodules.match_cam = cam = self.cam
-        m.d.comb += [
-            cam.lookup_key_0.eq(engine.cam_key),
-            engine.cam_hit.eq(cam.lookup_hit_0),
-            engine.cam_index.eq(cam.lookup_index_0),
-            engine.cam_valid.eq(cam.valid),
-            cam.write_en.eq(engine.cam_write_en),
-            cam.write_index.eq(engine.cam_write_index),
-            cam.write_key.eq(engine.cam_write_key),
-            cam.write_valid.eq(engine.cam_write_valid),
-        ]
+        engine.connect_match_cam(m, cam)
         return m
 
 
