@@ -117,3 +117,21 @@ $(FORMAL_STAMP): $(STAMP)
 
 formal: $(FORMAL_STAMP)
 	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) -m formal.runner $(FORMAL_ARGS)
+
+# make regress: the constrained-random regression (tb/cocotb/test_regress_runner.py, see
+# docs/verification.md): COUNT random actions with SEED on each configuration of
+# REGRESS_CONFIGS ("system", "system512": the build of the system tests at 64 and 512 bits;
+# "jumbo": max_frame_bytes=9018). It
+# prints the coverage of every rule bin, writes $(BUILD_DIR)/regress-coverage.json, and fails on
+# any scoreboard or memory-safety error (printing the TCPDCT_SEED that replays it) or on a bin
+# never hit.
+SEED            ?= 1
+COUNT           ?= 2000
+REGRESS_CONFIGS ?= system system512 jumbo
+
+.PHONY: regress
+
+regress: $(STAMP)
+	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim:$(CURDIR)/tb/cocotb $(PY) tb/cocotb/test_regress_runner.py \
+		--seed $(SEED) --count $(COUNT) --configs $(REGRESS_CONFIGS) \
+		--json $(BUILD_DIR)/regress-coverage.json

@@ -14,6 +14,7 @@ exactly one RX_PLACED, LEGACY or DROP over the steps (R23).
 The replay runner reuses :class:`TB` unchanged: it is driven by the same three step methods.
 """
 
+import collections
 import copy
 import itertools
 import json
@@ -32,13 +33,18 @@ from cocotbext.axi import (
 )
 
 from tcpdct.params import Params, RX_DESCRIPTOR_DEPTH
-from tcpdct.records import RECORD_BYTES, Command, Event, EventType, Opcode, LegacyReason
+from tcpdct.layouts import packet_buffer_depth
+from tcpdct.records import (
+    RECORD_BYTES, Command, Event, EventType, Opcode, LegacyReason, CmdStatus,
+)
 from tcpdct import regmap
 
 from model import Model
+from model.frame import FRAME_LEN_MAX
 
 
-__all__ = ["TB", "DmaWriteMonitor", "ScoreboardError", "params_from_env", "seed_from_env",
+__all__ = ["TB", "DmaWriteMonitor", "FaultyHostMemory", "HostMemoryError", "ScoreboardError",
+           "params_from_env", "seed_from_env",
            "HOST_MEMORY_BYTES", "CLOCK_NS", "PAUSE_PATTERNS"]
 
 
@@ -90,16 +96,96 @@ def _random_pauses(rng, probability):
         yield rng.random() < probability
 
 
+class _Grant:
+    """A host-memory range the driver posted, as the monitor learned it from the command stream.
+
+    ``state`` is ``"pending"`` from the command's acceptance to its CMD_DONE, ``"live"`` after an
+    OK, ``"rejected"`` after an error status, and ``"closed"`` once the event that returns the
+    buffer (BUF_DONE, LEGACY) or a reset ended it.
+    """
+
+    __slots__ = ("kind", "index", "address", "length", "tag", "state", "written", "announced",
+                 "ended_by")
+
+    def __init__(self, kind, index, address, length, tag):
+        self.kind = kind
+        self.index = index
+        self.address = address
+        self.length = length
+        self.tag = tag
+        self.state = "pending"
+        self.written = set()
+        self.announced = 0
+        self.ended_by = None
+
+    def holds(self, address):
+        return self.address <= address < self.address + self.length
+
+    def __repr__(self):
+        owner = f"connection {self.index} " if self.kind == "user" else ""
+        return (f"{self.kind} buffer tag {self.tag:#x} of {owner}at "
+                f"{self.address:#x}+{self.length}")
+
+
+class _Burst:
+    """One AXI4 write burst between its address handshake and its write response."""
+
+    __slots__ = ("address", "beats", "size", "received", "spans")
+
+    def __init__(self, address, beats, size):
+        self.address = address
+        self.beats = beats
+        self.size = size
+        self.received = 0
+        self.spans = {}     # id of a grant -> [first, last] offset written into it
+
+    def beat_address(self, number):
+        step = 1 << self.size
+        return self.address if number == 0 else self.address - self.address % step + number * step
+
+    def wrote(self, grant, offset):
+        span = self.spans.get(id(grant))
+        if span is None:
+            self.spans[id(grant)] = [offset, offset]
+        else:
+            span[0] = min(span[0], offset)
+            span[1] = max(span[1], offset)
+
+    def touched(self, grant, first, end):
+        """Whether the burst wrote any of the bytes ``first <= offset < end`` of ``grant``."""
+        span = self.spans.get(id(grant))
+        return span is not None and span[0] < end and first <= span[1]
+
+    def __repr__(self):
+        return f"burst {self.address:#x}+{self.beats} beat(s)"
+
+
 class DmaWriteMonitor:
-    """Watches the AXI4 write channels of the DMA master and records every strobed byte.
+    """The memory-safety monitor: watches the DMA master's AXI4 write channels, the command
+    stream and the event stream, and records every rule the core breaks (R50, R52).
 
-    Checks while it runs, recording each failure in :attr:`violations`:
+    Which bytes the core may write is learned from the core's own streams, not from the golden
+    model, so that a model bug cannot hide a wrong write: a user buffer may be written from the
+    acceptance of its POST_BUFFER on ``s_axis_cmd`` until the BUF_DONE (its own, or RECLAIM's)
+    that returns it on ``m_axis_evt``; a legacy buffer from its POST_LEGACY until the LEGACY
+    event that uses it. A command answered with an error status grants nothing. Reset ends every
+    grant. Checked while it runs:
 
-    - every strobed byte lies in one of :attr:`granted` (R52);
-    - bursts are INCR, of full-width beats (``awsize`` = data width), at most
-      ``max_burst_beats`` long and never across a 4 KiB boundary;
-    - ``wlast`` is set on exactly the last beat of each burst, and no strobe is set on a lane
-      below the start address of the first beat.
+    - ``R52a``: every strobed byte lies in a buffer granted at that moment, and no byte of a
+      buffer is written twice; a posted buffer whose command was refused has not been written;
+    - ``R52b``: no byte of a buffer is written after the event that completed or returned it
+      (or after a reset);
+    - ``R50``: an event announcing data leaves only when every write burst into that data has
+      had its write response, checked in the cycle the event is taken. The data of an
+      RX_PLACED are the ``length`` bytes after those announced before in the connection's
+      buffers, in posting order; of a BUF_DONE and a LEGACY, their buffer;
+    - ``R52-announce``: the announced bytes have been written: an RX_PLACED's, and a BUF_DONE's
+      ``bytes`` (exactly the bytes written into its buffer, from its start, and exactly what
+      RX_PLACED events announced there), a LEGACY's ``frame_len`` bytes from the start of its
+      buffer (exactly); legacy buffers are used in the order they were posted;
+    - ``AXI``: bursts are INCR, of full-width beats (``awsize`` = data width), at most
+      ``max_burst_beats`` long and never across a 4 KiB boundary; ``wlast`` on exactly the last
+      beat; no strobe below the start address of the first beat.
 
     Parameters
     ----------
@@ -107,113 +193,373 @@ class DmaWriteMonitor:
         The ``tcpdct`` top level.
     params : Params
         Build parameters of the DUT.
+    watch : bool
+        Watch the ports of ``dut`` every clock cycle (a coroutine); without it the handshakes are
+        given by calls of :meth:`take_command`, :meth:`take_address`, :meth:`take_beat`,
+        :meth:`take_event`, :meth:`take_response`, :meth:`reset` and :meth:`cycle`.
 
     Members
     -------
-    granted : list of (int, int)
-        ``(address, length)`` ranges DMA may write right now; the testbench sets it per step.
     written : dict of int to int
         Every byte written since :meth:`start_step`, address to value.
     violations : list of str
-        Every rule broken so far, with the clock cycle.
+        Every rule broken so far, with the clock cycle, the rule, the address, the burst and the
+        buffer.
     outstanding : int
         Bursts whose write response has not come back yet.
+    counts : collections.Counter
+        What was checked: ``"bytes"`` strobed, ``"bursts"``, ``"data events"`` checked against
+        outstanding bursts, ``"buffers returned"``, ``"resets"``, ``"error responses"``.
     """
 
-    def __init__(self, dut, params):
+    def __init__(self, dut, params, *, watch=True):
         self.dut = dut
         self.params = params
         self.byte_lanes = params.data_bytes
         self.size = (self.byte_lanes - 1).bit_length()
-        self.granted = []
         self.written = {}
         self.violations = []
-        self._bursts = deque()
-        self._beats = deque()
+        self.counts = collections.Counter()
+        self._active = []           # pending and live grants
+        self._ended = []            # closed and rejected grants, newest last
+        self._commands = deque()    # (opcode, index, grant or None) waiting for CMD_DONE
+        self._bursts = deque()      # address handshake seen, data not complete
+        self._unanswered = deque()  # every burst whose write response has not come back
+        self._beats = deque()       # data beats waiting for their burst's address
+        self._last_grant = None
         self._cycle = 0
-        self.outstanding = 0
-        self._task = cocotb.start_soon(self._run())
+        self._task = cocotb.start_soon(self._run()) if watch else None
 
-    def start_step(self, granted):
-        self.granted = [(address, length) for address, length in granted]
+    @property
+    def outstanding(self):
+        return len(self._unanswered)
+
+    def start_step(self):
+        """Forget the bytes written so far: :attr:`written` then holds one step's writes."""
         self.written = {}
 
-    def _violation(self, text):
-        message = f"DMA write monitor, cycle {self._cycle}: {text}"
+    # Reporting ---------------------------------------------------------------------------------
+
+    def _violation(self, rule, text):
+        message = f"DMA write monitor, cycle {self._cycle}, rule {rule}: {text}"
         logging.getLogger("cocotb.tb").error(message)
         self.violations.append(message)
 
-    def _inside_granted(self, address):
-        return any(start <= address < start + length for start, length in self.granted)
+    # Grants ------------------------------------------------------------------------------------
+
+    def _command(self, word):
+        opcode, index = word & 0xff, (word >> 16) & 0xffff
+        grant = None
+        if opcode in (Opcode.POST_BUFFER, Opcode.POST_LEGACY):
+            command = Command.unpack(word)
+            kind = "user" if opcode == Opcode.POST_BUFFER else "legacy"
+            grant = _Grant(kind, index, command.address, command.length, command.tag)
+            self._active.append(grant)
+        self._commands.append((opcode, index, grant))
+
+    def _end(self, grant, state, by):
+        grant.state = state
+        grant.ended_by = f"{by} at cycle {self._cycle}"
+        self._active.remove(grant)
+        self._ended.append(grant)
+
+    def _cmd_done(self, event):
+        if not self._commands:
+            self._violation("R40", f"{event} without a command waiting for it")
+            return
+        opcode, index, grant = self._commands.popleft()
+        if event.opcode != opcode:
+            self._violation("R40", f"{event} answers the command with opcode {opcode} "
+                                   f"(commands are answered in order)")
+        if grant is None:
+            if opcode == Opcode.RECLAIM and event.status == CmdStatus.OK:
+                for kept in [g for g in self._active if g.kind == "user" and g.index == index
+                             and g.state == "live"]:
+                    self._violation("R52b", f"RECLAIM of connection {index} did not return "
+                                            f"{kept}; it may no longer be written")
+                    self._end(kept, "closed", f"RECLAIM of connection {index}")
+            return
+        if event.status == CmdStatus.OK:
+            grant.state = "live"
+            return
+        self._end(grant, "rejected", f"CMD_DONE status {CmdStatus(event.status).name}")
+        if grant.written:
+            self._violation("R52a", f"{len(grant.written)} byte(s) written into {grant}, "
+                                    f"whose post was refused ({CmdStatus(event.status).name})")
+
+    def _check_answered(self, event, grant, first, end):
+        """R50: no burst into bytes ``first <= offset < end`` of ``grant`` is still waiting for
+        its write response when ``event`` leaves."""
+        for burst in self._unanswered:
+            if burst.touched(grant, first, end):
+                self._violation("R50", f"{event} left while the {burst} into bytes "
+                                       f"{first}..{end - 1} of {grant} had no write response "
+                                       f"yet")
+                return
+
+    def _check_announced(self, event, grant, length, *, exact=True):
+        if grant.kind == "legacy" and length >= FRAME_LEN_MAX:
+            return
+        announced = set(range(length))
+        wrong = (grant.written.symmetric_difference(announced) if exact
+                 else announced - grant.written)
+        if wrong:
+            self._violation("R52-announce", f"{event} announces {length} byte(s) from the start "
+                                            f"of {grant}, but the DMA wrote "
+                                            f"{len(grant.written)} byte(s) there; first "
+                                            f"differing offset {min(wrong)}")
+
+    def _placed(self, event):
+        """RX_PLACED: the next ``length`` bytes of the connection's buffers are announced."""
+        self.counts["data events"] += 1
+        remaining = event.length
+        for grant in self._active:
+            if remaining == 0:
+                break
+            if grant.kind != "user" or grant.index != event.index or grant.state != "live":
+                continue
+            first = grant.announced
+            size = min(grant.length - first, remaining)
+            if size <= 0:
+                continue
+            grant.announced += size
+            remaining -= size
+            self._check_answered(event, grant, first, first + size)
+            missing = [offset for offset in range(first, first + size)
+                       if offset not in grant.written]
+            if missing:
+                self._violation("R52-announce", f"{event} announces bytes {first}.."
+                                                f"{first + size - 1} of {grant}, but "
+                                                f"{len(missing)} of them were not written, "
+                                                f"first offset {missing[0]}")
+        if remaining:
+            self._violation("R52-announce", f"{event} announces {remaining} byte(s) more than "
+                                            f"the buffers of connection {event.index} hold")
+
+    def _event(self, event):
+        kind = event.type
+        if kind == EventType.CMD_DONE:
+            self._cmd_done(event)
+        elif kind == EventType.RX_PLACED:
+            self._placed(event)
+        elif kind == EventType.BUF_DONE:
+            grant = next((g for g in self._active if g.kind == "user" and g.state == "live"
+                          and g.index == event.index and g.tag == event.tag), None)
+            if grant is None:
+                self._violation("R52b", f"{event} returns no buffer that connection "
+                                        f"{event.index} holds")
+                return
+            self.counts["data events"] += 1
+            self._check_answered(event, grant, 0, grant.length)
+            self._check_announced(event, grant, event.bytes)
+            if grant.announced != event.bytes:
+                self._violation("R52-announce", f"{event} returns {grant} with {event.bytes} "
+                                                f"byte(s), but RX_PLACED events announced "
+                                                f"{grant.announced} there")
+            self._end(grant, "closed", repr(event))
+            self.counts["buffers returned"] += 1
+        elif kind == EventType.LEGACY:
+            ring = [g for g in self._active if g.kind == "legacy" and g.state == "live"]
+            if not ring or ring[0].tag != event.tag:
+                self._violation("R52b", f"{event} does not use the head of the legacy ring "
+                                        f"({ring[0] if ring else 'empty'})")
+                ring = [g for g in ring if g.tag == event.tag]
+                if not ring:
+                    return
+            self.counts["data events"] += 1
+            self._check_answered(event, ring[0], 0, ring[0].length)
+            self._check_announced(event, ring[0], event.frame_len)
+            self._end(ring[0], "closed", repr(event))
+            self.counts["buffers returned"] += 1
+
+    def _reset(self):
+        for grant in list(self._active):
+            self._end(grant, "closed", "reset")
+        self._commands.clear()
+        self._bursts.clear()
+        self._unanswered.clear()
+        self._beats.clear()
+
+    # Writes ------------------------------------------------------------------------------------
 
     def _check_burst(self, address, beats, size, burst):
         if burst != 1:
-            self._violation(f"burst at {address:#x} has awburst={burst}, not INCR")
+            self._violation("AXI", f"burst at {address:#x} has awburst={burst}, not INCR")
         if size != self.size:
-            self._violation(f"burst at {address:#x} has awsize={size}, not {self.size}")
+            self._violation("AXI", f"burst at {address:#x} has awsize={size}, not {self.size}")
         if beats > self.params.max_burst_beats:
-            self._violation(f"burst at {address:#x} has {beats} beats, more than "
-                            f"max_burst_beats={self.params.max_burst_beats}")
+            self._violation("AXI", f"burst at {address:#x} has {beats} beats, more than "
+                                   f"max_burst_beats={self.params.max_burst_beats}")
         aligned = address - address % (1 << size)
         last = aligned + beats * (1 << size) - 1
         if address >> 12 != last >> 12:
-            self._violation(f"burst {address:#x}..{last:#x} crosses a 4 KiB boundary")
+            self._violation("AXI", f"burst {address:#x}..{last:#x} crosses a 4 KiB boundary")
+
+    def _write_byte(self, burst, number, address, value):
+        self.counts["bytes"] += 1
+        self.written[address] = value
+        where = f"beat {number} of the {burst}"
+        cached = self._last_grant
+        if (cached is not None and cached.state in ("pending", "live") and cached.holds(address)
+                and address - cached.address not in cached.written):
+            cached.written.add(address - cached.address)
+            burst.wrote(cached, address - cached.address)
+            return
+        fresh = None
+        for grant in self._active:
+            if grant.holds(address):
+                if address - grant.address not in grant.written:
+                    fresh = grant
+                    break
+                fresh = fresh or False
+        if fresh:
+            self._last_grant = fresh
+            fresh.written.add(address - fresh.address)
+            burst.wrote(fresh, address - fresh.address)
+            return
+        if fresh is False:
+            owner = next(g for g in self._active if g.holds(address))
+            self._violation("R52a", f"write to {address:#x} ({where}) writes byte "
+                                    f"{address - owner.address} of {owner} a second time")
+            return
+        ended = next((g for g in reversed(self._ended) if g.holds(address)), None)
+        if ended is not None:
+            rule = "R52b" if ended.state == "closed" else "R52a"
+            self._violation(rule, f"write to {address:#x} ({where}) into {ended}, which ended: "
+                                  f"{ended.ended_by}")
+        else:
+            self._violation("R52a", f"write to {address:#x} ({where}) outside every posted "
+                                    f"buffer")
 
     def _take_beat(self, burst, data, strobe, last):
-        address, beats, size, number = burst
-        step = 1 << size
-        beat_address = address if number == 0 else address - address % step + number * step
+        number = burst.received
+        beat_address = burst.beat_address(number)
         lane_base = beat_address - beat_address % self.byte_lanes
         first_lane = beat_address % self.byte_lanes
-        if last != (number == beats - 1):
-            self._violation(f"beat {number} of the {beats}-beat burst at {address:#x} has "
-                            f"wlast={int(last)}")
+        if last != (number == burst.beats - 1):
+            self._violation("AXI", f"beat {number} of the {burst} has wlast={int(last)}")
         for lane in range(self.byte_lanes):
             if not strobe >> lane & 1:
                 continue
-            byte_address = lane_base + lane
             if lane < first_lane:
-                self._violation(f"strobe on lane {lane} below the start {beat_address:#x} of "
-                                f"beat {number} of the burst at {address:#x}")
-            if not self._inside_granted(byte_address):
-                self._violation(f"write to {byte_address:#x}, outside every posted buffer")
-            self.written[byte_address] = data >> (8 * lane) & 0xff
+                self._violation("AXI", f"strobe on lane {lane} below the start "
+                                       f"{beat_address:#x} of beat {number} of the {burst}")
+            self._write_byte(burst, number, lane_base + lane, data >> (8 * lane) & 0xff)
+        burst.received += 1
 
     def _match(self):
+        # A beat sent before its burst's address waits here; the bytes it writes count as
+        # written only once the address is known, so an event that announces them before that
+        # is reported (R52-announce).
         while self._bursts and self._beats:
             burst = self._bursts[0]
-            data, strobe, last = self._beats.popleft()
-            self._take_beat(burst, data, strobe, last)
-            address, beats, size, number = burst
-            if number + 1 == beats:
+            self._take_beat(burst, *self._beats.popleft())
+            if burst.received == burst.beats:
                 self._bursts.popleft()
-            else:
-                self._bursts[0] = (address, beats, size, number + 1)
+
+    # One cycle's handshakes, in the order they are taken within the cycle; :meth:`_run` calls
+    # them from the ports, and a unit test may call them directly.
+
+    def cycle(self):
+        self._cycle += 1
+
+    def reset(self):
+        if self._active or self._unanswered or self._commands or self._beats:
+            self.counts["resets"] += 1
+        self._reset()
+
+    def take_command(self, word):
+        self._command(word)
+
+    def take_address(self, address, beats, size, burst=1):
+        self._check_burst(address, beats, size, burst)
+        burst = _Burst(address, beats, size)
+        self._bursts.append(burst)
+        self._unanswered.append(burst)
+        self.counts["bursts"] += 1
+        # AXI lets W beats go before their address: beats already waiting belong to this burst.
+        self._match()
+
+    def take_beat(self, data, strobe, last):
+        self._beats.append((data, strobe, last))
+        self._match()
+
+    def take_event(self, event):
+        # Events before responses: an event taken in the cycle of the response that it waits
+        # for left before the core could know of the response.
+        self._event(event)
+
+    def take_response(self, bresp):
+        if not self._unanswered:
+            self._violation("AXI", "write response without an outstanding burst")
+        else:
+            self._unanswered.popleft()
+        if bresp:
+            self.counts["error responses"] += 1
 
     async def _run(self):
         dut = self.dut
         clock_edge = RisingEdge(dut.clk)
         while True:
             await clock_edge
-            self._cycle += 1
+            self.cycle()
             if int(dut.rst.value):
-                self._bursts.clear()
-                self._beats.clear()
-                self.outstanding = 0
+                self.reset()
                 continue
+            if int(dut.s_axis_cmd_tvalid.value) and int(dut.s_axis_cmd_tready.value):
+                self.take_command(int(dut.s_axis_cmd_tdata.value))
             if int(dut.m_axi_awvalid.value) and int(dut.m_axi_awready.value):
-                address = int(dut.m_axi_awaddr.value)
-                beats = int(dut.m_axi_awlen.value) + 1
-                size = int(dut.m_axi_awsize.value)
-                self._check_burst(address, beats, size, int(dut.m_axi_awburst.value))
-                self._bursts.append((address, beats, size, 0))
-                self.outstanding += 1
+                self.take_address(int(dut.m_axi_awaddr.value), int(dut.m_axi_awlen.value) + 1,
+                                  int(dut.m_axi_awsize.value), int(dut.m_axi_awburst.value))
             if int(dut.m_axi_wvalid.value) and int(dut.m_axi_wready.value):
-                self._beats.append((int(dut.m_axi_wdata.value), int(dut.m_axi_wstrb.value),
-                                    bool(int(dut.m_axi_wlast.value))))
+                self.take_beat(int(dut.m_axi_wdata.value), int(dut.m_axi_wstrb.value),
+                               bool(int(dut.m_axi_wlast.value)))
+            if int(dut.m_axis_evt_tvalid.value) and int(dut.m_axis_evt_tready.value):
+                try:
+                    event = Event.unpack(int(dut.m_axis_evt_tdata.value))
+                except ValueError:
+                    event = None    # the scoreboard reports undecodable events
+                if event is not None:
+                    self.take_event(event)
             if int(dut.m_axi_bvalid.value) and int(dut.m_axi_bready.value):
-                self.outstanding -= 1
-            self._match()
+                self.take_response(int(dut.m_axi_bresp.value))
+
+
+def _touches(ranges, address, length):
+    end = address + length
+    return any(start < end and address < start + size for start, size in ranges)
+
+
+class HostMemoryError(Exception):
+    """A write into a range of :class:`FaultyHostMemory` that answers with an error."""
+
+
+class FaultyHostMemory(AxiRamWrite):
+    """cocotbext-axi's AXI4 write RAM that answers ``SLVERR`` for writes into chosen ranges.
+
+    The write is still applied (the model applies it too, see ``Model(dma_error=...)``); the
+    burst that contains it gets ``bresp = SLVERR``, which the core must count and report in the
+    events of the job (R51).
+
+    Members
+    -------
+    failing : list of (int, int)
+        ``(address, length)`` ranges whose writes fail.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failing = []
+
+    def fails(self, address, data):
+        """Whether a write of ``data`` at ``address`` touches a failing range."""
+        return _touches(self.failing, address, len(data))
+
+    async def _write(self, address, data):
+        await super()._write(address, data)
+        if self.fails(address, data):
+            # cocotbext-axi turns an exception of a write into SLVERR for the whole burst.
+            raise HostMemoryError(f"injected error at {address:#x}")
 
 
 class TB:
@@ -229,7 +575,11 @@ class TB:
         Seed of every random choice (pauses, buffer placement); from ``TCPDCT_SEED`` when
         omitted, else fresh. It is logged so that a failure can be replayed.
     model : model.Model, optional
-        The scoreboard's model; a fresh ``Model(params)`` when omitted.
+        The scoreboard's model; a fresh one from ``model_factory`` when omitted.
+    model_factory : callable, optional
+        ``model_factory(params, dma_error=...)`` makes the model at the start and after every
+        :meth:`reset`; :class:`model.Model` when omitted. ``dma_error`` is
+        :meth:`FaultyHostMemory.fails`, so that the model predicts the injected errors (R51).
 
     Members
     -------
@@ -237,8 +587,8 @@ class TB:
         Drive ``s_axis_rx``, ``s_axis_tx`` and ``s_axis_cmd``.
     tx_sink, evt_sink : cocotbext.axi.AxiStreamSink
         Take ``m_axis_tx`` and ``m_axis_evt``.
-    host_memory : cocotbext.axi.AxiRamWrite
-        The host memory behind ``m_axi``.
+    host_memory : FaultyHostMemory
+        The host memory behind ``m_axi``; writes into its ``failing`` ranges get ``SLVERR``.
     axil : cocotbext.axi.AxiLiteMaster
         Reads the registers on ``s_axil``.
     write_monitor : DmaWriteMonitor
@@ -247,7 +597,7 @@ class TB:
         Seeded from ``seed``; tests draw their random choices from it too.
     """
 
-    def __init__(self, dut, params=None, *, seed=None, model=None):
+    def __init__(self, dut, params=None, *, seed=None, model=None, model_factory=None):
         self.dut = dut
         self.params = params_from_env() if params is None else params
         self.seed = seed_from_env() if seed is None else seed
@@ -255,7 +605,7 @@ class TB:
         self.log.setLevel(logging.INFO)
         self.log.info("TCPDCT_SEED=%#x (set it to replay this run); %r", self.seed, self.params)
         self.rng = random.Random(self.seed)
-        self.model = Model(self.params) if model is None else model
+        self._model_factory = Model if model_factory is None else model_factory
 
         self._clock = Clock(dut.clk, CLOCK_NS, unit="ns").start()
 
@@ -270,10 +620,13 @@ class TB:
         self.cmd_source = AxiStreamSource(axis("s_axis_cmd"), dut.clk, dut.rst)
         self.tx_sink = AxiStreamSink(axis("m_axis_tx"), dut.clk, dut.rst)
         self.evt_sink = AxiStreamSink(axis("m_axis_evt"), dut.clk, dut.rst)
-        self.host_memory = AxiRamWrite(AxiWriteBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst,
-                                       size=HOST_MEMORY_BYTES)
+        self.host_memory = FaultyHostMemory(AxiWriteBus.from_prefix(dut, "m_axi"), dut.clk,
+                                            dut.rst, size=HOST_MEMORY_BYTES)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        # An injected error is logged by cocotbext-axi at every write it fails.
+        self.host_memory.log.setLevel(logging.ERROR)
         self.write_monitor = DmaWriteMonitor(dut, self.params)
+        self.model = self._new_model() if model is None else model
 
         self._pending_events = deque()
         self._unresolved = 0   # received frames without their PLACED/LEGACY/DROP yet
@@ -300,11 +653,14 @@ class TB:
         """Insert idle cycles on every input; ``generator`` makes one iterator per channel."""
         for channel in self._sources():
             channel.set_pause_generator(generator() if generator else None)
+            # Stopping a generator leaves the channel as it last set it, possibly paused for good.
+            channel.pause = False
 
     def set_backpressure_generator(self, generator=None):
         """Back-pressure every output; ``generator`` makes one iterator per channel."""
         for channel in self._sinks():
             channel.set_pause_generator(generator() if generator else None)
+            channel.pause = False
 
     def set_pauses(self, pattern):
         """Apply one of :data:`PAUSE_PATTERNS`.
@@ -330,10 +686,33 @@ class TB:
     async def cycles(self, count):
         await ClockCycles(self.dut.clk, count)
 
+    def _new_model(self):
+        failing = self.host_memory.failing
+
+        # A function rather than the bound method: the model must stay deep-copyable
+        # (rx_and_tx), and the memory holds simulator handles.
+        def dma_error(address, data):
+            return _touches(failing, address, len(data))
+        return self._model_factory(self.params, dma_error=dma_error)
+
     async def reset(self):
-        """Hold ``rst`` for a few cycles; the DCT is empty and no buffer is posted after it."""
+        """Hold ``rst`` for a few cycles, at any moment, even in the middle of frames.
+
+        After it the DCT is empty and no buffer is posted (SPEC §7): the testbench starts over
+        with a fresh model, and everything queued in its drivers, half sent or not, and every
+        event or transmitted frame not yet checked is thrown away, so that nothing from before
+        the reset can be mistaken for what follows. The write monitor ends every grant, so a
+        write into a buffer posted before the reset is a violation.
+        """
         self.dut.rst.value = 1
+        for source in (self.rx_source, self.tx_source, self.cmd_source):
+            source.clear()
         await self.cycles(8)
+        for sink in (self.tx_sink, self.evt_sink):
+            sink.clear()
+        self._pending_events.clear()
+        self._unresolved = 0
+        self.model = self._new_model()
         self.dut.rst.value = 0
         await self.cycles(8)
 
@@ -422,6 +801,7 @@ class TB:
             raise ScoreboardError(f"at {where}: events the model did not expect: {stray}")
 
     def _start_step(self, what):
+        self.log.debug("step: %s", what)
         self._check_no_stray_events(f"the start of {what}")
         self._check_violations(what)
         self._previous, self._step = self._step, what
@@ -484,12 +864,6 @@ class TB:
                     f"first at offset {wrong[0]}: model {mine[wrong[0]:wrong[0] + 16].hex()} "
                     f"dut {theirs[wrong[0]:wrong[0] + 16].hex()}")
 
-    def _grant_model_buffers(self):
-        """Let the DMA write into every buffer the driver posted: any step may decide frames
-        (a command or a transmitted frame that releases a held one)."""
-        self.write_monitor.start_step((grant.address, grant.length)
-                                      for grant in self.model.granted)
-
     def _unresolved_in_model(self):
         """Received frames the model has not decided yet: a held frame and those behind it."""
         return (self.model.held is not None) + len(self.model.queued_frames)
@@ -536,7 +910,7 @@ class TB:
         self._prefill(cmd)
         backlog = self._backlog_bytes()
         expected = self.model.command(cmd)
-        self._grant_model_buffers()
+        self.write_monitor.start_step()
         record = cmd.to_bytes() if isinstance(cmd, Command) \
             else int(cmd).to_bytes(RECORD_BYTES, "little")
         await self.cmd_source.send(record)
@@ -587,15 +961,18 @@ class TB:
         for frame, mac_error in items:
             expected += self.model.rx_frame(frame, mac_error=mac_error)
             model_writes += self.model.last_writes
-        self._grant_model_buffers()
+        self.write_monitor.start_step()
         for frame, mac_error in items:
             tuser = [0] * (len(frame) - 1) + [1] if mac_error else 0
             await self.rx_source.send(AxiStreamFrame(frame, tuser=tuser))
         timeout_ns = self._timeout_ns(sum(len(frame) for frame, _ in items) + backlog)
         got = await self._check_step(what, expected, model_writes, timeout_ns, len(items))
-        if len(self.model.queued_frames) <= RX_DESCRIPTOR_DEPTH:
+        if (len(self.model.queued_frames) <= RX_DESCRIPTOR_DEPTH
+                and self.model.rx_buffer_beats <= packet_buffer_depth(self.params)):
             # Every frame fits behind a held one: the next step starts with all of them inside,
-            # as the model assumes when it counts beats against the high-water mark.
+            # as the model assumes when it counts beats against the high-water mark. (Jumbo
+            # frames can fill the receive packet buffer before the descriptors run out; the
+            # rest then wait at the MAC.)
             await self._wait_idle(what, self.rx_source, timeout_ns)
         await self._end_step(what)
         return got
@@ -644,7 +1021,7 @@ class TB:
             if held is not None and self.model.held != held and number + 1 < len(frames):
                 raise ValueError(f"{what}: frame {number} ends a hold; it must be the last "
                                  f"of its step")
-        self._grant_model_buffers()
+        self.write_monitor.start_step()
         for frame in frames:
             await self.tx_source.send(frame)
         timeout_ns = self._timeout_ns(sum(len(frame) for frame in frames) + backlog)
@@ -721,7 +1098,7 @@ class TB:
                 or other.registers != self.model.registers or other.held is not None
                 or self.model.held is not None):
             raise ValueError(f"{what}: the model's outcome depends on the order")
-        self._grant_model_buffers()
+        self.write_monitor.start_step()
 
         async def send(source, frames, delay):
             await ClockCycles(self.dut.clk, delay + 1)
@@ -765,7 +1142,7 @@ class TB:
         self._start_step(what)
         backlog = self._backlog_bytes()
         expected = self.model.write_register(name, value)
-        self._grant_model_buffers()
+        self.write_monitor.start_step()
         await self.axil.write_dword(regmap.by_name(name).offset, value)
         got = await self._check_step(what, expected, self.model.last_writes,
                                      self._timeout_ns(backlog))
@@ -807,7 +1184,7 @@ class TB:
         what = "expiry of the buffer-request timer"
         self._start_step(what)
         # The DUT writes the frames' data while the testbench waits.
-        self._grant_model_buffers()
+        self.write_monitor.start_step()
         if timeout_cycles is not None:
             # Lowering the timeout gives no event in the model; the DUT's expiry events, which
             # may follow at once, are collected below.
