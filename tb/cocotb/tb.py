@@ -105,7 +105,7 @@ class _Grant:
     """
 
     __slots__ = ("kind", "index", "address", "length", "tag", "state", "written", "announced",
-                 "ended_by")
+                 "ended_by", "unannounced_reported")
 
     def __init__(self, kind, index, address, length, tag):
         self.kind = kind
@@ -117,6 +117,7 @@ class _Grant:
         self.written = set()
         self.announced = 0
         self.ended_by = None
+        self.unannounced_reported = False
 
     def holds(self, address):
         return self.address <= address < self.address + self.length
@@ -286,6 +287,25 @@ class DmaWriteMonitor:
         if grant.written:
             self._violation("R52a", f"{len(grant.written)} byte(s) written into {grant}, "
                                     f"whose post was refused ({CmdStatus(event.status).name})")
+
+    def check_quiet(self):
+        """``R52-announce`` at a moment when every decided frame's event has been taken: no byte
+        of a buffer still held has been written beyond what events announced there.
+
+        Between such moments a later job may legitimately write ahead of an earlier job's event,
+        so only here can a write that no event will ever announce be told from one that is early.
+        """
+        for grant in self._active:
+            # The announced bytes are known to be written (checked at each event), so a grant
+            # with more written bytes than announced ones has written beyond them.
+            if len(grant.written) <= grant.announced or grant.unannounced_reported:
+                continue
+            beyond = sorted(offset for offset in grant.written if offset >= grant.announced)
+            if beyond:
+                grant.unannounced_reported = True
+                self._violation("R52-announce", f"{len(beyond)} byte(s) of {grant} written but "
+                                                f"never announced, first offset {beyond[0]} "
+                                                f"(events announced {grant.announced})")
 
     def _check_answered(self, event, grant, first, end):
         """R50: no burst into bytes ``first <= offset < end`` of ``grant`` is still waiting for
@@ -838,6 +858,7 @@ class TB:
         Called in the same instant the step's last event arrives, so that it also checks that
         the data was written and acknowledged before the event announcing it (R50).
         """
+        self.write_monitor.check_quiet()
         self._check_violations(what)
         if self.write_monitor.outstanding:
             raise ScoreboardError(f"{what}: the last event came with "

@@ -165,6 +165,14 @@ def test_monitor_reports_each_rule():
     assert _rules(monitor)[5:] == ["R52b"]
 
     monitor = _monitor()
+    _post(monitor, Opcode.POST_BUFFER, 0x3000, 100, 11, status=CmdStatus.OK)
+    _write(monitor, 0x3000, bytes(11))                              # one byte too many
+    monitor.take_event(Event(EventType.RX_PLACED, 1, length=10))
+    assert _rules(monitor) == []                                    # a later frame's, maybe
+    monitor.check_quiet()                                           # ... but none is coming
+    assert _rules(monitor) == ["R52-announce"]
+
+    monitor = _monitor()
     _post(monitor, Opcode.POST_BUFFER, 0x2000, 100, 9)
     _write(monitor, 0x2000, b"w")                                   # before a refusal
     monitor.take_event(Event(EventType.CMD_DONE, 1, opcode=Opcode.POST_BUFFER,
@@ -186,6 +194,8 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "build" / "regress-coverage.json",
                         help="where to write the coverage summed over the configurations")
     args = parser.parse_args(argv)
+    # The simulation runs in a directory of its own: it must be given where to write.
+    args.json = args.json.resolve()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     paths, failed = [], []
     for config in args.configs:
