@@ -103,6 +103,15 @@ synth: $(SYNTH_STAMP)
 bench: $(STAMP)
 	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) sim/bench.py --json $(BUILD_DIR)/bench.json
 
+# make replay-bench: the fast replay's speed against the cocotb replay's on one capture (PCAP=
+# picks it; sim/replay_bench.py --help): cycles, wall seconds and cycles/s of each and their
+# ratio, JSON in build/replay-bench.json.
+.PHONY: replay-bench
+
+replay-bench: $(STAMP)
+	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) sim/replay_bench.py \
+		$(strip $(call opt,--pcap,$(PCAP)) --json $(BUILD_DIR)/replay-bench.json)
+
 # make formal: every formal proof of tb/formal (docs/verification.md, "Formal proofs") and a
 # table of the results; FORMAL_ARGS passes options to the runner, e.g. FORMAL_ARGS="--only
 # match_cam" or "--list". YoWASP Yosys and Boolector are installed into .venv only here.

@@ -11,6 +11,8 @@ Text, one directive a line (:class:`HarnessScript` writes it). ``RX``, ``TX`` an
 an item on their input stream and return at once, so the three streams run concurrently; a
 ``WAIT_*`` blocks the script until the core has done something; events and DMA writes are
 labelled with the ``STEP`` in force when they happen. Counts are cumulative from the start.
+The harness reads the script as it runs it: from a file (:func:`run_harness`), or from its
+standard input while the script is still being written (:class:`HarnessProcess`).
 
 ============================  ===================================================================
 ``RX tuser HEX``              a frame for ``s_axis_rx`` (``tuser`` 1: MAC error on its last beat)
@@ -37,14 +39,16 @@ Reset (8 cycles) and 8 idle cycles precede the script. The AXI4 write slave is a
 answers OKAY unless stalls are set; the write log is the host memory (:meth:`HarnessRun.memory`).
 
 Outputs (little-endian binary, one file each, read back by :func:`run_harness`): events with
-their cycle and step, every W beat with its address and strobes, every burst (AW cycle, first W
-cycle, address, first strobed byte), the frames out of ``m_axis_tx``, each RX frame's first
-offer and last accepted beat, every command with its cycle, and ``counters.json``.
+their cycle and step, every W beat with its address and strobes (``LOG_WRITES 1``), the bytes
+the beats stored merged into runs of consecutive addresses within a step, every burst (AW cycle,
+first W cycle, address, first strobed byte), the frames out of ``m_axis_tx``, each RX frame's
+first offer and last accepted beat, every command with its cycle, and ``counters.json``.
 """
 
 import fcntl
 import hashlib
 import json
+import platform
 import sys
 import struct
 import subprocess
@@ -58,14 +62,26 @@ from cocotb_build import BUILD_ROOT, generate_verilog
 from toolchain import find_verilator, make_overrides, verilator_env
 
 
-__all__ = ["HARNESS_SOURCE", "HarnessError", "HarnessScript", "HarnessRun", "build_harness",
-           "run_harness"]
+__all__ = ["HARNESS_SOURCE", "HarnessError", "HarnessScript", "HarnessRun", "HarnessProcess",
+           "build_harness", "run_harness"]
 
 
 HARNESS_SOURCE = Path(__file__).resolve().parent / "harness" / "harness.cpp"
 
+#: How much script :class:`HarnessProcess` asks its pipe to hold: Linux's default maximum
+#: (``/proc/sys/fs/pipe-max-size``), more than a bundled capture's script (about 600 KB).
+_PIPE_BYTES = 1 << 20
+
 #: C++ optimisation of the model: verilated.mk's default, -Os, runs the core markedly slower.
 _MAKE_OPTIMISATION = ["OPT_FAST=-O3", "OPT_GLOBAL=-O2"]
+
+#: Code for the processor that builds it: about a tenth faster than for any x86-64. The build's
+#: hash covers the processor (:func:`_processor`), so a build folder shared with another kind of
+#: machine is not run there.
+_TARGET_PROCESSOR = "-march=native"
+
+#: The lines of ``/proc/cpuinfo`` that say what ``-march=native`` compiles for (x86, Arm).
+_PROCESSOR_FIELDS = ("model name", "flags", "Features", "CPU implementer", "CPU part")
 
 
 class HarnessError(RuntimeError):
@@ -77,16 +93,28 @@ def _verilator_command(verilog, directory, data_bytes, jobs):
     return ["verilator", "--cc", "--exe", "--build", "-O3", "--x-assign", "fast",
             "--x-initial", "fast", "-j", str(jobs), "-Wno-fatal", "-Wno-lint", "-Wno-style",
             "--top-module", "tcpdct", "--prefix", "Vtcpdct", "-Mdir", str(directory / "obj"),
-            "-o", "harness", "-CFLAGS", f"-std=c++17 -DDATA_BYTES={data_bytes}",
+            "-o", "harness", "-CFLAGS",
+            f"-std=c++17 -DDATA_BYTES={data_bytes} {_TARGET_PROCESSOR}",
             *(part for flag in makeflags for part in ("--MAKEFLAGS", flag)),
             str(verilog), str(HARNESS_SOURCE)]
+
+
+def _processor():
+    """The processor's name and features, as far as the system says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    return "\n".join(sorted({line for line in lines
+                              if line.split(":")[0].strip() in _PROCESSOR_FIELDS}))
 
 
 def build_harness(params=None, *, jobs=2, quiet=True):
     """The harness executable for ``params``, built unless an identical build exists.
 
     Builds are cached in ``sim/build/fast-<hash>``, the hash covering the generated Verilog, the
-    harness source, the Verilator version and the build command, so that any change rebuilds.
+    harness source, the Verilator version, the build command and the processor (the code is
+    compiled for it), so that any change rebuilds.
     Safe to call from several processes at once.
 
     Parameters
@@ -116,6 +144,7 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     digest.update(HARNESS_SOURCE.read_bytes())
     digest.update(find_verilator().version_string.encode())
     digest.update(" ".join(_verilator_command("", Path(), params.data_bytes, 0)).encode())
+    digest.update(_processor().encode())
     directory = BUILD_ROOT / f"fast-{digest.hexdigest()[:16]}"
     directory.mkdir(parents=True, exist_ok=True)
     executable = directory / "obj" / "harness"
@@ -209,6 +238,7 @@ class HarnessRun:
     -------
     counters : dict
         ``counters.json``: ``cycles``, ``wall_seconds`` (the simulation loop alone),
+        ``script_seconds`` (reading the script, and waiting for it while it is written),
         ``rx_beats``, ``rx_first_offer``, ``rx_last_accept``, the same for ``tx_in``,
         ``tx_out_frames``, ``commands``, ``cmd_done``, ``cmd_errors`` (CMD_DONE with a status
         other than OK), ``events``, ``terminal_events``, ``aw``, ``w``, ``b``,
@@ -217,6 +247,10 @@ class HarnessRun:
         ``(cycle, step, event)``.
     writes : list of (int, int, int, int, bytes)
         ``(cycle, step, beat address, strobes, data)`` of every W beat (``LOG_WRITES 1``).
+    stored : list of (int, int, bytes)
+        ``(step, address, data)``: the strobed bytes of the W beats, in order, each run of them
+        at consecutive addresses in one step merged into one record; logged whatever
+        ``LOG_WRITES`` says.
     bursts : list of (int, int, int, int, int, int)
         ``(AW cycle, first W cycle, awaddr, first strobed byte, beats, step)``.
     tx_frames : list of (int, int, bytes)
@@ -233,39 +267,32 @@ class HarnessRun:
     tx_frames: list
     rx_frames: list
     commands:  list
+    stored:    list
 
-    def writes_by_step(self):
-        """``{step: [(address, bytes), ...]}``: the strobed bytes of each W beat, in order."""
+    def stored_by_step(self):
+        """``{step: [(address, bytes), ...]}``: what each step stored, in order."""
         by_step = {}
-        for _, step, address, strobe, data in self.writes:
-            by_step.setdefault(step, []).extend(_strobed_runs(address, strobe, data))
+        for step, address, data in self.stored:
+            by_step.setdefault(step, []).append((address, data))
         return by_step
 
 
-def _strobed_runs(address, strobe, data):
-    """The strobed bytes of one beat as ``(address, bytes)`` runs of consecutive lanes."""
-    runs = []
-    lane, lanes = 0, len(data)
-    while lane < lanes:
-        if not strobe >> lane & 1:
-            lane += 1
-            continue
-        start = lane
-        while lane < lanes and strobe >> lane & 1:
-            lane += 1
-        runs.append((address + start, data[start:lane]))
-    return runs
+def _records(path, layout):
+    """The records of a log whose records are all ``layout`` (a :mod:`struct` format)."""
+    return list(struct.iter_unpack(layout, Path(path).read_bytes()))
 
 
-def _records(path, header, size_of=None):
+def _sized_records(path, header, size_field):
+    """The records of a log whose records are ``header`` and then as many bytes as its field
+    number ``size_field`` says, each as the header's fields and the bytes."""
     data = Path(path).read_bytes()
     offset, records = 0, []
     header_size = struct.calcsize(header)
     while offset < len(data):
         fields = struct.unpack_from(header, data, offset)
         offset += header_size
-        size = size_of(fields) if size_of else 0
-        records.append((*fields, data[offset:offset + size]) if size_of else fields)
+        size = fields[size_field]
+        records.append((*fields, data[offset:offset + size]))
         offset += size
     return records
 
@@ -304,21 +331,113 @@ def run_harness(executable, script, directory, *, params=None, timeout=None):
         path = Path(script)
     result = subprocess.run([str(executable), str(path), str(directory)], capture_output=True,
                             text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise HarnessError(f"the harness exited with {result.returncode}: "
-                           f"{result.stderr.strip()}")
-    if result.stderr:
-        print(result.stderr.strip(), file=sys.stderr)
+    return _read_run(directory, params, result.returncode, result.stderr)
+
+
+class HarnessProcess:
+    """The harness running a script that is still being written (``SCRIPT`` ``-``).
+
+    The harness takes each directive as soon as it arrives on its standard input, so the author
+    of the script (a replay's run on the model) and the simulation work at the same time, on
+    two cores where there are two. Use it as a context manager: leaving the ``with`` block
+    before :meth:`finish` kills the harness.
+
+    Parameters
+    ----------
+    executable : path
+        From :func:`build_harness`.
+    directory : path
+        Where the outputs go.
+    params : Params, optional
+        As for :func:`run_harness`.
+    """
+
+    def __init__(self, executable, directory, *, params=None):
+        self.params = Params() if params is None else params
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Into a file, not a pipe: a harness reporting many timed-out waits must not block on a
+        # full pipe while this process blocks writing the script to it.
+        self._stderr = open(self.directory / "stderr.txt", "w+")
+        self._process = subprocess.Popen([str(executable), "-", str(self.directory)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=self._stderr, text=True)
+        _widen_pipe(self._process.stdin)
+
+    def send(self, script):
+        """Send the directives ``script`` (a :class:`HarnessScript`) holds, and empty it."""
+        if not script.lines:
+            return
+        try:
+            self._process.stdin.write("\n".join(script.lines) + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass    # the harness has ended: finish() says why
+        script.lines.clear()
+
+    def finish(self, timeout=None):
+        """End the script, wait for the harness and read back what it logged.
+
+        Returns
+        -------
+        HarnessRun
+
+        Raises
+        ------
+        HarnessError
+            If the harness exited with an error.
+        """
+        try:
+            self._process.stdin.close()
+        except BrokenPipeError:
+            pass
+        returncode = self._process.wait(timeout)
+        self._stderr.seek(0)
+        return _read_run(self.directory, self.params, returncode, self._stderr.read())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._stderr.close()
+
+
+def _widen_pipe(pipe):
+    """Let ``pipe`` hold as much as the system allows (a whole replay's script, typically).
+
+    With the default 64 KiB, the writer of a script blocks as soon as it is that far ahead of
+    the harness, and the two then take turns, each waking the other, instead of working side by
+    side; on a loaded machine every such wake-up waits for a free core.
+    """
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, min(limit, _PIPE_BYTES))
+    except (OSError, ValueError, AttributeError):
+        pass    # not Linux, or not allowed: the default size works, more slowly
+
+
+def _read_run(directory, params, returncode, stderr):
+    """What a harness run that ended with ``returncode`` and ``stderr`` logged in
+    ``directory``."""
+    if returncode != 0:
+        raise HarnessError(f"the harness exited with {returncode}: {stderr.strip()}")
+    if stderr:
+        print(stderr.strip(), file=sys.stderr)
     counters = json.loads((directory / "counters.json").read_text())
     width = params.data_bytes
     events = [(cycle, step, Event.unpack(record)) for cycle, step, _, record in
-              _records(directory / "events.bin", "<QII", lambda _: RECORD_BYTES)]
+              _records(directory / "events.bin", f"<QII{RECORD_BYTES}s")]
     writes = [(cycle, step, address, strobe, data) for cycle, step, _, address, strobe, data in
-              _records(directory / "writes.bin", "<QIIQQ", lambda _: width)]
+              _records(directory / "writes.bin", f"<QIIQQ{width}s")]
     bursts = _records(directory / "bursts.bin", "<QQQQII")
     tx_frames = [(cycle, step, data) for cycle, step, _, data in
-                 _records(directory / "tx.bin", "<QII", lambda fields: fields[2])]
+                 _sized_records(directory / "tx.bin", "<QII", 2)]
     rx_frames = _records(directory / "rx.bin", "<QQ")
     commands = [(cycle, Command.unpack(record)) for cycle, record in
-                _records(directory / "commands.bin", "<Q", lambda _: RECORD_BYTES)]
-    return HarnessRun(counters, events, writes, bursts, tx_frames, rx_frames, commands)
+                _records(directory / "commands.bin", f"<Q{RECORD_BYTES}s")]
+    stored = [(step, address, data) for step, _, address, data in
+              _sized_records(directory / "stored.bin", "<IIQ", 1)]
+    return HarnessRun(counters, events, writes, bursts, tx_frames, rx_frames, commands, stored)

@@ -11,20 +11,26 @@ is known once the schedule has run on the model. :func:`run`:
    until the RTL has given as many terminal events, CMD_DONEs and events in all as the model
    did (a TX frame also until it has left; the expiry of a buffer request just waits, as the
    RTL's timer runs by itself), then 16 more cycles, 32 after a TX frame, for strays;
-3. runs the harness once, and replays the schedule a second time on a :class:`PlaybackRunner`,
-   which hands the driver the RTL's events and memory step by step and counts every step whose
-   events, written bytes or transmitted frames differ from the model's as a mismatch.
+3. runs the harness once, and compares every recorded step with what the RTL did in it
+   (:meth:`PlaybackRunner.check_recorded`): its events, the bytes it stored in host memory, the
+   frames it transmitted; any difference, and any fault of the harness (a wait that timed out,
+   a burst left unanswered, a misplaced ``wlast``, anything after the last step), is a
+   mismatch.
 
-The summary is then built from the RTL's events exactly as on the other backends. Should the
-driver ask for a step other than the recorded one (possible only after a mismatch), the replay
-stops there with one mismatch, as the cocotb backend stops at its first disagreement.
+When every step agrees, the RTL has handed the driver exactly what the model did, so the
+recording's summary is the RTL's (:func:`checked_result`). Otherwise the schedule runs a second
+time on a :class:`PlaybackRunner`, which hands the driver the RTL's events and memory step by
+step, and the summary is built from the RTL's events exactly as on the other backends. Should
+the driver then ask for a step other than the recorded one (possible only after a mismatch), the
+replay stops there with one mismatch, as the cocotb backend stops at its first disagreement.
 """
 
+import asyncio
 import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tcpdct.params import Params
@@ -34,12 +40,12 @@ from tcpdct.regmap import BUF_REQ_TIMEOUT_DEFAULT
 
 from model.hostmem import HostMemory
 from schedule import ModelRunner, TERMINAL_EVENTS
-from fast_harness import HarnessScript, build_harness, run_harness, HarnessError
+from fast_harness import HarnessScript, HarnessProcess, build_harness, HarnessError
 
 
 __all__ = ["REPLAY_PARAMS", "CLOCK_NS", "STRAY_EVENT_CYCLES", "TX_SETTLE_CYCLES",
            "RecordedStep", "RecordingRunner", "PlaybackRunner", "PlaybackError",
-           "replay_script", "fast_replay", "run"]
+           "ReplayScript", "replay_script", "stored_bytes", "checked_result", "fast_replay", "run"]
 
 
 #: Build parameters of the replay: the defaults, as for the cocotb backend.
@@ -91,16 +97,28 @@ class RecordedStep:
 
 
 class RecordingRunner(ModelRunner):
-    """The golden model as a runner that records every step (:attr:`steps`)."""
+    """The golden model as a runner that records every step (:attr:`steps`).
 
-    def __init__(self, params=None):
+    Parameters
+    ----------
+    params : Params, optional
+    on_step : callable, optional
+        ``on_step(step)`` is called with each :class:`RecordedStep` as soon as it is recorded.
+    """
+
+    def __init__(self, params=None, *, on_step=None):
         super().__init__(params)
         self.steps = []
+        self._on_step = on_step
+
+    def _record(self, step):
+        self.steps.append(step)
+        if self._on_step is not None:
+            self._on_step(step)
 
     async def command(self, command):
         events = self.model.command(command)
-        self.steps.append(RecordedStep("command", [], command, events,
-                                       list(self.model.last_writes)))
+        self._record(RecordedStep("command", [], command, events, list(self.model.last_writes)))
         return events
 
     async def rx(self, frames):
@@ -108,48 +126,60 @@ class RecordingRunner(ModelRunner):
         for frame in frames:
             events += self.model.rx_frame(frame)
             writes += self.model.last_writes
-        self.steps.append(RecordedStep("rx", [bytes(frame) for frame in frames], None,
-                                       events, writes))
+        self._record(RecordedStep("rx", [bytes(frame) for frame in frames], None, events,
+                                  writes))
         return events
 
     async def tx(self, frame):
         events = await super().tx(frame)
-        self.steps.append(RecordedStep("tx", [bytes(frame)], None, events,
-                                       list(self.model.last_writes)))
+        self._record(RecordedStep("tx", [bytes(frame)], None, events,
+                                  list(self.model.last_writes)))
         return events
 
     async def expire_buffer_request(self, reason):
         events = await super().expire_buffer_request(reason)
-        self.steps.append(RecordedStep("expire", [], reason, events,
-                                       list(self.model.last_writes)))
+        self._record(RecordedStep("expire", [], reason, events, list(self.model.last_writes)))
         return events
 
 
-def replay_script(steps, *, stall_percent=0, seed=1):
-    """The harness script of recorded ``steps``; step ``n`` (from 1) is ``steps[n - 1]``.
-
-    Step ``len(steps) + 1`` collects whatever arrives after the last step.
+class ReplayScript:
+    """The harness script of recorded steps, written a step at a time; step ``n`` (from 1) is
+    the ``n``-th step added.
 
     Parameters
     ----------
-    steps : list of RecordedStep
     stall_percent : int
         Idle cycles on every input and back-pressure on every output, in percent (R60); 0 for
         none, which makes the cycle count the core's own.
     seed : int
         Seed of the stalls.
+
+    Members
+    -------
+    script : fast_harness.HarnessScript
+        The directives written so far (those a :class:`fast_harness.HarnessProcess` has not
+        taken yet, when one takes them).
     """
-    script = HarnessScript()
-    script.timeout(WAIT_TIMEOUT_CYCLES)
-    if stall_percent:
-        for number, channel in enumerate(("rx", "tx", "cmd", "evt", "tx_out", "aw", "w", "b")):
-            script.stall(channel, stall_percent, seed * 16 + number)
-    # Each step waits for what the model says it causes: a held frame's batch ends with its
-    # BUF_REQ, and the frames it releases end the command, TX frame or timer expiry that
-    # released them.
-    events = terminal = commands = tx_out = 0
-    for number, step in enumerate(steps, 1):
-        script.step(number)
+
+    def __init__(self, *, stall_percent=0, seed=1):
+        self.script = HarnessScript()
+        self.script.timeout(WAIT_TIMEOUT_CYCLES)
+        # The comparison takes the stored bytes (stored.bin); a log of every beat as well
+        # would only cost time.
+        self.script.log_writes(False)
+        if stall_percent:
+            for number, channel in enumerate(("rx", "tx", "cmd", "evt", "tx_out", "aw", "w",
+                                              "b")):
+                self.script.stall(channel, stall_percent, seed * 16 + number)
+        self._steps = self._events = self._terminal = self._commands = self._tx_out = 0
+
+    def add(self, step):
+        """Queue ``step``'s input, then wait for what the model says it causes."""
+        # A held frame's batch ends with its BUF_REQ, and the frames it releases end the
+        # command, TX frame or timer expiry that released them.
+        script = self.script
+        self._steps += 1
+        script.step(self._steps)
         if step.kind == "rx":
             for frame in step.frames:
                 script.rx(frame)
@@ -157,26 +187,74 @@ def replay_script(steps, *, stall_percent=0, seed=1):
             script.command(step.command)
         elif step.kind == "tx":
             script.tx(step.frames[0])
-            tx_out += 1
-            script.wait_tx_out(tx_out)
-        terminal += sum(event.type in TERMINAL_EVENTS for event in step.events)
-        commands += sum(event.type is EventType.CMD_DONE for event in step.events)
-        events += len(step.events)
-        script.wait_terminal(terminal)
-        script.wait_cmd_done(commands)
-        script.wait_events(events)
+            self._tx_out += 1
+            script.wait_tx_out(self._tx_out)
+        self._terminal += sum(event.type in TERMINAL_EVENTS for event in step.events)
+        self._commands += sum(event.type is EventType.CMD_DONE for event in step.events)
+        self._events += len(step.events)
+        script.wait_terminal(self._terminal)
+        script.wait_cmd_done(self._commands)
+        script.wait_events(self._events)
         script.idle(TX_SETTLE_CYCLES if step.kind == "tx" else STRAY_EVENT_CYCLES)
-    script.step(len(steps) + 1)
-    script.idle(4 * STRAY_EVENT_CYCLES)
-    return script
+
+    def end(self):
+        """The last step, which collects whatever arrives after the recorded ones."""
+        self.script.step(self._steps + 1)
+        self.script.idle(4 * STRAY_EVENT_CYCLES)
 
 
-def _byte_map(writes):
+def replay_script(steps, *, stall_percent=0, seed=1):
+    """The harness script of recorded ``steps``; step ``n`` (from 1) is ``steps[n - 1]``.
+
+    Step ``len(steps) + 1`` collects whatever arrives after the last step. Parameters as for
+    :class:`ReplayScript`.
+
+    Returns
+    -------
+    fast_harness.HarnessScript
+    """
+    replay = ReplayScript(stall_percent=stall_percent, seed=seed)
+    for step in steps:
+        replay.add(step)
+    replay.end()
+    return replay.script
+
+
+def stored_bytes(writes):
+    """What ``writes`` (``(address, data)``, in order) leave in memory, as ascending runs of
+    consecutive addresses, each ``(address, bytes)`` and as long as it can be.
+
+    Two lists of writes store the same bytes at the same addresses exactly when their stored
+    bytes are equal, whatever the writes' order and sizes: the model writes a frame's payload
+    in one piece where the RTL writes beats.
+    """
+    runs, end = [], None
+    for address, data in sorted(writes, key=lambda write: write[0]):
+        if not data:
+            continue
+        if end is not None and address < end:
+            # Writes that overlap: the last one wins, which the byte map below decides.
+            return _runs_of_byte_map(writes)
+        if address == end:
+            runs[-1][1].extend(data)
+        else:
+            runs.append((address, bytearray(data)))
+        end = address + len(data)
+    return [(address, bytes(data)) for address, data in runs]
+
+
+def _runs_of_byte_map(writes):
     written = {}
     for address, data in writes:
         for offset, value in enumerate(data):
             written[address + offset] = value
-    return written
+    runs, end = [], None
+    for address in sorted(written):
+        if address != end:
+            runs.append((address, bytearray()))
+        runs[-1][1].append(written[address])
+        end = address + 1
+    return [(address, bytes(data)) for address, data in runs]
 
 
 class PlaybackRunner:
@@ -216,7 +294,7 @@ class PlaybackRunner:
         self._events = {}
         for _, step, event in harness_run.events:
             self._events.setdefault(step, []).append(event)
-        self._writes = harness_run.writes_by_step()
+        self._writes = harness_run.stored_by_step()
         self._tx = {}
         for _, step, frame in harness_run.tx_frames:
             self._tx.setdefault(step, []).append(frame)
@@ -259,7 +337,7 @@ class PlaybackRunner:
         problems = []
         if events != step.events:
             problems.append(f"events: model {step.events!r}, DUT {events!r}")
-        if _byte_map(writes) != _byte_map(step.writes):
+        if stored_bytes(writes) != stored_bytes(step.writes):
             problems.append(f"DMA wrote {sum(len(d) for _, d in writes)} byte(s), the model "
                             f"{sum(len(d) for _, d in step.writes)}, not the same")
         if kind == "tx":
@@ -274,6 +352,12 @@ class PlaybackRunner:
             self._mismatch(f"step {number} ({kind}): " + "; ".join(problems))
         return events
 
+    def check_recorded(self):
+        """Compare every recorded step with what the RTL did, in the recorded order: what a
+        replay on this runner checks when the driver asks for exactly the recorded steps."""
+        for step in self.recorded:
+            self._next(step.kind, step.frames, step.command)
+
     async def command(self, command):
         return self._next("command", command=command)
 
@@ -287,6 +371,36 @@ class PlaybackRunner:
         return self._next("expire", command=reason)
 
 
+def _replay(runner, options):
+    from replay import run_replay
+    return asyncio.run(run_replay(runner, pcap=options.pcap, local=options.local,
+                                  delegate=options.delegate == "auto"))
+
+
+def checked_result(options, params, recording, steps, harness_run):
+    """The replay's result once the RTL's run is known: ``recording`` (the result of the
+    schedule on the :class:`RecordingRunner` that recorded ``steps``) when the RTL did every
+    step as the model did, otherwise a playback of the RTL's behaviour.
+
+    The host driver decides only from the events and the host memory it is handed. When every
+    step's events, stored bytes and transmitted frames are the model's (and the harness saw no
+    fault), a playback would hand the driver, step by step, exactly what the recording did, and
+    reach the same summary; so the comparison of every step is the whole check, and the
+    playback is run only when a step differs, to build the summary from what the RTL said.
+
+    Raises
+    ------
+    PlaybackError
+        If the DUT's events made the driver leave the recorded schedule.
+    """
+    checked = PlaybackRunner(params, steps, harness_run)
+    checked.check_recorded()
+    if checked.mismatches:
+        return _replay(PlaybackRunner(params, steps, harness_run), options)
+    recording.summary.finish(recording.driver, checked)
+    return replace(recording, runner=checked)
+
+
 def fast_replay(options, params=REPLAY_PARAMS, *, stall_percent=0, workdir=None):
     """Replay as the parsed ``replay.py`` options say, on the RTL through the harness.
 
@@ -294,29 +408,35 @@ def fast_replay(options, params=REPLAY_PARAMS, *, stall_percent=0, workdir=None)
     -------
     (replay.ReplayResult, fast_harness.HarnessRun, dict)
         The result, what the harness logged, and timings: ``harness_seconds`` (the simulation
-        loop), ``total_seconds`` (model, script, harness and comparison; the build excluded).
+        loop), ``total_seconds`` (model, script, harness and comparison, end to end: what the
+        replay costs once the harness is built) and ``build_seconds`` (building the harness,
+        or finding it built).
 
     Raises
     ------
     PlaybackError
         If the DUT's events made the driver leave the recorded schedule.
     """
-    import asyncio
-    from replay import run_replay
-
-    delegate = options.delegate == "auto"
-    executable = build_harness(params)
     started = time.monotonic()
-    recorder = RecordingRunner(params)
-    asyncio.run(run_replay(recorder, pcap=options.pcap, local=options.local, delegate=delegate))
-    script = replay_script(recorder.steps, stall_percent=stall_percent)
-    with tempfile.TemporaryDirectory(prefix="tcpdct-fast-", dir=workdir) as directory:
-        harness_run = run_harness(executable, script, directory, params=params)
-    playback = PlaybackRunner(params, recorder.steps, harness_run)
-    result = asyncio.run(run_replay(playback, pcap=options.pcap, local=options.local,
-                                    delegate=delegate))
+    executable = build_harness(params)
+    built = time.monotonic()
+    replay = ReplayScript(stall_percent=stall_percent)
+    with tempfile.TemporaryDirectory(prefix="tcpdct-fast-", dir=workdir) as directory, \
+            HarnessProcess(executable, directory, params=params) as harness:
+        # The harness runs each step as soon as the model has recorded it, so the model's run
+        # costs (almost) no time beside the simulation's.
+        def stream(step):
+            replay.add(step)
+            harness.send(replay.script)
+
+        recorder = RecordingRunner(params, on_step=stream)
+        recording = _replay(recorder, options)
+        replay.end()
+        harness.send(replay.script)
+        harness_run = harness.finish()
+    result = checked_result(options, params, recording, recorder.steps, harness_run)
     timings = {"harness_seconds": harness_run.counters["wall_seconds"],
-               "total_seconds": time.monotonic() - started}
+               "total_seconds": time.monotonic() - built, "build_seconds": built - started}
     return result, harness_run, timings
 
 
@@ -337,17 +457,29 @@ def run(options, params=REPLAY_PARAMS):
     for line in result.runner.log:
         print(f"mismatch: {line}", file=sys.stderr)
     exit_code = report(result, options, "fast")
-    cycles = harness_run.counters["cycles"]
-    wall = timings["harness_seconds"]
-    rate = cycles / wall if wall else 0.0
-    print(f"simulated {cycles} cycles of {CLOCK_NS} ns in {wall:.3f} s: {rate:,.0f} cycles/s "
-          f"(end to end, model and comparison included: {timings['total_seconds']:.2f} s, "
-          f"{cycles / timings['total_seconds']:,.0f} cycles/s)")
+    simulation = simulation_figures(harness_run, timings)
+    print(f"simulated {simulation['cycles']} cycles of {CLOCK_NS} ns in "
+          f"{simulation['wall_seconds']:.3f} s: {simulation['cycles_per_second']:,} cycles/s "
+          f"(end to end, model and comparison included: "
+          f"{simulation['end_to_end_seconds']:.3f} s, "
+          f"{simulation['end_to_end_cycles_per_second']:,} cycles/s; harness build "
+          f"{simulation['build_seconds']:.1f} s)")
     if options.json:
         path = Path(options.json)
         document = json.loads(path.read_text())
-        document["simulation"] = {"cycles": cycles, "wall_seconds": round(wall, 4),
-                                  "cycles_per_second": round(rate),
-                                  "end_to_end_seconds": round(timings["total_seconds"], 3)}
+        document["simulation"] = simulation
         path.write_text(json.dumps(document, indent=2) + "\n")
     return exit_code
+
+
+def simulation_figures(harness_run, timings):
+    """The ``simulation`` section of the JSON report: simulated cycles, and the cycles per
+    second of the harness alone and end to end (the build not included)."""
+    cycles = harness_run.counters["cycles"]
+    wall = timings["harness_seconds"]
+    total = timings["total_seconds"]
+    return {"cycles": cycles, "wall_seconds": round(wall, 4),
+            "cycles_per_second": round(cycles / wall) if wall else 0,
+            "end_to_end_seconds": round(total, 4),
+            "end_to_end_cycles_per_second": round(cycles / total) if total else 0,
+            "build_seconds": round(timings["build_seconds"], 2)}

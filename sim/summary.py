@@ -136,6 +136,8 @@ class ReplaySummary:
         self.legacy_content_errors = 0
         self.connections = {}
         self._legacy_frames_sent = []
+        # Connection names by 4-tuple: every frame of a replay looks its row up.
+        self._names = {}
 
     def _row(self, frame, received):
         p = parse(frame, max_frame_bytes=max(self.max_frame_bytes, len(frame)))
@@ -144,7 +146,10 @@ class ReplaySummary:
             key = ((p.local_ip, p.local_port, p.remote_ip, p.remote_port) if received else
                    (p.remote_ip, p.remote_port, p.local_ip, p.local_port))
             if key[0] == self.local_ip:
-                name = f"{_dotted(key[0])}:{key[1]}-{_dotted(key[2])}:{key[3]}"
+                name = self._names.get(key)
+                if name is None:
+                    name = self._names[key] = \
+                        f"{_dotted(key[0])}:{key[1]}-{_dotted(key[2])}:{key[3]}"
                 return self.connections.setdefault(name, ConnectionSummary()), p
         return self.connections.setdefault(OTHER, ConnectionSummary()), p
 

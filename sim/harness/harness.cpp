@@ -2,7 +2,7 @@
 // logs what the core did. Built and driven by sim/fast_harness.py, which documents the script
 // language and the output files; a Python testbench costs ~100 us per cycle, this ~1 us.
 //
-//   harness SCRIPT OUTDIR
+//   harness SCRIPT OUTDIR        (SCRIPT "-": standard input, read as the script runs)
 //
 // The script is text, one directive a line; RX, TX and CMD only queue their item on the input
 // stream (the streams run concurrently), the WAIT_* directives block the script until the core
@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -164,23 +165,33 @@ struct Directive {
     Item item;
 };
 
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// A replay's script is mostly frames in hex: decoded a digit at a time, not with a library
+// call per byte, so that reading it stays small beside the simulation.
 std::vector<uint8_t> from_hex(const std::string& text, int line) {
     if (text.size() % 2) {
         std::fprintf(stderr, "harness: script line %d: odd number of hex digits\n", line);
         std::exit(2);
     }
     std::vector<uint8_t> bytes(text.size() / 2);
-    for (size_t i = 0; i < bytes.size(); i++)
-        bytes[i] = uint8_t(std::stoul(text.substr(2 * i, 2), nullptr, 16));
+    for (size_t i = 0; i < bytes.size(); i++) {
+        int high = hex_digit(text[2 * i]), low = hex_digit(text[2 * i + 1]);
+        if (high < 0 || low < 0) {
+            std::fprintf(stderr, "harness: script line %d: not a hex digit\n", line);
+            std::exit(2);
+        }
+        bytes[i] = uint8_t(high << 4 | low);
+    }
     return bytes;
 }
 
-std::vector<Directive> read_script(const char* path) {
-    std::ifstream in(path);
-    if (!in) { std::fprintf(stderr, "harness: cannot read %s\n", path); std::exit(2); }
-    std::vector<Directive> script;
-    std::string text;
-    int number = 0;
+const std::unordered_map<std::string, Op>& directive_names() {
     static const std::unordered_map<std::string, Op> ops = {
         {"RX", Op::RX}, {"TX", Op::TX}, {"CMD", Op::CMD}, {"STEP", Op::STEP},
         {"WAIT_TERMINAL", Op::WAIT_TERMINAL}, {"WAIT_EVENTS", Op::WAIT_EVENTS},
@@ -189,31 +200,71 @@ std::vector<Directive> read_script(const char* path) {
         {"IDLE", Op::IDLE}, {"AUTO_LEGACY", Op::AUTO_LEGACY}, {"AUTO_USER", Op::AUTO_USER},
         {"STALL", Op::STALL}, {"TIMEOUT", Op::TIMEOUT}, {"LOG_WRITES", Op::LOG_WRITES},
     };
-    while (std::getline(in, text)) {
-        number++;
-        std::istringstream line(text);
-        std::string word;
-        if (!(line >> word) || word[0] == '#') continue;
-        auto found = ops.find(word);
-        if (found == ops.end()) {
-            std::fprintf(stderr, "harness: script line %d: unknown directive %s\n", number,
-                         word.c_str());
-            std::exit(2);
+    return ops;
+}
+
+// The script, a directive at a time, from a file or ("-") from standard input. Read as the
+// simulation needs it, so that a replay can write the script while the harness already runs
+// it; the time spent reading (and waiting for) the script is kept apart from the simulation's.
+class ScriptReader {
+public:
+    explicit ScriptReader(const char* path) {
+        if (std::string(path) == "-") {
+            in_ = &std::cin;
+            return;
         }
-        Directive d{found->second};
+        file_.open(path);
+        if (!file_) { std::fprintf(stderr, "harness: cannot read %s\n", path); std::exit(2); }
+        in_ = &file_;
+    }
+
+    int line_number() const { return number_; }
+    double seconds() const { return seconds_; }
+
+    // The next directive into d; false at the end of the script.
+    bool next(Directive& d) {
+        auto started = std::chrono::steady_clock::now();
+        bool found = parse_next(d);
+        seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now()
+                                                  - started).count();
+        return found;
+    }
+
+private:
+    bool parse_next(Directive& d) {
+        std::string text;
+        while (std::getline(*in_, text)) {
+            number_++;
+            std::istringstream line(text);
+            std::string word;
+            if (!(line >> word) || word[0] == '#') continue;
+            auto found = directive_names().find(word);
+            if (found == directive_names().end()) {
+                std::fprintf(stderr, "harness: script line %d: unknown directive %s\n",
+                             number_, word.c_str());
+                std::exit(2);
+            }
+            d = Directive{found->second};
+            parse_arguments(line, d);
+            return true;
+        }
+        return false;
+    }
+
+    void parse_arguments(std::istringstream& line, Directive& d) {
         std::string hex;
         switch (d.op) {
         case Op::RX:
             line >> d.a >> hex;
             d.item.tuser = d.a;
-            d.item.data = from_hex(hex, number);
+            d.item.data = from_hex(hex, number_);
             break;
         case Op::TX: case Op::CMD:
             line >> hex;
-            d.item.data = from_hex(hex, number);
+            d.item.data = from_hex(hex, number_);
             if (d.op == Op::CMD && d.item.data.size() != RECORD_BYTES) {
                 std::fprintf(stderr, "harness: script line %d: a command is %zu bytes\n",
-                             number, RECORD_BYTES);
+                             number_, RECORD_BYTES);
                 std::exit(2);
             }
             break;
@@ -232,13 +283,16 @@ std::vector<Directive> read_script(const char* path) {
             line >> d.a;
         }
         if (line.fail()) {
-            std::fprintf(stderr, "harness: script line %d: bad arguments\n", number);
+            std::fprintf(stderr, "harness: script line %d: bad arguments\n", number_);
             std::exit(2);
         }
-        script.push_back(std::move(d));
     }
-    return script;
-}
+
+    std::ifstream file_;
+    std::istream* in_ = nullptr;
+    int number_ = 0;
+    double seconds_ = 0;
+};
 
 FILE* open_output(const std::string& dir, const char* name) {
     std::string path = dir + "/" + name;
@@ -252,11 +306,11 @@ template <typename T> void put(FILE* f, T value) { std::fwrite(&value, sizeof va
 class Harness {
 public:
     Harness(const char* script_path, const std::string& out)
-        : script_(read_script(script_path)),
+        : script_(script_path),
           events_(open_output(out, "events.bin")), writes_(open_output(out, "writes.bin")),
           bursts_(open_output(out, "bursts.bin")), tx_(open_output(out, "tx.bin")),
           rx_(open_output(out, "rx.bin")), commands_(open_output(out, "commands.bin")),
-          out_(out) {
+          stored_(open_output(out, "stored.bin")), out_(out) {
         context_.randReset(0);
         top_ = new Vtcpdct{&context_};
         cmd_source_.sizeof_beat = RECORD_BYTES;
@@ -265,33 +319,34 @@ public:
     int run() {
         auto started = std::chrono::steady_clock::now();
         reset();
-        size_t pc = 0;
         uint64_t waited = 0;
-        while (pc < script_.size()) {
-            Directive& d = script_[pc];
+        Directive d;
+        bool more = script_.next(d);
+        while (more) {
             if (!execute(d)) {
                 // IDLE is counted down in execute(); only the waits can hang.
                 if (d.op != Op::IDLE && ++waited > timeout_) {
-                    std::fprintf(stderr, "harness: directive %zu timed out after %llu cycles "
+                    std::fprintf(stderr, "harness: script line %d timed out after %llu cycles "
                                  "(events %llu, terminal %llu, cmd_done %llu, tx out %llu)\n",
-                                 pc, (unsigned long long)timeout_,
+                                 script_.line_number(), (unsigned long long)timeout_,
                                  (unsigned long long)n_events_, (unsigned long long)n_terminal_,
                                  (unsigned long long)n_cmd_done_, (unsigned long long)tx_out_);
                     timeouts_++;
                     waited = 0;
-                    pc++;
+                    more = script_.next(d);
                     continue;
                 }
                 cycle();
                 continue;
             }
             waited = 0;
-            pc++;
+            more = script_.next(d);
         }
         double wall = std::chrono::duration<double>(std::chrono::steady_clock::now()
                                                     - started).count();
-        write_counters(wall);
-        for (FILE* f : {events_, writes_, bursts_, tx_, rx_, commands_}) std::fclose(f);
+        write_counters(wall - script_.seconds(), script_.seconds());
+        flush_stored();
+        for (FILE* f : {events_, writes_, bursts_, tx_, rx_, commands_, stored_}) std::fclose(f);
         top_->final();
         delete top_;
         return 0;
@@ -500,6 +555,7 @@ private:
                 put(writes_, beat.strobe);
                 std::fwrite(beat.data.data(), 1, DATA_BYTES, writes_);
             }
+            store(address, beat.strobe, beat.data.data());
             if (beat.last != (burst.done + 1 == burst.beats)) wlast_errors_++;
             beats_pending_.pop_front();
             if (++burst.done == burst.beats) {
@@ -507,6 +563,31 @@ private:
                 bursts_pending_.pop_front();
             }
         }
+    }
+
+    // The strobed bytes of a beat, appended to the run of consecutive addresses the step is
+    // writing, or starting a new one: stored.bin has a record per run where writes.bin has one
+    // per beat, and it is what a replay compares with the model's writes.
+    void store(uint64_t address, uint64_t strobe, const uint8_t* data) {
+        for (size_t lane = 0; lane < DATA_BYTES; lane++) {
+            if (!(strobe >> lane & 1)) continue;
+            uint64_t at = address + lane;
+            if (run_.empty() || run_step_ != step_ || run_address_ + run_.size() != at) {
+                flush_stored();
+                run_step_ = step_;
+                run_address_ = at;
+            }
+            run_.push_back(data[lane]);
+        }
+    }
+
+    void flush_stored() {
+        if (run_.empty()) return;
+        put(stored_, run_step_);
+        put(stored_, uint32_t(run_.size()));
+        put(stored_, run_address_);
+        std::fwrite(run_.data(), 1, run_.size(), stored_);
+        run_.clear();
     }
 
     void on_event(const uint8_t* record) {
@@ -537,7 +618,7 @@ private:
         }
     }
 
-    void write_counters(double wall) {
+    void write_counters(double wall, double script) {
         FILE* f = open_output(out_, "counters.json");
         auto field = [&](const char* name, unsigned long long value, bool last = false) {
             std::fprintf(f, "  \"%s\": %llu%s\n", name, value, last ? "" : ",");
@@ -547,6 +628,7 @@ private:
             else field(name, value);
         };
         std::fprintf(f, "{\n  \"wall_seconds\": %.6f,\n", wall);
+        std::fprintf(f, "  \"script_seconds\": %.6f,\n", script);
         field("data_bytes", DATA_BYTES);
         field("cycles", cycle_);
         field("reset_cycles", 2 * RESET_CYCLES);
@@ -577,13 +659,16 @@ private:
 
     VerilatedContext context_;
     Vtcpdct* top_ = nullptr;
-    std::vector<Directive> script_;
-    FILE *events_, *writes_, *bursts_, *tx_, *rx_, *commands_;
+    ScriptReader script_;
+    FILE *events_, *writes_, *bursts_, *tx_, *rx_, *commands_, *stored_;
     std::string out_;
 
     uint64_t cycle_ = 0, timeout_ = 200000;
     uint32_t step_ = 0;
     bool log_writes_ = true;
+    std::vector<uint8_t> run_;
+    uint32_t run_step_ = 0;
+    uint64_t run_address_ = 0;
     Source rx_source_, tx_source_, cmd_source_;
     Stall evt_stall_, tx_out_stall_, aw_stall_, w_stall_, b_stall_;
     std::vector<uint8_t> tx_frame_;
@@ -606,6 +691,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: %s SCRIPT OUTDIR\n", argv[0]);
         return 2;
     }
+    std::ios::sync_with_stdio(false);
     Harness harness(argv[1], argv[2]);
     return harness.run();
 }

@@ -15,9 +15,12 @@ from tcpdct.params import Params
 from tcpdct.records import EventType
 
 from replay import DEFAULT_PCAP, DEFAULT_SENT, run_replay, main as replay_main
-from replay_fast import RecordingRunner, PlaybackRunner, PlaybackError, replay_script, run
-from fast_harness import HarnessScript, HarnessError, build_harness, run_harness
+from replay_fast import (RecordingRunner, PlaybackRunner, PlaybackError, replay_script,
+                         checked_result, stored_bytes, run)
+from fast_harness import (HarnessScript, HarnessError, HarnessProcess, build_harness,
+                          run_harness)
 from bench import run_cell
+import replay_bench
 
 
 PARAMS = Params()
@@ -47,6 +50,11 @@ def _playback(recorded, harness_run):
     return runner, result
 
 
+def _recording():
+    recorder = RecordingRunner(PARAMS)
+    return asyncio.run(run_replay(recorder, pcap=DEFAULT_PCAP)), recorder.steps
+
+
 def test_fast_backend_agrees_with_model(harness, tmp_path):
     fast = _options(tmp_path, "fast")
     assert run(fast) == 0
@@ -57,6 +65,7 @@ def test_fast_backend_agrees_with_model(harness, tmp_path):
     assert fast_doc["backend"] == "fast"
     assert fast_doc["simulation"]["cycles"] > 10_000
     assert fast_doc["simulation"]["cycles_per_second"] > 0
+    assert fast_doc["simulation"]["end_to_end_cycles_per_second"] > 0
     timing = {"backend", "simulation"}
     assert {k: v for k, v in fast_doc.items() if k not in timing} == \
            {k: v for k, v in model_doc.items() if k not in timing}
@@ -83,6 +92,105 @@ def test_wrong_event_is_a_mismatch(harness, recorded, tmp_path):
     assert runner.mismatches == 1
     assert runner.log[0].startswith(f"step {number + 1} (rx): events")
     assert not result.summary.ok
+
+
+def test_agreement_takes_the_recording_and_loses_nothing(harness, recorded, tmp_path):
+    # When every step agrees, the recording's result stands for the playback: the same summary
+    # as a playback of the RTL's run, with the RTL's frames out and no mismatch.
+    harness_run = run_harness(harness, replay_script(recorded), tmp_path, params=PARAMS)
+    runner, played = _playback(recorded, harness_run)
+    recording, steps = _recording()
+    checked = checked_result(_options(tmp_path, "fast"), PARAMS, recording, steps, harness_run)
+    assert checked.runner.mismatches == 0 and checked.summary.ok
+    assert checked.summary.as_dict() == played.summary.as_dict()
+    assert checked.summary.tx_frames_out == runner.tx_frames_out > 0
+
+
+def test_disagreement_takes_the_playback(harness, recorded, tmp_path):
+    # A step that differs sends the replay through the playback, whose summary is the RTL's.
+    harness_run = run_harness(harness, replay_script(recorded), tmp_path, params=PARAMS)
+    recording, steps = _recording()
+    placed = next(e for s in steps for e in s.events if e.type is EventType.RX_PLACED)
+    placed.fields["length"] += 1
+    checked = checked_result(_options(tmp_path, "fast"), PARAMS, recording, steps, harness_run)
+    assert checked.runner is not recording.runner
+    assert checked.runner.mismatches == 1 and not checked.summary.ok
+    assert checked.summary.bytes_placed == len(DEFAULT_SENT.read_bytes())
+
+
+def test_stored_bytes_are_canonical():
+    # However the bytes were split and ordered, the same bytes at the same addresses compare
+    # equal; the last of overlapping writes wins; one byte more or different is seen.
+    whole = [(0x1000, bytes(range(40)))]
+    beats = [(0x1000 + i, bytes(range(i, min(i + 8, 40)))) for i in range(0, 40, 8)]
+    assert stored_bytes(whole) == stored_bytes(beats[::-1]) == [(0x1000, bytes(range(40)))]
+    assert stored_bytes([(0x1000, b"ab"), (0x1004, b"")]) == [(0x1000, b"ab")]
+    assert stored_bytes([(0x10, b"abcd"), (0x12, b"XY"), (0x20, b"z")]) == \
+           [(0x10, b"abXY"), (0x20, b"z")]
+    assert stored_bytes([(0x12, b"XY"), (0x10, b"abcd")]) == [(0x10, b"abcd")]
+    assert stored_bytes(whole) != stored_bytes(beats[:-1])
+    assert stored_bytes(whole) != stored_bytes([(0x1000, bytes(range(39)) + b"\xff")])
+
+
+def test_script_streamed_while_the_harness_runs(harness, recorded, tmp_path):
+    # The harness reading its script from a pipe, a step at a time, does what it does with the
+    # whole script in a file.
+    from_file = run_harness(harness, replay_script(recorded), tmp_path / "file", params=PARAMS)
+    script = replay_script(recorded)
+    lines = list(script.lines)
+    script.lines.clear()
+    with HarnessProcess(harness, tmp_path / "pipe", params=PARAMS) as process:
+        for start in range(0, len(lines), 50):
+            script.lines.extend(lines[start:start + 50])
+            process.send(script)
+            assert not script.lines
+        streamed = process.finish()
+    assert streamed.counters["cycles"] == from_file.counters["cycles"]
+    assert streamed.events == from_file.events
+    assert streamed.stored == from_file.stored and streamed.stored
+    assert streamed.tx_frames == from_file.tx_frames
+
+
+def test_streamed_script_with_an_error_is_refused(harness, tmp_path):
+    script = HarnessScript()
+    script.idle(4)
+    script.lines.append("JUMP 3")
+    with HarnessProcess(harness, tmp_path, params=PARAMS) as process:
+        process.send(script)
+        with pytest.raises(HarnessError, match="unknown directive JUMP"):
+            process.finish()
+
+
+def test_replay_bench_compares_like_for_like(harness, monkeypatch):
+    # Without the minute of cocotb: a cocotb report that is a fast one at a known speed, then
+    # one whose results differ.
+    cocotb_rate = 1000
+
+    def cocotb_like(pcap, directory):
+        document = replay_bench._fast_replay(pcap, directory, "as-cocotb")
+        document["backend"] = "cocotb"
+        document["simulation"] = {"cycles": 70_000, "wall_seconds": 70.0,
+                                  "cycles_per_second": cocotb_rate}
+        return document, 75.0
+
+    monkeypatch.setattr(replay_bench, "_cocotb_replay", cocotb_like)
+    comparison = replay_bench.compare_backends(DEFAULT_PCAP, repeat=3)
+    fast = comparison["fast"]
+    assert comparison["reports_agree"]
+    assert len(fast["end_to_end_seconds_of_runs"]) == 3
+    assert fast["warm_up_end_to_end_seconds"] > 0 and fast["build_seconds"] >= 0
+    assert fast["end_to_end_seconds"] == sorted(fast["end_to_end_seconds_of_runs"])[1]
+    assert comparison["ratio"] == round(fast["end_to_end_cycles_per_second"] / cocotb_rate, 1)
+    assert fast["end_to_end_seconds"] >= fast["wall_seconds"] > 0
+    assert comparison["meets_target"] == (comparison["ratio"] >= replay_bench.TARGET_RATIO)
+
+    def cocotb_differs(pcap, directory):
+        document, seconds = cocotb_like(pcap, directory)
+        document["placed"] -= 1
+        return document, seconds
+
+    monkeypatch.setattr(replay_bench, "_cocotb_replay", cocotb_differs)
+    assert not replay_bench.compare_backends(DEFAULT_PCAP, repeat=1)["reports_agree"]
 
 
 def test_leaving_the_schedule_stops_the_replay(harness, recorded, tmp_path):
