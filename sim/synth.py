@@ -9,8 +9,13 @@ Configurations are named by their build parameters:
 
 * ``<data_width>x<n_entries>``: the whole core, :class:`tcpdct.top.TcpDct`, with those two
   :class:`Params` and the defaults for the rest, e.g. ``64x16`` or ``512x64``;
-* ``cam<n_entries>``: the match CAM alone, :class:`tcpdct.match_cam.MatchCam` with two lookup
-  ports as the core builds it, so that its cost per entry can be read from two sizes.
+* ``cam<n_entries>``: the match CAM alone, :class:`tcpdct.match_cam.MatchCam` with one lookup
+  port as the core builds it, so that its cost per entry can be read from two sizes;
+* ``rx<data_width>x<n_entries>``: the receive engine alone, :class:`tcpdct.rx_engine.RxEngine`
+  (its state and buffer memories, legacy ring and decisions, without the CAM, whose lookup and
+  write ports become ports), the block whose decision was the core's critical path: a few
+  minutes instead of the core's twenty. Paths from and to ports are not timed (below), so the
+  CAM-to-memory-address path is measured only in the core.
 
 The core has about a thousand port bits, several times what any ECP5 package bonds out, so
 nextpnr runs out of context (``--out-of-context``): no I/O buffers, and ports are left
@@ -86,9 +91,10 @@ class Config:
     name : str
         As on the command line: ``"64x16"`` or ``"cam16"``.
     kind : str
-        ``"top"`` (the whole core) or ``"match_cam"``.
+        ``"top"`` (the whole core), ``"rx_engine"`` or ``"match_cam"``.
     params : dict
-        ``Params`` fields for ``"top"``; ``{"n_entries": n, "n_lookup": 2}`` for ``"match_cam"``.
+        ``Params`` fields for ``"top"`` and ``"rx_engine"``; ``{"n_entries": n, "n_lookup": 1}``
+        for ``"match_cam"``.
     """
 
     def __init__(self, name, kind, params):
@@ -99,7 +105,7 @@ class Config:
     @property
     def module(self):
         """Name of the top-level Verilog module."""
-        return "tcpdct" if self.kind == "top" else "match_cam"
+        return "tcpdct" if self.kind == "top" else self.kind
 
     def build(self):
         """The Amaranth component, and the ``Params`` for ``"top"`` (else ``None``)."""
@@ -108,6 +114,10 @@ class Config:
             from tcpdct.params import Params
             params = Params(**self.params)
             return build_top(params), params
+        if self.kind == "rx_engine":
+            from tcpdct.params import Params
+            from tcpdct.rx_engine import RxEngine
+            return RxEngine(Params(**self.params)), None
         from tcpdct.match_cam import MatchCam
         return MatchCam(**self.params), None
 
@@ -118,20 +128,21 @@ def parse_config(name):
     Raises
     ------
     ValueError
-        If ``name`` is neither ``<data_width>x<n_entries>`` nor ``cam<n_entries>``, or names
-        parameters that :class:`Params` rejects.
+        If ``name`` is none of ``<data_width>x<n_entries>``, ``rx<data_width>x<n_entries>`` and
+        ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
     """
-    top = re.fullmatch(r"(\d+)x(\d+)", name)
+    top = re.fullmatch(r"(rx)?(\d+)x(\d+)", name)
     if top:
         from tcpdct.params import Params
-        fields = {"data_width": int(top[1]), "n_entries": int(top[2])}
+        fields = {"data_width": int(top[2]), "n_entries": int(top[3])}
         Params(**fields)
-        return Config(name, "top", fields)
+        return Config(name, "rx_engine" if top[1] else "top", fields)
     cam = re.fullmatch(r"cam(\d+)", name)
     if cam and int(cam[1]) >= 1:
-        return Config(name, "match_cam", {"n_entries": int(cam[1]), "n_lookup": 2})
-    raise ValueError(f"A configuration is <data_width>x<n_entries> (e.g. 64x16) or "
-                     f"cam<n_entries> (e.g. cam16), not {name!r}")
+        return Config(name, "match_cam", {"n_entries": int(cam[1]), "n_lookup": 1})
+    raise ValueError(f"A configuration is <data_width>x<n_entries> (e.g. 64x16), "
+                     f"rx<data_width>x<n_entries> (e.g. rx64x64) or cam<n_entries> (e.g. cam16), "
+                     f"not {name!r}")
 
 
 # --- Reading the tools' outputs ---------------------------------------------------------------
@@ -597,7 +608,8 @@ def _parser():
         prog="synth.py", description="Resource use and Fmax of tcpdct on an ECP5 (Yosys and "
                                      "nextpnr, out of context).")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
-                        help="<data_width>x<n_entries> for the core, cam<n_entries> for the "
+                        help="<data_width>x<n_entries> for the core, rx<data_width>x"
+                             "<n_entries> for the receive engine alone, cam<n_entries> for the "
                              "match CAM alone; commas also separate "
                              "(default: %(default)s)")
     parser.add_argument("-o", "--out-dir", type=Path, default=REPO_ROOT / "build" / "synth",

@@ -14,11 +14,59 @@ from .records import Opcode, CmdStatus, EventType
 from .rx_decision import event_slots
 
 
-__all__ = ["CommandDecision"]
+__all__ = ["CommandChecks", "CommandDecision", "command_checks_layout"]
+
+
+#: The checks of a command that depend on the command record alone (and on the valid bits):
+#: ``known`` opcode, ``in_range`` index, ``delegated`` (the indexed entry is valid), and, for
+#: a posted buffer, ``zero_length`` and ``wraps`` (``address + length > 2**64``).
+command_checks_layout = data.StructLayout({
+    "known":       1,
+    "in_range":    1,
+    "delegated":   1,
+    "zero_length": 1,
+    "wraps":       1,
+})
+
+
+class CommandChecks(wiring.Component):
+    """Combinational: the checks of :data:`command_checks_layout`, a cycle ahead of
+    :class:`CommandDecision`, so that the 65-bit sum of a buffer's end and the selection of one
+    valid bit of many are not in the same cycle as the decision."""
+
+    def __init__(self, params):
+        self._params = params
+        super().__init__({
+            "command":   In(command_layout),
+            "cam_valid": In(params.n_entries),
+            "checks":    Out(command_checks_layout),
+        })
+
+    def elaborate(self, platform):
+        p = self._params
+        m = Module()
+        cmd, checks = self.command, self.checks
+        with m.Switch(cmd.code):
+            for op in Opcode:
+                with m.Case(op):
+                    m.d.comb += checks.known.eq(1)
+        in_range = cmd.index < p.n_entries
+        # POST_BUFFER and POST_LEGACY share a body layout.
+        post = cmd.body.post_buffer
+        end  = post.address + post.length
+        m.d.comb += [
+            checks.in_range.eq(in_range),
+            checks.delegated.eq(in_range &
+                                self.cam_valid.bit_select(cmd.index[:p.index_bits], 1)),
+            checks.zero_length.eq(post.length == 0),
+            checks.wraps.eq(end[64] & end[:64].any()),  # a buffer may end exactly at 2**64
+        ]
+        return m
 
 
 class CommandDecision(wiring.Component):
-    """Combinational decision for one command.
+    """Combinational decision for one command, given its :class:`CommandChecks` (``checks``,
+    registered a cycle earlier).
 
     ``events`` slot 0 is STATE (RECLAIM, QUERY), slot ``i + 1`` the BUF_DONE of queue slot ``i``
     (RECLAIM), and the last slot CMD_DONE.
@@ -29,8 +77,8 @@ class CommandDecision(wiring.Component):
         slots = event_slots(params)
         super().__init__({
             "command":            In(command_layout),
+            "checks":             In(command_checks_layout),
             "key_present":        In(1),  # the DELEGATE key is held by a valid entry
-            "cam_valid":          In(params.n_entries),
             "state":              In(conn_state_layout),
             "queue":              In(buffer_queue_layout(params)),
             "legacy_full":        In(1),
@@ -57,21 +105,13 @@ class CommandDecision(wiring.Component):
         opcode = cmd.code
         index  = cmd.index
 
-        in_range  = index < p.n_entries
-        delegated = Signal()
-        m.d.comb += delegated.eq(in_range & self.cam_valid.bit_select(index[:p.index_bits], 1))
-
-        # POST_BUFFER and POST_LEGACY share a body layout.
-        post   = cmd.body.post_buffer
-        end    = post.address + post.length
-        wraps  = end[64] & end[:64].any()  # a buffer may end exactly at 2**64
+        checks    = self.checks
+        in_range  = checks.in_range
+        delegated = checks.delegated
+        known     = checks.known
+        post      = cmd.body.post_buffer  # POST_BUFFER and POST_LEGACY share a body layout
 
         status = Signal(CmdStatus)
-        known  = Signal()
-        with m.Switch(opcode):
-            for op in Opcode:
-                with m.Case(op):
-                    m.d.comb += known.eq(1)
         with m.If(~known):
             m.d.comb += status.eq(CmdStatus.BAD_OPCODE)
         with m.Elif((opcode != Opcode.POST_LEGACY) & ~in_range):
@@ -82,11 +122,11 @@ class CommandDecision(wiring.Component):
             with m.Elif(self.key_present):
                 m.d.comb += status.eq(CmdStatus.DUPLICATE_KEY)
         with m.Elif(opcode == Opcode.POST_LEGACY):
-            self._check_buffer(m, status, post, wraps, full=self.legacy_full)
+            self._check_buffer(m, status, checks, full=self.legacy_full)
         with m.Elif(~delegated):
             m.d.comb += status.eq(CmdStatus.NOT_DELEGATED)
         with m.Elif(opcode == Opcode.POST_BUFFER):
-            self._check_buffer(m, status, post, wraps, full=queue.count == depth)
+            self._check_buffer(m, status, checks, full=queue.count == depth)
         ok = status == CmdStatus.OK
 
         delegate = cmd.body.delegate
@@ -102,38 +142,41 @@ class CommandDecision(wiring.Component):
             self.legacy_push_buffer.tag.eq(post.tag),
             self.job.kind.eq(JobKind.FENCE),
         ]
-        with m.If(ok):
-            with m.Switch(opcode):
-                with m.Case(Opcode.DELEGATE):
-                    m.d.comb += [
-                        self.cam_write.eq(1), self.cam_write_valid.eq(1),
-                        self.state_write.eq(1),
-                        self.new_state.rcv_nxt.eq(delegate.rcv_nxt),
-                        self.new_state.snd_nxt.eq(delegate.snd_nxt),
-                        self.new_state.last_ack_sent.eq(delegate.rcv_nxt),
-                        self.new_state.rcv_wnd.eq(delegate.rcv_wnd),
-                        self.new_state.sync_req.eq(0),
-                        self.new_state.buf_req.eq(0),
-                        self.queue_write.eq(1),
-                        self.new_queue.count.eq(0),
-                    ]
-                with m.Case(Opcode.POST_BUFFER):
-                    m.d.comb += [self.queue_write.eq(1), self.new_queue.count.eq(queue.count + 1)]
-                    for i in range(depth):
-                        with m.If(queue.count == i):
-                            slot = self.new_queue.slots[i]
-                            m.d.comb += [slot.address.eq(post.address), slot.length.eq(post.length),
-                                         slot.filled.eq(0), slot.tag.eq(post.tag)]
-                with m.Case(Opcode.POST_LEGACY):
-                    m.d.comb += self.legacy_push.eq(1)
-                with m.Case(Opcode.RESYNC):
-                    m.d.comb += [self.state_write.eq(1),
-                                 self.new_state.rcv_nxt.eq(cmd.body.resync.rcv_nxt),
-                                 self.new_state.sync_req.eq(0),
-                                 self.new_state.buf_req.eq(0)]
-                with m.Case(Opcode.RECLAIM):
-                    m.d.comb += [self.cam_write.eq(1), self.cam_write_valid.eq(0),
-                                 self.queue_write.eq(1), self.new_queue.count.eq(0)]
+        # What each opcode would write depends on the opcode alone; whether it is written
+        # depends on the checks. Only the write enables wait for the status, so that it does not
+        # steer the hundreds of bits of the new contents.
+        with m.Switch(opcode):
+            with m.Case(Opcode.DELEGATE):
+                m.d.comb += [
+                    self.cam_write.eq(ok), self.cam_write_valid.eq(1),
+                    self.state_write.eq(ok),
+                    self.new_state.rcv_nxt.eq(delegate.rcv_nxt),
+                    self.new_state.snd_nxt.eq(delegate.snd_nxt),
+                    self.new_state.last_ack_sent.eq(delegate.rcv_nxt),
+                    self.new_state.rcv_wnd.eq(delegate.rcv_wnd),
+                    self.new_state.sync_req.eq(0),
+                    self.new_state.buf_req.eq(0),
+                    self.queue_write.eq(ok),
+                    self.new_queue.count.eq(0),
+                ]
+            with m.Case(Opcode.POST_BUFFER):
+                m.d.comb += [self.queue_write.eq(ok), self.new_queue.count.eq(queue.count + 1)]
+                for i in range(depth):
+                    with m.If(queue.count == i):
+                        slot = self.new_queue.slots[i]
+                        m.d.comb += [slot.address.eq(post.address), slot.length.eq(post.length),
+                                     slot.filled.eq(0), slot.room.eq(post.length),
+                                     slot.tag.eq(post.tag)]
+            with m.Case(Opcode.POST_LEGACY):
+                m.d.comb += self.legacy_push.eq(ok)
+            with m.Case(Opcode.RESYNC):
+                m.d.comb += [self.state_write.eq(ok),
+                             self.new_state.rcv_nxt.eq(cmd.body.resync.rcv_nxt),
+                             self.new_state.sync_req.eq(0),
+                             self.new_state.buf_req.eq(0)]
+            with m.Case(Opcode.RECLAIM):
+                m.d.comb += [self.cam_write.eq(ok), self.cam_write_valid.eq(0),
+                             self.queue_write.eq(ok), self.new_queue.count.eq(0)]
 
         # Events: STATE, the reclaimed buffers, CMD_DONE.
         reports = ok & ((opcode == Opcode.RECLAIM) | (opcode == Opcode.QUERY))
@@ -168,11 +211,11 @@ class CommandDecision(wiring.Component):
         return m
 
     @staticmethod
-    def _check_buffer(m, status, post, wraps, *, full):
+    def _check_buffer(m, status, checks, *, full):
         """The checks of a posted buffer, user or legacy, in their order (R41)."""
-        with m.If(post.length == 0):
+        with m.If(checks.zero_length):
             m.d.comb += status.eq(CmdStatus.ZERO_LENGTH)
-        with m.Elif(wraps):
+        with m.Elif(checks.wraps):
             m.d.comb += status.eq(CmdStatus.ADDRESS_WRAP)
         with m.Elif(full):
             m.d.comb += status.eq(CmdStatus.QUEUE_FULL)

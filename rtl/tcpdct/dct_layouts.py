@@ -17,11 +17,14 @@ conn_state_layout = data.StructLayout({
 })
 
 #: A posted user buffer. Every buffer in a queue has ``filled < length``: a buffer leaves the
-#: queue the moment it is completed.
+#: queue the moment it is completed. ``room`` is ``length - filled``, kept beside ``filled`` so
+#: that a frame decision starts from the rooms instead of subtracting first: the decision is the
+#: receive engine's critical path (``docs/performance.md``, "Critical paths").
 user_buffer_layout = data.StructLayout({
     "address": 64,
     "length":  32,
     "filled":  32,
+    "room":    32,
     "tag":     32,
 })
 

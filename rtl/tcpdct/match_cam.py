@@ -21,8 +21,10 @@ class MatchCam(wiring.Component):
     Timing, counted in clock edges:
 
     * A key presented on ``lookup_key_<i>`` during cycle *t* gives its result on
-      ``lookup_hit_<i>`` / ``lookup_index_<i>`` during cycle *t + 1* (both are registers). The key
-      is sampled on every cycle; there is no enable.
+      ``lookup_hit_<i>`` / ``lookup_index_<i>`` during cycle *t + 1*. Both are combinational
+      from registers (the per-entry compares and the valid bits, registered at the end of *t*):
+      one OR tree of ``n_entries`` inputs, so a user may address a memory with the index in the
+      same cycle. The key is sampled on every cycle; there is no enable.
     * A write presented during cycle *t* (``write_en`` high) updates the entry at the edge that
       ends cycle *t*. Lookup keys presented during cycle *t + 1* or later see the new contents;
       a key presented during cycle *t* itself still sees the old contents. ``valid`` shows the
@@ -100,11 +102,22 @@ class MatchCam(wiring.Component):
                         valid[entry].eq(self.write_valid),
                     ]
 
+        # Each entry's 96-bit compare is kept a logic cone of its own, 64 LUT4: its result is
+        # registered, apart from the valid bit and the OR trees behind it, and the lookup key
+        # is a kept net, apart from whatever selects it in front. Yosys' ABC9 mapping of a
+        # compare merged with its neighbours took about twice that (docs/performance.md,
+        # "Match CAM cost per entry"). The valid bits are registered beside the compares, so a
+        # lookup sees the valid bits and keys of the cycle its key was presented in.
+        valid_seen = Signal(self.n_entries)
+        m.d.sync += valid_seen.eq(valid)
         for port in range(self.n_lookup):
-            lookup_key = getattr(self, f"lookup_key_{port}")
+            lookup_key = Signal(ConnKey.as_shape().size, name=f"lookup_{port}", attrs={"keep": 1})
+            m.d.comb += lookup_key.eq(getattr(self, f"lookup_key_{port}").as_value())
+            key_equal = Signal(self.n_entries, name=f"key_equal_{port}")
+            m.d.sync += key_equal.eq(Cat(keys[entry].as_value() == lookup_key
+                                         for entry in range(self.n_entries)))
             match = Signal(self.n_entries, name=f"match_{port}")
-            m.d.comb += match.eq(Cat(valid[entry] & (keys[entry].as_value() == lookup_key.as_value())
-                                     for entry in range(self.n_entries)))
+            m.d.comb += match.eq(key_equal & valid_seen)
             # Keys are unique among valid entries (R1, enforced by the command unit), so at most
             # one entry matches and its index is the OR of the matching entries' indices. A
             # priority encoder would give the same answer at the cost of a carry chain across
@@ -112,7 +125,7 @@ class MatchCam(wiring.Component):
             index = Cat(Cat(Const(0, 1), *(match[entry] for entry in range(self.n_entries)
                                            if entry >> bit & 1)).any()
                         for bit in range(self.index_bits))
-            m.d.sync += [
+            m.d.comb += [
                 getattr(self, f"lookup_hit_{port}").eq(match.any()),
                 getattr(self, f"lookup_index_{port}").eq(index),
             ]

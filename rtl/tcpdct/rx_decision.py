@@ -3,6 +3,13 @@
 Inputs are the frame's descriptor, the match result and the entry's state and buffer queue as
 read from the DCT; outputs are the entry's new contents, the DMA job and the events. The order of
 the checks is the table in ``docs/architecture.md`` ("Decisions for a delegated connection").
+
+The decision takes three cycles of the receive engine, each on the registered results of the
+one before: :class:`RoomSums` adds up the rooms of the posted buffers; :class:`QueueFill` works
+out how the payload would fill them while :class:`FrameChecks` runs every check but the room
+check; and :class:`FrameDecision` decides. Done in one cycle, with the buffers filled one after
+the other, the decision was the core's critical path (``docs/performance.md``, "Critical
+paths").
 """
 
 from amaranth.hdl import Module, Signal, Mux, Cat, Const
@@ -15,7 +22,8 @@ from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_l
 from .records import EventType, LegacyReason, DropReason, NO_CONNECTION
 
 
-__all__ = ["FrameDecision", "event_slots"]
+__all__ = ["RoomSums", "QueueFill", "FrameChecks", "FrameDecision", "event_slots",
+           "room_sums_layout", "queue_fill_layout", "frame_checks_layout"]
 
 
 def event_slots(params):
@@ -23,8 +31,196 @@ def event_slots(params):
     return params.buffers_per_conn + 2
 
 
+#: What reaches one buffer, or what a payload lacks: less than ``2**16`` (``payload_len`` is
+#: 16 bits), plus a bit so that a difference of two such values needs no care.
+_TAKE_BITS = 17
+
+
+def _sum_bits(params):
+    """Width of a sum of rooms: 32-bit rooms, ``buffers_per_conn`` of them."""
+    return 32 + (params.buffers_per_conn - 1).bit_length()
+
+
+def room_sums_layout(params):
+    """The room ahead of each slot of a queue: ``before[i]`` is the sum of the rooms of slots
+    ``0 .. i - 1`` (of every slot, valid or not: only ``before[i]`` for ``i <= count`` is the
+    room of posted buffers); ``has_room[i]`` says that slot ``i`` has room."""
+    return data.StructLayout({
+        "before":   data.ArrayLayout(_sum_bits(params), params.buffers_per_conn + 1),
+        "has_room": params.buffers_per_conn,
+    })
+
+
+def queue_fill_layout(params):
+    """How a payload of ``payload_len`` bytes fills an entry's queue, slot by slot.
+
+    Slot ``i`` is *touched* if the payload reaches it (it is posted, has room, and
+    ``payload_len > before[i]``), *full* if the payload fills it (it is posted and
+    ``payload_len >= before[i + 1]``, or it has no room); ``rest[i]`` is what reaches it
+    (``payload_len - before[i]``, meaningful when it is touched). The payload *fits* if it is at
+    most the room of the posted buffers; ``shortfall`` is what it lacks when it does not.
+    """
+    depth = params.buffers_per_conn
+    return data.StructLayout({
+        "fits":      1,
+        "shortfall": _TAKE_BITS,
+        "touched":   depth,
+        "full":      depth,
+        "rest":      data.ArrayLayout(_TAKE_BITS, depth),
+    })
+
+
+class RoomSums(wiring.Component):
+    """Combinational: the prefix sums of the rooms of ``queue`` (first half of the measure).
+
+    The sums are computed in parallel, a balanced tree of adders each, rather than each slot
+    taking what the slot before it left, which chained a subtraction, a minimum and another
+    subtraction per slot. They cover every slot, posted or not, so that the count of posted
+    buffers is applied after them, to one-bit comparison results (:class:`QueueFill`), and not
+    in front of the adders.
+    """
+
+    def __init__(self, params):
+        self._params = params
+        super().__init__({
+            "queue": In(buffer_queue_layout(params)),
+            "sums":  Out(room_sums_layout(params)),
+        })
+
+    def elaborate(self, platform):
+        p = self._params
+        m = Module()
+        rooms = [self.queue.slots[i].room for i in range(p.buffers_per_conn)]
+        m.d.comb += self.sums.before[0].eq(0)
+        for i in range(p.buffers_per_conn):
+            m.d.comb += [self.sums.before[i + 1].eq(_tree_sum(rooms[:i + 1])),
+                         self.sums.has_room[i].eq(rooms[i] != 0)]
+        return m
+
+
+class QueueFill(wiring.Component):
+    """Combinational: how ``payload_len`` bytes fill the posted buffers, oldest first, given the
+    room ahead of each slot (``sums``, from :class:`RoomSums` a cycle earlier) and the number of
+    posted buffers ``count``: one comparison per slot, all in parallel."""
+
+    def __init__(self, params):
+        self._params = params
+        super().__init__({
+            "payload_len": In(16),
+            "count":       In(params.buffers_per_conn.bit_length()),
+            "sums":        In(room_sums_layout(params)),
+            "fill":        Out(queue_fill_layout(params)),
+        })
+
+    def elaborate(self, platform):
+        p = self._params
+        m = Module()
+        depth = p.buffers_per_conn
+        before, count, fill, length = self.sums.before, self.count, self.fill, self.payload_len
+
+        within = Signal(depth)  # the payload fits in the posted buffers up to slot i
+        for i in range(depth):
+            posted = i < count
+            m.d.comb += [
+                fill.touched[i].eq(posted & self.sums.has_room[i] & (length > before[i])),
+                # A slot without room (never in a well-formed queue) counts as full, as a
+                # comparison of its filled bytes with its length would.
+                fill.full[i].eq(posted & ((length >= before[i + 1]) | ~self.sums.has_room[i])),
+                fill.rest[i].eq(length - before[i]),
+                within[i].eq(posted & (length <= before[i + 1])),
+            ]
+        m.d.comb += fill.fits.eq((length == 0) | within.any())
+        with m.Switch(count):
+            for posted in range(depth + 1):
+                with m.Case(posted):
+                    m.d.comb += fill.shortfall.eq(length - before[posted])
+        return m
+
+
+def _tree_sum(values):
+    """The sum of ``values`` as a balanced tree of adders."""
+    if len(values) == 1:
+        return values[0]
+    half = len(values) // 2
+    return _tree_sum(values[:half]) + _tree_sum(values[half:])
+
+
+#: The checks of a frame that come before the room check, in the order of the table in
+#: ``docs/architecture.md``: ``legacy`` with its ``reason``, ``set_sync`` and ``do_advance`` (a
+#: check sends it to legacy), or ``room_check`` (it passed them all: it is placed if it fits),
+#: or neither (the parser's class drops it). ``delegated``: a TCP frame that hit. Should
+#: it go to legacy: ``legacy_buffer``, a legacy buffer is posted, and ``legacy_fits``, the frame
+#: fits in it.
+frame_checks_layout = data.StructLayout({
+    "legacy":        1,
+    "reason":        LegacyReason,
+    "set_sync":      1,
+    "do_advance":    1,
+    "room_check":    1,
+    "delegated":     1,
+    "legacy_buffer": 1,
+    "legacy_fits":   1,
+})
+
+
+class FrameChecks(wiring.Component):
+    """Combinational: the checks of one received frame that do not depend on the room in its
+    buffers (R10–R16), and whether the head of the legacy ring could take it, a cycle ahead of
+    :class:`FrameDecision`, which adds the room check. The legacy ring changes only when an
+    operation is emitted, so its head is the same for the whole operation."""
+
+    def __init__(self, params):
+        super().__init__({
+            "desc":         In(rx_descriptor_layout(params)),
+            "hit":          In(1),
+            "state":        In(conn_state_layout),
+            "legacy_valid": In(1),
+            "legacy_head":  In(legacy_buffer_layout),
+            "checks":       Out(frame_checks_layout),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        desc, state, out = self.desc, self.state, self.checks
+        drop_class = ((desc.cls == FrameClass.MAC_ERROR) | (desc.cls == FrameClass.TRUNCATED) |
+                      (desc.cls == FrameClass.OVERSIZE))
+        special    = desc.special | (desc.flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG)).any()
+        in_seq     = desc.seq == state.rcv_nxt
+        m.d.comb += [
+            out.delegated.eq((desc.cls == FrameClass.TCP) & self.hit),
+            out.legacy_buffer.eq(self.legacy_valid),
+            out.legacy_fits.eq(self.legacy_head.length >= desc.frame_len),
+        ]
+
+        def legacy(reason, *, set_sync=0, do_advance=0):
+            return [out.legacy.eq(1), out.reason.eq(reason), out.set_sync.eq(set_sync),
+                    out.do_advance.eq(do_advance)]
+
+        with m.If(drop_class):
+            pass
+        with m.Elif(desc.cls == FrameClass.NOT_TCP):
+            m.d.comb += legacy(LegacyReason.NOT_TCP)
+        with m.Elif(desc.cls == FrameClass.CHECKSUM):
+            m.d.comb += legacy(LegacyReason.CHECKSUM)
+        with m.Elif(~self.hit):
+            m.d.comb += legacy(LegacyReason.NO_MATCH)
+        with m.Elif(special):
+            m.d.comb += legacy(LegacyReason.SPECIAL, set_sync=1, do_advance=in_seq)
+        with m.Elif(state.sync_req):
+            m.d.comb += legacy(LegacyReason.SYNC, do_advance=in_seq)
+        with m.Elif(desc.payload_len == 0):
+            m.d.comb += legacy(LegacyReason.NO_PAYLOAD)
+        with m.Elif(~in_seq):
+            m.d.comb += legacy(LegacyReason.OUT_OF_SEQ, set_sync=1)
+        with m.Else():
+            m.d.comb += out.room_check.eq(1)
+        return m
+
+
 class FrameDecision(wiring.Component):
-    """Combinational decision for one received frame (R10–R23).
+    """Combinational decision for one received frame (R10–R23), given the outcome of its other
+    checks (``checks``, from :class:`FrameChecks`) and how its payload fills the queue
+    (``fill``, from :class:`QueueFill`), both registered a cycle earlier.
 
     The ``events`` array holds the main event (RX_PLACED, LEGACY or DROP) in slot 0 and the
     BUF_DONE of queue slot ``i`` in slot ``i + 1``; ``event_valid`` says which are sent.
@@ -35,11 +231,11 @@ class FrameDecision(wiring.Component):
         slots = event_slots(params)
         super().__init__({
             "desc":         In(rx_descriptor_layout(params)),
-            "hit":          In(1),
             "index":        In(16),
             "state":        In(conn_state_layout),
             "queue":        In(buffer_queue_layout(params)),
-            "legacy_valid": In(1),
+            "fill":         In(queue_fill_layout(params)),
+            "checks":       In(frame_checks_layout),
             "legacy_head":  In(legacy_buffer_layout),
             "held":         In(1),  # the frame has been waiting for a user buffer
             "timed_out":    In(1),  # ... for BUF_REQ_TIMEOUT cycles
@@ -63,67 +259,42 @@ class FrameDecision(wiring.Component):
         desc, state, queue = self.desc, self.state, self.queue
         depth = p.buffers_per_conn
 
-        # Outcome of the parser's classification and of the rules for delegated frames.
-        drop_class = ((desc.cls == FrameClass.MAC_ERROR) | (desc.cls == FrameClass.TRUNCATED) |
-                      (desc.cls == FrameClass.OVERSIZE))
-        delegated  = (desc.cls == FrameClass.TCP) & self.hit
-        special    = desc.special | (desc.flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG)).any()
-        in_seq     = desc.seq == state.rcv_nxt
+        checks     = self.checks
+        delegated  = checks.delegated
         advance    = desc.payload_len + desc.flags[0] + desc.flags[1]  # FIN and SYN count one
 
-        # Room in the posted buffers, oldest first: each takes what it can of what is left.
-        left  = [Signal(17, name=f"left{i}") for i in range(depth + 1)]
-        take  = [Signal(17, name=f"take{i}") for i in range(depth)]
-        m.d.comb += left[0].eq(desc.payload_len)
+        # Each posted buffer takes what reaches it, up to its room, oldest first.
+        fill = self.fill
+        take = [Signal(_TAKE_BITS, name=f"take{i}") for i in range(depth)]
         for i in range(depth):
-            slot = queue.slots[i]
-            room = Mux(i < queue.count, slot.length - slot.filled, 0)
-            m.d.comb += [take[i].eq(Mux(room < left[i], room, left[i])),
-                         left[i + 1].eq(left[i] - take[i])]
-        fits = left[depth] == 0
+            m.d.comb += take[i].eq(Mux(fill.full[i], queue.slots[i].room[:_TAKE_BITS],
+                                       Mux(fill.touched[i], fill.rest[i], 0)))
 
+        # The room check (R17–R19): placed if it fits, else wait for a user buffer, until the
+        # packet buffer or the timer runs out.
+        no_room    = checks.room_check & ~fill.fits
+        expired    = no_room & self.held & (self.high_water | self.timed_out)
         place      = Signal()
         legacy     = Signal()
         reason     = Signal(LegacyReason)
         set_sync   = Signal()
         do_advance = Signal()
-        with m.If(drop_class):
-            pass
-        with m.Elif(desc.cls == FrameClass.NOT_TCP):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.NOT_TCP)]
-        with m.Elif(desc.cls == FrameClass.CHECKSUM):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.CHECKSUM)]
-        with m.Elif(~self.hit):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.NO_MATCH)]
-        with m.Elif(special):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.SPECIAL), set_sync.eq(1),
-                         do_advance.eq(in_seq)]
-        with m.Elif(state.sync_req):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.SYNC), do_advance.eq(in_seq)]
-        with m.Elif(desc.payload_len == 0):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.NO_PAYLOAD)]
-        with m.Elif(~in_seq):
-            m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.OUT_OF_SEQ), set_sync.eq(1)]
-        with m.Elif(~fits):
-            # R17–R19: wait for a user buffer, until the packet buffer or the timer runs out.
-            with m.If(self.held & self.high_water):
-                m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.HWM), set_sync.eq(1),
-                             do_advance.eq(1)]
-            with m.Elif(self.held & self.timed_out):
-                m.d.comb += [legacy.eq(1), reason.eq(LegacyReason.BUF_TIMEOUT),
-                             set_sync.eq(1), do_advance.eq(1)]
-            with m.Else():
-                m.d.comb += self.hold.eq(1)
-        with m.Else():
-            m.d.comb += place.eq(1)
+        m.d.comb += [
+            place.eq(checks.room_check & fill.fits),
+            self.hold.eq(no_room & ~expired),
+            legacy.eq(checks.legacy | expired),
+            reason.eq(Mux(~checks.room_check, checks.reason,
+                          Mux(self.high_water, LegacyReason.HWM, LegacyReason.BUF_TIMEOUT))),
+            set_sync.eq(checks.set_sync | expired),
+            do_advance.eq(checks.do_advance | expired),
+        ]
         # The first time a connection waits, the driver is asked for a buffer; a request stays
         # open (BUF_REQ set) until a frame of the connection is finally decided.
         request = self.hold & ~state.buf_req
 
         # A legacy upload that cannot be delivered is dropped as if never received.
-        no_legacy = legacy & ~self.legacy_valid
-        too_small = legacy & self.legacy_valid & (self.legacy_head.length < desc.frame_len)
-        legacy_ok = legacy & self.legacy_valid & ~too_small
+        no_legacy = legacy & ~checks.legacy_buffer
+        legacy_ok = legacy & checks.legacy_buffer & checks.legacy_fits
         m.d.comb += self.legacy_pop.eq(legacy_ok)
 
         # State portion. A legacy upload that cannot be delivered changes nothing but ending the
@@ -147,11 +318,10 @@ class FrameDecision(wiring.Component):
         completed = Signal(depth)
         for i in range(depth):
             slot = queue.slots[i]
-            last_touched = (take[i] != 0) & ((take[i + 1] == 0) if i + 1 < depth else 1)
+            last_touched = fill.touched[i] & (~fill.touched[i + 1] if i + 1 < depth else 1)
             m.d.comb += [
                 filled[i].eq(slot.filled + take[i]),
-                completed[i].eq((i < queue.count) &
-                                ((filled[i] == slot.length) | (psh & last_touched))),
+                completed[i].eq((i < queue.count) & (fill.full[i] | (psh & last_touched))),
             ]
         n_completed = Signal(range(depth + 1))
         m.d.comb += n_completed.eq(sum(completed[i] for i in range(depth)))
@@ -161,7 +331,8 @@ class FrameDecision(wiring.Component):
                 for i in range(depth - shift):
                     src = queue.slots[i + shift]
                     m.d.comb += [self.new_queue.slots[i].eq(src),
-                                 self.new_queue.slots[i].filled.eq(filled[i + shift])]
+                                 self.new_queue.slots[i].filled.eq(filled[i + shift]),
+                                 self.new_queue.slots[i].room.eq(src.room - take[i + shift])]
 
         # DMA job: placed payload into the segments, a legacy frame whole, or nothing.
         job = self.job
@@ -171,7 +342,7 @@ class FrameDecision(wiring.Component):
             m.d.comb += job.kind.eq(JobKind.FENCE)
         with m.Elif(place):
             m.d.comb += [job.kind.eq(JobKind.WRITE), job.src_offset.eq(desc.payload_offset),
-                         job.n_segments.eq(sum((take[i] != 0) for i in range(depth)))]
+                         job.n_segments.eq(sum(fill.touched[i] for i in range(depth)))]
             for i in range(depth):
                 slot = queue.slots[i]
                 m.d.comb += [job.segments[i].address.eq(slot.address + slot.filled),
@@ -189,7 +360,7 @@ class FrameDecision(wiring.Component):
                      self.event_valid[0].eq(~self.hold | request)]
         with m.If(self.hold):
             m.d.comb += [main.code.eq(EventType.BUF_REQ),
-                         main.body.buf_req.bytes.eq(left[depth])]  # the shortfall
+                         main.body.buf_req.bytes.eq(fill.shortfall)]
         with m.Elif(place):
             body = main.body.rx_placed
             m.d.comb += [main.code.eq(EventType.RX_PLACED), body.seq.eq(desc.seq),

@@ -7,9 +7,18 @@ takes one operation at a time (a frame descriptor, a command or a transmit updat
 completion and only then takes the next: there is no read-modify-write hazard to forward
 around, no update can be lost, and the order in which they take effect is simply the order in
 which the sequencer took them, which the model and the replay can reproduce
-(``docs/architecture.md``, "Ordering rule" and "Transmit engine"). An operation costs four
-cycles plus one per extra event, well inside the eight beats of the shortest frame at 64 bits;
-the frame's bytes meanwhile wait in the packet buffer and are moved by the DMA writer.
+(``docs/architecture.md``, "Ordering rule" and "Transmit engine").
+
+An operation is a short pipeline run one stage per cycle, so that no cycle holds more than one
+step of it (``docs/performance.md``, "Critical paths"): IDLE (take the input, present its key to
+the match CAM), LOOKUP (the CAM's answer addresses the memories), LOAD (register what they
+read), SUM and MEASURE (frames only: the rooms of the posted buffers added up, then how the
+payload fills them and every check but the room check, :mod:`.rx_decision`), DECIDE (the
+decision, registered), EMIT (write the memories, CAM and legacy ring from those registers, hand
+out the job and the events). A frame costs seven cycles plus one per extra event, a command or a
+matching transmit update five, a transmit update of no connection two (it ends after LOOKUP);
+a 64-byte frame is eight beats at 64 bits. The frame's bytes meanwhile wait in the packet
+buffer and are moved by the DMA writer.
 
 A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
 transmit updates still run, and between them the frame is decided again, until it is placed or
@@ -29,9 +38,10 @@ from .layouts import (ConnKey, JobKind, command_layout, rx_descriptor_layout, dm
                       queued_event_layout, event_layout, tx_update_layout)
 from .records import EventType
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
-from .rx_decision import FrameDecision, event_slots
-from .cmd_unit import CommandDecision
-from .tx_engine import TxDecision
+from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
+                          room_sums_layout, queue_fill_layout, frame_checks_layout)
+from .cmd_unit import CommandChecks, CommandDecision, command_checks_layout
+from .tx_engine import TxDecision, segment_end
 
 
 __all__ = ["RxEngine"]
@@ -109,12 +119,19 @@ class RxEngine(wiring.Component):
             width=legacy_buffer_layout.size, depth=p.legacy_ring_depth)
         legacy_head = data.View(legacy_buffer_layout, legacy_ring.r_data)
 
+        m.submodules.room_sums      = room_sums  = RoomSums(p)
+        m.submodules.queue_fill     = queue_fill = QueueFill(p)
+        m.submodules.frame_checks   = frame_checks = FrameChecks(p)
         m.submodules.frame_decision = frame = FrameDecision(p)
+        m.submodules.cmd_checks     = cmd_checks = CommandChecks(p)
         m.submodules.cmd_decision   = cmd   = CommandDecision(p)
-        m.submodules.tx_decision    = tx    = TxDecision()
+        m.submodules.tx_decision    = tx    = TxDecision(given_end=True)
 
         op       = Signal(_Op)
         last_op  = Signal(_Op, init=_Op.TX)  # rotation: the source after it goes first
+        # A command names its entry; the others are looked up. Decoded as the operation is
+        # taken: the entry's address fans out to every memory cell, with no time to spare.
+        by_index = Signal()
         desc     = Signal(rx_descriptor_layout(p))
         command  = Signal(command_layout)
         update   = Signal(tx_update_layout)
@@ -122,6 +139,34 @@ class RxEngine(wiring.Component):
         index    = Signal(16)
         holding  = Signal()  # ``desc`` is a frame waiting for a user buffer
         held_for = Signal(32)
+
+        # Each step of an operation works on registers filled by the step before: what the
+        # memories read for the entry and what depends on the input alone (LOAD: also the
+        # high-water mark and the timer, sampled once per decision), the rooms of the queue added
+        # up (SUM), how the frame's payload fills them and its other checks (MEASURE).
+        state      = Signal(conn_state_layout)
+        queue      = Signal(buffer_queue_layout(p))
+        sums       = Signal(room_sums_layout(p))
+        fill       = Signal(queue_fill_layout(p))
+        checks     = Signal(frame_checks_layout)
+        cmd_check  = Signal(command_checks_layout)
+        tx_end     = Signal(32)
+        high_water = Signal()
+        timed_out  = Signal()
+
+        # The writes of the operation, registered when it is decided and done in the first cycle
+        # it is emitted: memories, CAM and legacy ring. The next operation's key reaches the
+        # CAM in IDLE, after that cycle, so it sees the CAM written.
+        state_write  = Signal()
+        new_state    = Signal(conn_state_layout)
+        queue_write  = Signal()
+        new_queue    = Signal(buffer_queue_layout(p))
+        cam_write    = Signal()
+        cam_key      = Signal(ConnKey)
+        cam_valid    = Signal()
+        legacy_push  = Signal()
+        legacy_push_buffer = Signal(legacy_buffer_layout)
+        legacy_pop   = Signal()
 
         # The outcome of the operation, registered when it is decided and drained afterwards.
         n_slots  = event_slots(p)
@@ -135,24 +180,49 @@ class RxEngine(wiring.Component):
             m.d.sync += held_for.eq(held_for + 1)
 
         m.d.comb += [
+            room_sums.queue.eq(queue),
+            queue_fill.payload_len.eq(desc.payload_len),
+            queue_fill.count.eq(queue.count),
+            queue_fill.sums.eq(sums),
+            frame_checks.desc.eq(desc),
+            frame_checks.hit.eq(hit),
+            frame_checks.state.eq(state),
+            frame_checks.legacy_valid.eq(legacy_ring.r_rdy),
+            frame_checks.legacy_head.eq(legacy_head),
             frame.desc.eq(desc),
-            frame.hit.eq(hit),
             frame.index.eq(index),
-            frame.state.eq(state_rd.data),
-            frame.queue.eq(buffer_rd.data),
-            frame.legacy_valid.eq(legacy_ring.r_rdy),
+            frame.state.eq(state),
+            frame.queue.eq(queue),
+            frame.fill.eq(fill),
+            frame.checks.eq(checks),
             frame.legacy_head.eq(legacy_head),
             frame.held.eq(holding),
-            frame.timed_out.eq(held_for >= self.buf_req_timeout),
-            frame.high_water.eq(self.high_water),
+            frame.timed_out.eq(timed_out),
+            frame.high_water.eq(high_water),
+            cmd_checks.command.eq(command),
+            cmd_checks.cam_valid.eq(self.cam_valid),
             cmd.command.eq(command),
+            cmd.checks.eq(cmd_check),
             cmd.key_present.eq(hit),
-            cmd.cam_valid.eq(self.cam_valid),
-            cmd.state.eq(state_rd.data),
-            cmd.queue.eq(buffer_rd.data),
+            cmd.state.eq(state),
+            cmd.queue.eq(queue),
             cmd.legacy_full.eq(~legacy_ring.w_rdy),
             tx.update.eq(update),
-            tx.state.eq(state_rd.data),
+            tx.end.eq(tx_end),
+            tx.state.eq(state),
+            state_wr.addr.eq(index),
+            state_wr.en.eq(state_write),
+            state_wr.data.eq(new_state),
+            buffer_wr.addr.eq(index),
+            buffer_wr.en.eq(queue_write),
+            buffer_wr.data.eq(new_queue),
+            self.cam_write_en.eq(cam_write),
+            self.cam_write_index.eq(index),
+            self.cam_write_key.eq(cam_key),
+            self.cam_write_valid.eq(cam_valid),
+            legacy_ring.w_en.eq(legacy_push),
+            legacy_ring.w_data.eq(legacy_push_buffer),
+            legacy_ring.r_en.eq(legacy_pop),
         ]
 
         # Which source goes next: the first one waiting, in the rotation after the last served.
@@ -174,7 +244,8 @@ class RxEngine(wiring.Component):
             with m.State("IDLE"):
                 # The CAM answers next cycle for the key presented now: the candidate's key.
                 with m.If(any_waiting):
-                    m.d.sync += [op.eq(choice), last_op.eq(choice)]
+                    m.d.sync += [op.eq(choice), last_op.eq(choice),
+                                 by_index.eq(choice == _Op.CMD)]
                     m.next = "LOOKUP"
                 with m.If(any_waiting & (choice == _Op.FRAME)):
                     with m.If(holding):
@@ -197,40 +268,57 @@ class RxEngine(wiring.Component):
                     m.d.sync += update.eq(self.tx_update.payload)
 
             with m.State("LOOKUP"):
-                entry = Mux(op == _Op.CMD, command.index, self.cam_index)
+                entry = Mux(by_index, command.index, self.cam_index)
                 m.d.sync += [hit.eq(self.cam_hit), index.eq(entry)]
                 m.d.comb += [state_rd.addr.eq(entry), buffer_rd.addr.eq(entry)]
+                with m.If((op == _Op.TX) & ~self.cam_hit):
+                    m.next = "IDLE"  # a segment of no delegated connection changes nothing
+                with m.Else():
+                    m.next = "LOAD"
+
+            with m.State("LOAD"):
+                m.d.sync += [state.eq(state_rd.data), queue.eq(buffer_rd.data),
+                             high_water.eq(self.high_water),
+                             timed_out.eq(held_for >= self.buf_req_timeout),
+                             cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update))]
+                m.d.comb += self.tx_matched.eq((op == _Op.TX) & hit)
+                with m.If(op == _Op.FRAME):
+                    m.next = "SUM"
+                with m.Else():
+                    m.next = "DECIDE"
+
+            with m.State("SUM"):
+                m.d.sync += sums.eq(room_sums.sums)
+                m.next = "MEASURE"
+
+            with m.State("MEASURE"):
+                m.d.sync += [fill.eq(queue_fill.fill), checks.eq(frame_checks.checks)]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
+                writes = (state_write, new_state, queue_write, new_queue)
                 with m.Switch(op):
                     with m.Case(_Op.FRAME):
-                        self._register_outcome(m, frame, state_wr, buffer_wr, job, events,
-                                               pending)
-                        m.d.comb += legacy_ring.r_en.eq(frame.legacy_pop)
-                        m.d.sync += [job_pending.eq(frame.job_valid), holding.eq(frame.hold)]
-                        # The timer runs from the BUF_REQ that opened the request.
+                        self._register_outcome(m, frame, writes, job, events, pending)
+                        m.d.sync += [legacy_pop.eq(frame.legacy_pop),
+                                     job_pending.eq(frame.job_valid), holding.eq(frame.hold)]
+                        # The timer runs from the BUF_REQ that opened the request, counted from
+                        # that operation's LOAD, the cycle in which the timer is compared: three
+                        # cycles before this one (SUM, MEASURE).
                         with m.If(frame.hold & frame.job_valid):
-                            m.d.sync += held_for.eq(0)
+                            m.d.sync += held_for.eq(3)
                     with m.Case(_Op.CMD):
-                        self._register_outcome(m, cmd, state_wr, buffer_wr, job, events,
-                                               pending)
-                        m.d.comb += [
-                            self.cam_write_en.eq(cmd.cam_write),
-                            self.cam_write_index.eq(index),
-                            self.cam_write_key.eq(cmd.cam_write_key),
-                            self.cam_write_valid.eq(cmd.cam_write_valid),
-                            legacy_ring.w_en.eq(cmd.legacy_push),
-                            legacy_ring.w_data.eq(cmd.legacy_push_buffer),
+                        self._register_outcome(m, cmd, writes, job, events, pending)
+                        m.d.sync += [
+                            cam_write.eq(cmd.cam_write),
+                            cam_key.eq(cmd.cam_write_key),
+                            cam_valid.eq(cmd.cam_write_valid),
+                            legacy_push.eq(cmd.legacy_push),
+                            legacy_push_buffer.eq(cmd.legacy_push_buffer),
+                            job_pending.eq(1),
                         ]
-                        m.d.sync += job_pending.eq(1)
                     with m.Case(_Op.TX):
-                        m.d.comb += [
-                            state_wr.en.eq(hit),
-                            state_wr.data.eq(tx.new_state),
-                            self.tx_matched.eq(hit),
-                        ]
-                        resync = hit & tx.resync
+                        resync = tx.resync
                         report = Signal(event_layout)
                         m.d.comb += [
                             report.code.eq(EventType.RESYNC),
@@ -238,16 +326,20 @@ class RxEngine(wiring.Component):
                             report.body.resync.rcv_nxt.eq(tx.new_state.rcv_nxt),
                         ]
                         m.d.sync += [
+                            state_write.eq(1),
+                            new_state.eq(tx.new_state),
                             job.kind.eq(JobKind.FENCE),
                             job_pending.eq(resync),
                             pending.eq(resync),
                             events[0].eq(report),
                         ]
-                m.d.comb += [state_wr.addr.eq(index), buffer_wr.addr.eq(index)]
                 m.d.sync += sent_any.eq(0)
                 m.next = "EMIT"
 
             with m.State("EMIT"):
+                # Written in the first cycle only.
+                m.d.sync += [state_write.eq(0), queue_write.eq(0), cam_write.eq(0),
+                             legacy_push.eq(0), legacy_pop.eq(0)]
                 m.d.comb += [self.job.valid.eq(job_pending), self.job.payload.eq(job)]
                 with m.If(self.job.ready):
                     m.d.sync += job_pending.eq(0)
@@ -300,15 +392,16 @@ class RxEngine(wiring.Component):
                             m.d.comb += choice.eq(source)
 
     @staticmethod
-    def _register_outcome(m, decision, state_wr, buffer_wr, job, events, pending):
-        m.d.comb += [
-            state_wr.en.eq(decision.state_write),
-            state_wr.data.eq(decision.new_state),
-            buffer_wr.en.eq(decision.queue_write),
-            buffer_wr.data.eq(decision.new_queue),
+    def _register_outcome(m, decision, writes, job, events, pending):
+        state_write, new_state, queue_write, new_queue = writes
+        m.d.sync += [
+            state_write.eq(decision.state_write),
+            new_state.eq(decision.new_state),
+            queue_write.eq(decision.queue_write),
+            new_queue.eq(decision.new_queue),
+            job.eq(decision.job), events.eq(decision.events),
+            pending.eq(decision.event_valid),
         ]
-        m.d.sync += [job.eq(decision.job), events.eq(decision.events),
-                     pending.eq(decision.event_valid)]
 
 
 class _Op(enum.Enum, shape=2):

@@ -21,7 +21,7 @@ from .dct_layouts import conn_state_layout
 from .tx_path import beat_layout
 
 
-__all__ = ["TX_HEADER_BYTES", "TxEngine", "TxDecision", "serial_gt"]
+__all__ = ["TX_HEADER_BYTES", "TxEngine", "TxDecision", "serial_gt", "segment_end"]
 
 
 #: Enough for an 802.1Q tag, the longest IPv4 header and the fixed TCP header.
@@ -33,9 +33,17 @@ TX_UPDATE_DEPTH = 4
 
 
 def serial_gt(a, b):
-    """``a > b`` in 32-bit serial arithmetic (R3): ``0 < (a - b) mod 2**32 < 2**31``."""
-    difference = (a - b)[:32]
-    return (difference != 0) & ~difference[31]
+    """``a > b`` in 32-bit serial arithmetic (R3): ``0 < (a - b) mod 2**32 < 2**31``.
+
+    "Not zero" is ``a != b``, side by side with the subtraction rather than after it."""
+    return (a[:32] != b[:32]) & ~(a - b)[31]
+
+
+def segment_end(update):
+    """The sequence number after a transmit update's segment (R33): ``seq + payload_len``, plus
+    one for SYN and one for FIN, modulo ``2**32``."""
+    return (update.seq + update.payload_len + ((update.flags & TCP_SYN) != 0)
+            + ((update.flags & TCP_FIN) != 0))[:32]
 
 
 class TxEngine(wiring.Component):
@@ -153,30 +161,43 @@ class TxEngine(wiring.Component):
 
 
 class TxDecision(wiring.Component):
-    """R31–R33 for one transmit update of a valid entry, as combinational logic."""
+    """R31–R33 for one transmit update of a valid entry, as combinational logic.
 
-    def __init__(self):
-        super().__init__({
+    Parameters
+    ----------
+    given_end : bool
+        The end of the segment is an input, ``end`` (:func:`segment_end` of the update, which
+        does not depend on the entry, so that the receive engine works it out a cycle ahead),
+        instead of being worked out here.
+    """
+
+    def __init__(self, *, given_end=False):
+        self._given_end = given_end
+        members = {
             "update":    In(tx_update_layout),
             "state":     In(conn_state_layout),
             "new_state": Out(conn_state_layout),
             "resync":    Out(1),
-        })
+        }
+        if given_end:
+            members["end"] = In(32)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         update, state, new = self.update, self.state, self.new_state
+        end = self.end if self._given_end else segment_end(update)
         ack_flag = (update.flags & TCP_ACK) != 0
-        rcv_nxt = Signal(32)
-        m.d.comb += rcv_nxt.eq(Mux(ack_flag & serial_gt(update.ack, state.rcv_nxt),
-                                   update.ack, state.rcv_nxt))
-        end = Signal(32)
-        m.d.comb += end.eq(update.seq + update.payload_len + ((update.flags & TCP_SYN) != 0)
-                           + ((update.flags & TCP_FIN) != 0))
+        ack_ahead = Signal()
+        m.d.comb += ack_ahead.eq(serial_gt(update.ack, state.rcv_nxt))
+        # R32 compares the ACK with rcv_nxt after R31: equal if R31 just moved rcv_nxt to it, or
+        # if it already was. Both comparisons are made with the rcv_nxt that was read, side by
+        # side, rather than one after the other.
         m.d.comb += [
-            self.resync.eq(state.sync_req & ack_flag & (update.ack == rcv_nxt)),
+            self.resync.eq(state.sync_req & ack_flag &
+                           (ack_ahead | (update.ack == state.rcv_nxt))),
             new.eq(state),
-            new.rcv_nxt.eq(rcv_nxt),
+            new.rcv_nxt.eq(Mux(ack_flag & ack_ahead, update.ack, state.rcv_nxt)),
             new.sync_req.eq(state.sync_req & ~self.resync),
             new.buf_req.eq(state.buf_req & ~self.resync),
             new.last_ack_sent.eq(Mux(ack_flag, update.ack, state.last_ack_sent)),

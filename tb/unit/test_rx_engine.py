@@ -44,6 +44,7 @@ from tcpdct.match_cam import MatchCam
 from tcpdct.params import Params
 from tcpdct.records import (NO_CONNECTION, Command, Event, EventType, Opcode, CmdStatus,
                             LegacyReason, DropReason)
+from tcpdct.rx_decision import RoomSums, QueueFill
 from tcpdct.rx_engine import RxEngine
 from unit.simtools import seeded_rng, run_simulation, idle
 
@@ -60,7 +61,7 @@ NEVER = (1 << 32) - 1
 TIMER_SLACK = 2
 
 #: Cycles without any transfer, decision or pending output after which the engine is idle: a
-#: held frame is decided again every four cycles.
+#: held frame is decided again every seven cycles (``rtl/tcpdct/rx_engine.py``).
 QUIET_CYCLES = 8
 
 
@@ -1658,3 +1659,75 @@ def test_held_frame_decided_after_each_command():
                                                  EventType.BUF_DONE]
     state = state_of(ref[-1])
     assert (state.rcv_nxt, state.sync_req, state.last_ack_sent) == (1040, 0, 1040)
+
+
+# The queue fill, on its own ----------------------------------------------------------------------
+
+def _serial_fill(payload_len, rooms, count):
+    """The rule as the model states it: each posted buffer, oldest first, takes what it can of
+    what is left. Per slot: (touched, full, take); and whether it fits, and the shortfall."""
+    left, slots = payload_len, []
+    for i, room in enumerate(rooms):
+        room = room if i < count else 0
+        take = min(room, left)
+        left -= take
+        slots.append((take != 0, i < count and take == room, take))
+    return slots, left == 0, left
+
+
+class _Fill(Elaboratable):
+    """:class:`RoomSums` and :class:`QueueFill` chained, as the engine runs them in two cycles."""
+
+    def __init__(self, params):
+        self.sums = RoomSums(params)
+        self.fill = QueueFill(params)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.sums = self.sums
+        m.submodules.fill = self.fill
+        m.d.comb += [self.fill.sums.eq(self.sums.sums),
+                     self.fill.count.eq(self.sums.queue.count)]
+        return m
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 5])
+def test_queue_fill_against_serial_rule(depth):
+    """The prefix sums and per-slot comparisons decide exactly what the serial rule does: rooms
+    around the payload length, rooms of 2**16 and more, slots beyond the count with stale
+    rooms, and slots without room."""
+    params = Params(n_entries=4, buffers_per_conn=depth, legacy_ring_depth=4)
+    rng = seeded_rng(f"fill-{depth}")
+    dut = _Fill(params)
+    cases = []
+    for _ in range(400):
+        payload_len = rng.choice([0, 1, 2, 1460, 65535, rng.randrange(1 << 16)])
+        rooms = [rng.choice([0, 1, payload_len, max(payload_len - 1, 0), payload_len + 1,
+                             (1 << 16) - 1, 1 << 16, (1 << 32) - 1, rng.randrange(1 << 32),
+                             rng.randrange(2000)]) for _ in range(depth)]
+        cases.append((payload_len, rooms, rng.randrange(depth + 1)))
+    got = []
+
+    async def bench(ctx):
+        for payload_len, rooms, count in cases:
+            ctx.set(dut.fill.payload_len, payload_len)
+            ctx.set(dut.sums.queue, {"count": count, "slots": [
+                {"address": 0, "length": 0, "filled": 0, "room": room, "tag": 0}
+                for room in rooms]})
+            await ctx.delay(1e-9)
+            fill = ctx.get(dut.fill.fill)
+            got.append(fill)
+
+    run_simulation(dut, bench, clock=False)
+    for (payload_len, rooms, count), fill in zip(cases, got):
+        slots, fits, shortfall = _serial_fill(payload_len, rooms, count)
+        case = (payload_len, rooms, count)
+        assert fill.fits == fits, case
+        if not fits:
+            assert fill.shortfall == shortfall, case
+        for i, (touched, full, take) in enumerate(slots):
+            assert (fill.touched >> i & 1) == touched, (case, i)
+            # A slot without room counts as full (it is completed), as in the one-cycle rule.
+            assert (fill.full >> i & 1) == (full or (i < count and rooms[i] == 0)), (case, i)
+            if touched and not full:
+                assert fill.rest[i] == take, (case, i)

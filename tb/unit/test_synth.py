@@ -95,8 +95,11 @@ def test_parse_config():
         ("top", "tcpdct", {"data_width": 512, "n_entries": 64})
     cam = synth.parse_config("cam16")
     assert (cam.kind, cam.module, cam.params) == \
-        ("match_cam", "match_cam", {"n_entries": 16, "n_lookup": 2})
-    for bad in ("48x16", "64x0", "cam0", "64", "camx"):
+        ("match_cam", "match_cam", {"n_entries": 16, "n_lookup": 1})
+    engine = synth.parse_config("rx64x16")
+    assert (engine.kind, engine.module, engine.params) == \
+        ("rx_engine", "rx_engine", {"data_width": 64, "n_entries": 16})
+    for bad in ("48x16", "64x0", "cam0", "64", "camx", "rx48x16", "rx64"):
         with pytest.raises(ValueError):
             synth.parse_config(bad)
 
