@@ -15,7 +15,10 @@ Configurations are named by their build parameters:
   (its state and buffer memories, legacy ring and decisions, without the CAM, whose lookup and
   write ports become ports), the block whose decision was the core's critical path: a few
   minutes instead of the core's twenty. Paths from and to ports are not timed (below), so the
-  CAM-to-memory-address path is measured only in the core.
+  CAM-to-memory-address path is measured only in the core;
+* ``parser<data_width>``: the receive parser alone, :class:`tcpdct.rx_parser.RxParser` with the
+  core's descriptor FIFO depth (header capture, checksums, option scan, classification), the
+  block whose classification was the core's critical path after the receive engine's.
 
 The core has about a thousand port bits, several times what any ECP5 package bonds out, so
 nextpnr runs out of context (``--out-of-context``): no I/O buffers, and ports are left
@@ -91,9 +94,9 @@ class Config:
     name : str
         As on the command line: ``"64x16"`` or ``"cam16"``.
     kind : str
-        ``"top"`` (the whole core), ``"rx_engine"`` or ``"match_cam"``.
+        ``"top"`` (the whole core), ``"rx_engine"``, ``"rx_parser"`` or ``"match_cam"``.
     params : dict
-        ``Params`` fields for ``"top"`` and ``"rx_engine"``; ``{"n_entries": n, "n_lookup": 1}``
+        ``Params`` fields for ``"top"``, ``"rx_engine"`` and ``"rx_parser"``; ``{"n_entries": n, "n_lookup": 1}``
         for ``"match_cam"``.
     """
 
@@ -118,6 +121,10 @@ class Config:
             from tcpdct.params import Params
             from tcpdct.rx_engine import RxEngine
             return RxEngine(Params(**self.params)), None
+        if self.kind == "rx_parser":
+            from tcpdct.params import Params, RX_DESCRIPTOR_DEPTH
+            from tcpdct.rx_parser import RxParser
+            return RxParser(Params(**self.params), descriptor_depth=RX_DESCRIPTOR_DEPTH), None
         from tcpdct.match_cam import MatchCam
         return MatchCam(**self.params), None
 
@@ -128,8 +135,8 @@ def parse_config(name):
     Raises
     ------
     ValueError
-        If ``name`` is none of ``<data_width>x<n_entries>``, ``rx<data_width>x<n_entries>`` and
-        ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
+        If ``name`` is none of ``<data_width>x<n_entries>``, ``rx<data_width>x<n_entries>``,
+        ``parser<data_width>`` and ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
     """
     top = re.fullmatch(r"(rx)?(\d+)x(\d+)", name)
     if top:
@@ -137,11 +144,18 @@ def parse_config(name):
         fields = {"data_width": int(top[2]), "n_entries": int(top[3])}
         Params(**fields)
         return Config(name, "rx_engine" if top[1] else "top", fields)
+    parser = re.fullmatch(r"parser(\d+)", name)
+    if parser:
+        from tcpdct.params import Params
+        fields = {"data_width": int(parser[1])}
+        Params(**fields)
+        return Config(name, "rx_parser", fields)
     cam = re.fullmatch(r"cam(\d+)", name)
     if cam and int(cam[1]) >= 1:
         return Config(name, "match_cam", {"n_entries": int(cam[1]), "n_lookup": 1})
     raise ValueError(f"A configuration is <data_width>x<n_entries> (e.g. 64x16), "
-                     f"rx<data_width>x<n_entries> (e.g. rx64x64) or cam<n_entries> (e.g. cam16), "
+                     f"rx<data_width>x<n_entries> (e.g. rx64x64), parser<data_width> (e.g. parser64) "
+                     f"or cam<n_entries> (e.g. cam16), "
                      f"not {name!r}")
 
 
@@ -609,7 +623,8 @@ def _parser():
                                      "nextpnr, out of context).")
     parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG",
                         help="<data_width>x<n_entries> for the core, rx<data_width>x"
-                             "<n_entries> for the receive engine alone, cam<n_entries> for the "
+                             "<n_entries> for the receive engine alone, parser<data_width> for the "
+                             "receive parser alone, cam<n_entries> for the "
                              "match CAM alone; commas also separate "
                              "(default: %(default)s)")
     parser.add_argument("-o", "--out-dir", type=Path, default=REPO_ROOT / "build" / "synth",

@@ -1,6 +1,6 @@
 """The receive parser: stores frames from the MAC and describes each one (R10, R11).
 
-Three stages, none of which ever stalls once a beat is accepted:
+Stages that never stall once a beat is accepted:
 
 1. *Accept*: the beat is written to the packet buffer and, if it lies in the first
    ``MAX_HEADER_BYTES``, captured into the header register at its place.
@@ -8,16 +8,24 @@ Three stages, none of which ever stalls once a beat is accepted:
    checksum accumulators. The masks that say which words count come from header fields (EtherType,
    IHL, total length) at byte offsets no later than the word itself, so after the one-cycle delay
    the header register already holds them, however wide the beat.
-3. *Classify*, one cycle after the last beat was summed: a snapshot of the header register and
-   the sums is turned into a descriptor, following ``docs/architecture.md`` "Frame classification"
-   step by step, and pushed into the descriptor FIFO.
+3. *Record*, one cycle after the last beat was summed: a snapshot of the header register and
+   the sums.
+4. to 7. *Describe*: the snapshot is turned into a descriptor, following
+   ``docs/architecture.md`` "Frame classification" step by step, and pushed into the descriptor
+   FIFO. Done in one cycle this was the core's critical path (header fields at offsets that
+   depend on VLAN and IHL, the option scan, the checksum folds, the classification, into the
+   FIFO's LUT RAM), so it is spread over four: extract the fields (4); compare them, one bit
+   per test of the classification (5); the option scan's stages and the TCP checksum's adders
+   beside it (5 to 7); classify and write the FIFO (7). Not more: every frame in a stage takes a
+   FIFO place until its descriptor is read, and back-to-back frames of one beat each take a
+   place for every cycle of that: seven of the core's eight.
 
-Frames enter stages 2 and 3 at most once per cycle each, so back-to-back frames of one beat
-each are accepted at full rate. The only input back-pressure is a full packet buffer or a
-descriptor FIFO without a free place for every frame that may still be in stages 2 and 3.
+Frames enter each stage at most once per cycle, so back-to-back frames of one beat each are
+accepted at full rate. The only input back-pressure is a full packet buffer or a descriptor FIFO
+without a free place for every frame that may still be in stages 2 to 7.
 """
 
-from amaranth.hdl import Module, Signal, Cat, Const, Mux
+from amaranth.hdl import Module, Signal, Cat, Mux, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -132,9 +140,10 @@ class RxParser(wiring.Component):
     params : Params
         Build parameters.
     descriptor_depth : int
-        Descriptors the internal FIFO holds; a consumer that falls behind costs no input cycles
-        until ``descriptor_depth - 2`` are waiting (two places are kept for the frames that may
-        be in the summing and classifying stages).
+        Descriptors the internal FIFO holds, with places kept for the frames in stages 2 to 7:
+        the parser holds at most this many frames whose descriptor has not been read (the
+        model's ``RX_DESCRIPTOR_DEPTH``), and a consumer that falls behind costs no input cycles
+        until ``descriptor_depth - 6`` descriptors are waiting.
 
     Members
     -------
@@ -183,8 +192,8 @@ class RxParser(wiring.Component):
         beat_limit = max(max_beats, header_beats)
         desc_layout = layouts.rx_descriptor_layout(params)
 
-        m.submodules.descriptor_fifo = fifo = SyncFIFO(width=desc_layout.size,
-                                                       depth=self._descriptor_depth)
+        fifo_depth = self._descriptor_depth
+        m.submodules.descriptor_fifo = fifo = SyncFIFO(width=desc_layout.size, depth=fifo_depth)
         m.d.comb += [
             self.descriptor.payload.eq(fifo.r_data),
             self.descriptor.valid.eq(fifo.r_rdy),
@@ -202,7 +211,10 @@ class RxParser(wiring.Component):
         sum_valid = Signal()        # stage 2 holds a beat
         sum_last = Signal()
         record_valid = Signal()     # stage 3 holds a frame
-        in_flight = Signal(range(3))
+        # FIFO places taken: frames whose last beat was accepted and whose descriptor has not
+        # been read yet. Counted rather than added up from the stages' valid bits, so that
+        # rx.ready stays a compare of one register however many stages there are.
+        reserved = Signal(range(fifo_depth + 1))
 
         accept = Signal()
         nonempty = beat.keep[0]
@@ -218,10 +230,10 @@ class RxParser(wiring.Component):
         frame_start_addr = Mux(start_of_frame, self.buffer.addr, start_addr)
         stored_beats = Mux(beat_index + nonempty > max_beats, max_beats, beat_index + nonempty)
 
-        m.d.comb += in_flight.eq((sum_valid & sum_last) + record_valid)
+        m.d.sync += reserved.eq(reserved + (accept & beat.last)
+                                - (self.descriptor.valid & self.descriptor.ready))
         m.d.comb += [
-            self.rx.ready.eq((self.buffer.room != 0)
-                             & (fifo.level + in_flight < self._descriptor_depth)),
+            self.rx.ready.eq((self.buffer.room != 0) & (reserved < fifo_depth)),
             accept.eq(self.rx.valid & self.rx.ready),
             self.buffer.data.eq(beat.data),
             self.buffer.en.eq(accept & nonempty & (beat_index < max_beats)),
@@ -298,7 +310,7 @@ class RxParser(wiring.Component):
         ip_acc = Signal(32)
         tcp_acc = Signal(32)
 
-        # ---- stage 3: classify -----------------------------------------------------------------
+        # ---- stage 3: record -------------------------------------------------------------------
         record_header = Signal.like(header)
         record_ip_sum = Signal(32)
         record_tcp_sum = Signal(32)
@@ -326,74 +338,147 @@ class RxParser(wiring.Component):
                     tcp_acc.eq(tcp_acc + beat_tcp_sum),
                 ]
 
+        # ---- stages 4 to 7: describe ----------------------------------------------------------
+        # A pure shift register: a frame moves on every cycle, so each stage is a dict of
+        # registers loaded from the stage before, and nothing needs an enable.
+        def register(stage, values):
+            regs = {}
+            for name, value in values.items():
+                value = Value.cast(value)
+                regs[name] = Signal(value.shape(), name=f"{stage}_{name}")
+                m.d.sync += regs[name].eq(value)
+            return regs
+
+        # Stage 4, extract: the header fields, whose offsets depend on VLAN and IHL, and a
+        # first fold of each sum (a fold keeps the sum modulo 0xffff and whether it is 0, which
+        # is all that the last fold depends on).
         hdr = _Header(m, record_header, "rec")
+        extract = register("extract", {
+            "valid": record_valid,
+            "mac_error": record_mac_error,
+            "len": record_len,
+            "buf_start": record_buf_start,
+            "stored_beats": record_stored_beats,
+            "ip_sum": record_ip_sum[:16] + record_ip_sum[16:],
+            "tcp_sum": record_tcp_sum[:16] + record_tcp_sum[16:],
+            # The pseudo-header's addresses, beside the adders of the header's offsets.
+            "src_ip_sum": hdr.src_ip[16:] + hdr.src_ip[:16],
+            "dst_ip_sum": hdr.dst_ip[16:] + hdr.dst_ip[:16],
+            **{name: getattr(hdr, name) for name in (
+                "vlan", "ethertype", "ip_start", "version", "ihl", "ip_header_len",
+                "total_length", "more_fragments", "frag_offset", "protocol", "src_ip", "dst_ip",
+                "ip_end", "tcp_start", "segment_len", "src_port", "dst_port", "seq", "ack",
+                "window", "tcp_flags", "data_offset", "tcp_header_len", "options")},
+            "option_len": hdr.tcp_header_len - TCP_MIN_HEADER_BYTES,
+        })
+
+        # The option scan runs beside stages 5 to 7, from the extracted options; stage 7 reads
+        # its results.
         m.submodules.option_scan = option_scan = TcpOptionScan()
         m.d.comb += [
-            option_scan.options.eq(hdr.options),
-            option_scan.length.eq(hdr.tcp_header_len - TCP_MIN_HEADER_BYTES),
+            option_scan.options.eq(extract["options"]),
+            option_scan.length.eq(extract["option_len"]),
         ]
 
-        length = record_len
-        fragment = hdr.more_fragments | (hdr.frag_offset != 0)
-        ip_csum_bad = ones_complement_fold(record_ip_sum) != 0xffff
-        pseudo_header_sum = tree_sum([hdr.src_ip[16:], hdr.src_ip[:16], hdr.dst_ip[16:],
-                                      hdr.dst_ip[:16], Const(IP_PROTO_TCP, 16), hdr.segment_len])
-        tcp_csum_bad = ones_complement_fold(record_tcp_sum + pseudo_header_sum) != 0xffff
+        # Stage 5, compare: every test of the classification becomes one bit, so that the last
+        # stage only chooses among them.
+        e = extract
+        length = e["len"]
+        carried = {name: e[name] for name in (
+            "valid", "mac_error", "len", "buf_start", "stored_beats", "src_ip", "dst_ip",
+            "src_port", "dst_port", "seq", "ack", "window", "tcp_flags")}
+        stage = register("compare", {
+            **carried,
+            "too_long": length > params.max_frame_bytes,
+            "no_ethernet": (length < ETH_HEADER_BYTES)
+                           | (e["vlan"] & (length < ETH_HEADER_BYTES + VLAN_TAG_BYTES)),
+            "not_ipv4": e["ethertype"] != ETHERTYPE_IPV4,
+            "no_ip_header": length < e["ip_start"] + IPV4_MIN_HEADER_BYTES,
+            "bad_ip_header": (e["version"] != 4) | (e["ihl"] < 5)
+                             | (e["total_length"] < e["ip_header_len"]),
+            "no_ip_end": length < e["ip_end"],
+            "not_tcp": (e["protocol"] != IP_PROTO_TCP) | (e["frag_offset"] != 0)
+                       | (e["segment_len"] < TCP_MIN_HEADER_BYTES) | (e["data_offset"] < 5)
+                       | (e["tcp_header_len"] > e["segment_len"]),
+            "fragment": e["more_fragments"] | (e["frag_offset"] != 0),
+            "ip_options": e["ihl"] > 5,
+            "payload_offset": e["tcp_start"] + e["tcp_header_len"],
+            "payload_len": e["segment_len"] - e["tcp_header_len"],
+            "ip_csum_bad": ones_complement_fold(e["ip_sum"], max_value=2 * 0xffff) != 0xffff,
+            "ip_sum": e["src_ip_sum"] + e["dst_ip_sum"],
+            "tcp_len_sum": e["tcp_sum"] + e["segment_len"] + IP_PROTO_TCP,
+        })
 
+        def carry(name, stage, drop=(), **new):
+            values = {key: value for key, value in stage.items() if key not in drop}
+            return register(name, {**values, **new})
+
+        # Stages 6 and 7 carry the frame on while the option scan works, and finish the TCP
+        # sum. Its 20 bits, once folded, are at most 0xffff + 0xf.
+        s = stage
+        s = carry("sum0", s, drop=("ip_sum", "tcp_len_sum"),
+                  tcp_sum=s["ip_sum"] + s["tcp_len_sum"])
+        s = carry("sum1", s, tcp_sum=s["tcp_sum"][:16] + s["tcp_sum"][16:])
+        # Stage 7 reads the option scan's results for the frame it holds.
+        assert option_scan.latency == 3
+        tcp_sum_bad = ones_complement_fold(s["tcp_sum"], max_value=0xffff + 0xf) != 0xffff
+
+        # Stage 7, classify, following docs/architecture.md "Frame classification" step by step.
+        c = s
         desc = Signal(desc_layout)
         is_tcp = Signal()          # every header field is meaningful
-        with m.If(record_mac_error):
+        with m.If(c["mac_error"]):
             m.d.comb += desc.cls.eq(FrameClass.MAC_ERROR)
-        with m.Elif(length > params.max_frame_bytes):
+        with m.Elif(c["too_long"]):
             m.d.comb += desc.cls.eq(FrameClass.OVERSIZE)
-        with m.Elif((length < ETH_HEADER_BYTES)
-                    | (hdr.vlan & (length < ETH_HEADER_BYTES + VLAN_TAG_BYTES))):
+        with m.Elif(c["no_ethernet"]):
             m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(hdr.ethertype != ETHERTYPE_IPV4):
+        with m.Elif(c["not_ipv4"]):
             m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(length < hdr.ip_start + IPV4_MIN_HEADER_BYTES):
+        with m.Elif(c["no_ip_header"]):
             m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
-        with m.Elif((hdr.version != 4) | (hdr.ihl < 5) | (hdr.total_length < hdr.ip_header_len)):
+        with m.Elif(c["bad_ip_header"]):
             m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(length < hdr.ip_end):
+        with m.Elif(c["no_ip_end"]):
             m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
         with m.Else():
-            m.d.comb += desc.ip_csum_bad.eq(ip_csum_bad)
-            with m.If((hdr.protocol != IP_PROTO_TCP) | (hdr.frag_offset != 0)
-                      | (hdr.segment_len < TCP_MIN_HEADER_BYTES)
-                      | (hdr.data_offset < 5) | (hdr.tcp_header_len > hdr.segment_len)):
+            m.d.comb += desc.ip_csum_bad.eq(c["ip_csum_bad"])
+            with m.If(c["not_tcp"]):
                 m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
             with m.Else():
                 # The checksum of a first fragment covers bytes that are not here.
+                tcp_csum_bad = ~c["fragment"] & tcp_sum_bad
                 m.d.comb += [
                     is_tcp.eq(1),
-                    desc.tcp_csum_bad.eq(~fragment & tcp_csum_bad),
-                    desc.cls.eq(Mux(ip_csum_bad | (~fragment & tcp_csum_bad),
+                    desc.tcp_csum_bad.eq(tcp_csum_bad),
+                    desc.cls.eq(Mux(c["ip_csum_bad"] | tcp_csum_bad,
                                     FrameClass.CHECKSUM, FrameClass.TCP)),
                 ]
         with m.If(is_tcp):
             m.d.comb += [
-                desc.key.local_ip.eq(hdr.dst_ip),
-                desc.key.remote_ip.eq(hdr.src_ip),
-                desc.key.local_port.eq(hdr.dst_port),
-                desc.key.remote_port.eq(hdr.src_port),
-                desc.seq.eq(hdr.seq),
-                desc.ack.eq(hdr.ack),
-                desc.window.eq(hdr.window),
-                desc.flags.eq(hdr.tcp_flags),
-                desc.special.eq(fragment | (hdr.ihl > 5) | option_scan.bad),
-                desc.payload_offset.eq(hdr.tcp_start + hdr.tcp_header_len),
-                desc.payload_len.eq(hdr.segment_len - hdr.tcp_header_len),
+                desc.key.local_ip.eq(c["dst_ip"]),
+                desc.key.remote_ip.eq(c["src_ip"]),
+                desc.key.local_port.eq(c["dst_port"]),
+                desc.key.remote_port.eq(c["src_port"]),
+                desc.seq.eq(c["seq"]),
+                desc.ack.eq(c["ack"]),
+                desc.window.eq(c["window"]),
+                desc.flags.eq(c["tcp_flags"]),
+                desc.special.eq(c["fragment"] | c["ip_options"] | option_scan.bad),
+                desc.payload_offset.eq(c["payload_offset"]),
+                desc.payload_len.eq(c["payload_len"]),
                 desc.ts_present.eq(option_scan.ts_present),
                 desc.tsval.eq(option_scan.tsval),
                 desc.tsecr.eq(option_scan.tsecr),
             ]
         m.d.comb += [
-            desc.frame_len.eq(length),
-            desc.buf_start.eq(record_buf_start),
-            desc.stored_beats.eq(record_stored_beats),
+            desc.frame_len.eq(c["len"]),
+            desc.buf_start.eq(c["buf_start"]),
+            desc.stored_beats.eq(c["stored_beats"]),
+        ]
+        m.d.comb += [
             fifo.w_data.eq(desc.as_value()),
-            # Never refused: rx.ready kept a FIFO place for every frame in stages 2 and 3.
-            fifo.w_en.eq(record_valid),
+            # Never refused: rx.ready kept a FIFO place for every frame after stage 1.
+            fifo.w_en.eq(c["valid"]),
         ]
         return m

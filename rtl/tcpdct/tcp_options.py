@@ -6,13 +6,18 @@ the segment special. When Timestamps appears twice, the last one counts.
 
 Why not a walker that steps one option per cycle: with a wide data path a short frame is one or
 two beats, so a per-frame walk of up to 40 steps would cost input cycles on back-to-back frames.
-Instead every byte position computes in parallel what an option starting there would be, and a
-single chain ``reach[j] = reach[j-1] & nop[j-1] | reach[j-10] & ts[j-10]`` marks where options
-really start. The chain is 40 two-input AND-OR levels deep; a pipeline register can be placed
-inside it if timing needs one, without changing the result.
+Instead every byte position computes in parallel what an option starting there would be, and the
+recurrence ``reach[j] = reach[j-1] & nop[j-1] | reach[j-10] & ts[j-10]`` marks where options
+really start. Evaluated as written it is a chain 40 AND-OR levels deep, which was the core's
+critical path; so it is pipelined, ten positions at a time. Ten is the most one stage can take:
+``reach[j-10]`` then always comes from the stage before. Inside a stage the chain is flattened
+into a sum of products over the stage's positions, a few LUT levels instead of ten. The first
+ten positions are resolved with the per-position flags, the last ten combinationally after the
+last register, so that the scan adds no more cycles to the parser than it must: every cycle of
+the parser's pipeline is a frame more that the descriptor FIFO must keep a place for.
 """
 
-from amaranth.hdl import Module, Signal, Const, Mux
+from amaranth.hdl import Module, Signal, Const, Mux, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,8 +32,25 @@ __all__ = ["TCP_MAX_OPTION_BYTES", "TcpOptionScan"]
 TCP_MAX_OPTION_BYTES = TCP_MAX_HEADER_BYTES - TCP_MIN_HEADER_BYTES
 
 
+def _any(values):
+    result = Const(0)
+    for value in values:
+        result = result | value
+    return result
+
+
+def _all(values):
+    result = Const(1)
+    for value in values:
+        result = result & value
+    return result
+
+
 class TcpOptionScan(wiring.Component):
-    """Combinational scan of up to 40 bytes of TCP options.
+    """Pipelined scan of up to 40 bytes of TCP options.
+
+    A new options list may be presented every cycle; its results appear ``latency`` cycles
+    later (the outputs are combinational from the last stage's registers). Nothing stalls.
 
     Members
     -------
@@ -52,46 +74,96 @@ class TcpOptionScan(wiring.Component):
     tsval:      Out(32)
     tsecr:      Out(32)
 
+    #: Positions resolved per stage.
+    CHUNK = TCPOPT_TIMESTAMP_LEN
+    #: Cycles from ``options`` and ``length`` to the results: one register per chunk of
+    #: positions but the last.
+    latency = -(-TCP_MAX_OPTION_BYTES // CHUNK) - 1
+
     def elaborate(self, platform):
         m = Module()
         n = TCP_MAX_OPTION_BYTES
-        kind = [self.options[8 * i:8 * (i + 1)] for i in range(n)]
+        chunk = self.CHUNK
 
-        nop, eol, ts = [], [], []
+        def register(stage, values):
+            regs = {}
+            for name, value in values.items():
+                value = Value.cast(value)
+                regs[name] = Signal(value.shape(), name=f"{stage}_{name}")
+                m.d.sync += regs[name].eq(value)
+            return regs
+
+        # ---- flags: what an option starting at each position would be ----------------------
+        kind = [self.options[8 * i:8 * (i + 1)] for i in range(n)]
+        flags = {"options": self.options}
         for i in range(n):
             inside = self.length > i
-            nop.append(inside & (kind[i] == TCPOPT_NOP))
-            eol.append(inside & (kind[i] == TCPOPT_EOL))
+            nop = inside & (kind[i] == TCPOPT_NOP)
+            eol = inside & (kind[i] == TCPOPT_EOL)
             if i + TCPOPT_TIMESTAMP_LEN <= n:
-                ts.append((kind[i] == TCPOPT_TIMESTAMP) & (kind[i + 1] == TCPOPT_TIMESTAMP_LEN)
-                          & (self.length >= i + TCPOPT_TIMESTAMP_LEN))
+                ts = ((kind[i] == TCPOPT_TIMESTAMP) & (kind[i + 1] == TCPOPT_TIMESTAMP_LEN)
+                      & (self.length >= i + TCPOPT_TIMESTAMP_LEN))
             else:
-                ts.append(Const(0))
+                ts = Const(0)
+            flags[f"nop{i}"] = nop
+            flags[f"ts{i}"] = ts
+            flags[f"other{i}"] = inside & ~nop & ~eol & ~ts
 
-        # Signals, not shared expressions: the simulator would inline a shared expression tree
-        # at every use and the chain would grow exponentially.
-        reach = [Signal(name=f"reach{j}") for j in range(n)]
-        m.d.comb += reach[0].eq(1)
-        for j in range(1, n):
-            step = reach[j - 1] & nop[j - 1]
-            if j >= TCPOPT_TIMESTAMP_LEN:
-                step |= reach[j - TCPOPT_TIMESTAMP_LEN] & ts[j - TCPOPT_TIMESTAMP_LEN]
-            m.d.comb += reach[j].eq(step)
+        def reach_of(stage, positions):
+            # A source is where the walk may enter the positions: from the last position before
+            # them over a NOP, or over a Timestamps option from ten back.
+            source = {}
+            for k in positions:
+                if k == 0:
+                    source[k] = Const(1)
+                    continue
+                entry = Const(0)
+                if k == positions[0]:
+                    entry = stage[f"reach{k - 1}"] & stage[f"nop{k - 1}"]
+                if k >= TCPOPT_TIMESTAMP_LEN:
+                    entry = entry | (stage[f"reach{k - TCPOPT_TIMESTAMP_LEN}"]
+                                     & stage[f"ts{k - TCPOPT_TIMESTAMP_LEN}"])
+                source[k] = entry
+            return {f"reach{j}": _any(source[k] & _all(stage[f"nop{p}"] for p in range(k, j))
+                                      for k in positions if k <= j)
+                    for j in positions}
 
-        bad = Const(0)
-        ts_present = Const(0)
-        tsval, tsecr = Const(0, 32), Const(0, 32)
-        for i in range(n):
-            starts_ts = reach[i] & ts[i]
-            bad = bad | (reach[i] & (self.length > i) & ~nop[i] & ~eol[i] & ~ts[i])
-            ts_present = ts_present | starts_ts
-            if i + TCPOPT_TIMESTAMP_LEN <= n:
-                tsval = Mux(starts_ts, network_order(self.options, i + 2, 4), tsval)
-                tsecr = Mux(starts_ts, network_order(self.options, i + 6, 4), tsecr)
+        def fold_results(stage, positions):
+            # The walk through the list is one path, and after a Timestamps option starting at
+            # i it goes on at i + 10: among ten positions at most one starts a Timestamps option
+            # that is reached, so an OR selects its values, and "the last one counts" only
+            # concerns the positions folded before.
+            starts = {i: stage[f"reach{i}"] & stage[f"ts{i}"] for i in positions
+                      if i + TCPOPT_TIMESTAMP_LEN <= n}
+            here = _any(starts.values())
+            tsval = _any(Mux(s, network_order(stage["options"], i + 2, 4), 0)
+                         for i, s in starts.items())
+            tsecr = _any(Mux(s, network_order(stage["options"], i + 6, 4), 0)
+                         for i, s in starts.items())
+            return {
+                "bad": stage["bad"] | _any(stage[f"reach{i}"] & stage[f"other{i}"]
+                                           for i in positions),
+                "ts_present": stage["ts_present"] | here,
+                "tsval": Mux(here, tsval, stage["tsval"]),
+                "tsecr": Mux(here, tsecr, stage["tsecr"]),
+            }
+
+        # ---- reach, ten positions per stage ------------------------------------------------
+        # Each stage carries everything on (synthesis drops the registers nothing reads), with
+        # the results so far: those of the positions whose reach the stage before resolved.
+        chunks = [range(base, min(base + chunk, n)) for base in range(0, n, chunk)]
+        stage = {**flags, "bad": Const(0), "ts_present": Const(0),
+                 "tsval": Const(0, 32), "tsecr": Const(0, 32)}
+        stage = register("flags", {**stage, **reach_of(stage, chunks[0])})
+        for previous, positions in zip(chunks, chunks[1:-1]):
+            stage = register(f"reach{positions[0]}", {
+                **stage, **fold_results(stage, previous), **reach_of(stage, positions)})
+        stage = {**stage, **fold_results(stage, chunks[-2]), **reach_of(stage, chunks[-1])}
+        final = fold_results(stage, chunks[-1])
         m.d.comb += [
-            self.bad.eq(bad),
-            self.ts_present.eq(ts_present),
-            self.tsval.eq(tsval),
-            self.tsecr.eq(tsecr),
+            self.bad.eq(final["bad"]),
+            self.ts_present.eq(final["ts_present"]),
+            self.tsval.eq(final["tsval"]),
+            self.tsecr.eq(final["tsecr"]),
         ]
         return m

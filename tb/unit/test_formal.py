@@ -154,8 +154,9 @@ BROKEN = [
            "bmc", 6), "event: valid or payload changed while stalled"),
     (Proof("broken_tx_path", lambda: tx_path.harness(PathDroppingStalledBeat), "bmc", 6),
      "mac: valid or payload changed while stalled"),
+    # Deep enough for a frame to cross the parser's seven stages and stall at the output.
     (Proof("broken_rx_parser", lambda: rx_parser.harness(ParserDroppingStalledDescriptor),
-           "bmc", 8), "descriptor: valid or payload changed while stalled"),
+           "bmc", 12), "descriptor: valid or payload changed while stalled"),
     (Proof("broken_dma_writer", lambda: dma_writer.harness(WriterMovingStalledAddress),
            "bmc", 8), "aw: valid or payload changed while stalled"),
     (Proof("broken_rx_engine_busy",

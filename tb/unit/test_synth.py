@@ -99,7 +99,10 @@ def test_parse_config():
     engine = synth.parse_config("rx64x16")
     assert (engine.kind, engine.module, engine.params) == \
         ("rx_engine", "rx_engine", {"data_width": 64, "n_entries": 16})
-    for bad in ("48x16", "64x0", "cam0", "64", "camx", "rx48x16", "rx64"):
+    parser = synth.parse_config("parser512")
+    assert (parser.kind, parser.module, parser.params) == \
+        ("rx_parser", "rx_parser", {"data_width": 512})
+    for bad in ("48x16", "64x0", "cam0", "64", "camx", "rx48x16", "rx64", "parser48", "parser"):
         with pytest.raises(ValueError):
             synth.parse_config(bad)
 
