@@ -25,7 +25,7 @@ accepted at full rate. The only input back-pressure is a full packet buffer or a
 without a free place for every frame that may still be in stages 2 to 7.
 """
 
-from amaranth.hdl import Module, Signal, Cat, Mux, Value
+from amaranth.hdl import Module, Signal, Cat, Mux
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -36,6 +36,7 @@ from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MIN_HEADER_BYTES,
                       IPV4_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCP_MAX_HEADER_BYTES,
                       MAX_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN, IP_PROTO_TCP)
 from .layouts import FrameClass
+from .pipeline import register_stage
 from .rx_packet_buffer import PacketBufferWriteSignature, frame_beats_bits
 from .tcp_options import TcpOptionScan
 
@@ -341,19 +342,12 @@ class RxParser(wiring.Component):
         # ---- stages 4 to 7: describe ----------------------------------------------------------
         # A pure shift register: a frame moves on every cycle, so each stage is a dict of
         # registers loaded from the stage before, and nothing needs an enable.
-        def register(stage, values):
-            regs = {}
-            for name, value in values.items():
-                value = Value.cast(value)
-                regs[name] = Signal(value.shape(), name=f"{stage}_{name}")
-                m.d.sync += regs[name].eq(value)
-            return regs
 
         # Stage 4, extract: the header fields, whose offsets depend on VLAN and IHL, and a
         # first fold of each sum (a fold keeps the sum modulo 0xffff and whether it is 0, which
         # is all that the last fold depends on).
         hdr = _Header(m, record_header, "rec")
-        extract = register("extract", {
+        extract = register_stage(m, "extract", {
             "valid": record_valid,
             "mac_error": record_mac_error,
             "len": record_len,
@@ -387,7 +381,7 @@ class RxParser(wiring.Component):
         carried = {name: e[name] for name in (
             "valid", "mac_error", "len", "buf_start", "stored_beats", "src_ip", "dst_ip",
             "src_port", "dst_port", "seq", "ack", "window", "tcp_flags")}
-        stage = register("compare", {
+        stage = register_stage(m, "compare", {
             **carried,
             "too_long": length > params.max_frame_bytes,
             "no_ethernet": (length < ETH_HEADER_BYTES)
@@ -411,7 +405,7 @@ class RxParser(wiring.Component):
 
         def carry(name, stage, drop=(), **new):
             values = {key: value for key, value in stage.items() if key not in drop}
-            return register(name, {**values, **new})
+            return register_stage(m, name, {**values, **new})
 
         # Stages 6 and 7 carry the frame on while the option scan works, and finish the TCP
         # sum. Its 20 bits, once folded, are at most 0xffff + 0xf.

@@ -17,11 +17,12 @@ last register, so that the scan adds no more cycles to the parser than it must: 
 the parser's pipeline is a frame more that the descriptor FIFO must keep a place for.
 """
 
-from amaranth.hdl import Module, Signal, Const, Mux, Value
+from amaranth.hdl import Module, Const, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .checksum import network_order
+from .pipeline import register_stage
 from .headers import (TCP_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCPOPT_EOL, TCPOPT_NOP,
                       TCPOPT_TIMESTAMP, TCPOPT_TIMESTAMP_LEN)
 
@@ -85,14 +86,6 @@ class TcpOptionScan(wiring.Component):
         n = TCP_MAX_OPTION_BYTES
         chunk = self.CHUNK
 
-        def register(stage, values):
-            regs = {}
-            for name, value in values.items():
-                value = Value.cast(value)
-                regs[name] = Signal(value.shape(), name=f"{stage}_{name}")
-                m.d.sync += regs[name].eq(value)
-            return regs
-
         # ---- flags: what an option starting at each position would be ----------------------
         kind = [self.options[8 * i:8 * (i + 1)] for i in range(n)]
         flags = {"options": self.options}
@@ -154,9 +147,9 @@ class TcpOptionScan(wiring.Component):
         chunks = [range(base, min(base + chunk, n)) for base in range(0, n, chunk)]
         stage = {**flags, "bad": Const(0), "ts_present": Const(0),
                  "tsval": Const(0, 32), "tsecr": Const(0, 32)}
-        stage = register("flags", {**stage, **reach_of(stage, chunks[0])})
+        stage = register_stage(m, "flags", {**stage, **reach_of(stage, chunks[0])})
         for previous, positions in zip(chunks, chunks[1:-1]):
-            stage = register(f"reach{positions[0]}", {
+            stage = register_stage(m, f"reach{positions[0]}", {
                 **stage, **fold_results(stage, previous), **reach_of(stage, positions)})
         stage = {**stage, **fold_results(stage, chunks[-2]), **reach_of(stage, chunks[-1])}
         final = fold_results(stage, chunks[-1])
