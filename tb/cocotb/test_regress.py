@@ -223,16 +223,12 @@ class Regression:
             await self.command(self.keys[index].delegate(
                 index, rcv_nxt=rcv_nxt, snd_nxt=rng.randrange(2**32),
                 rcv_wnd=rng.randrange(0x10000)))
-        elif (choice < 0.3 and len(self.tb.model.legacy_ring) < self.params.legacy_ring_depth
-              and len(self.tb.model.legacy_ring) < self.params.legacy_ring_depth // 2):
+        elif choice < 0.3 and len(self.tb.model.legacy_ring) < self.params.legacy_ring_depth // 2:
             await self.post_legacy()
         elif delegated and choice < 0.55:
             index = rng.choice(delegated)
             if len(self.entry(index).queue) < self.params.buffers_per_conn:
-                length = self.user_buffer_length()
-                await self.command(Command(Opcode.POST_BUFFER, index,
-                                           address=self.buffer_address(length), length=length,
-                                           tag=self.tb.next_tag()))
+                await self.post_user_buffer(index)
         elif choice < 0.75:
             if len(self.tb.model.legacy_ring) < self.params.legacy_ring_depth:
                 await self.post_legacy()
@@ -246,6 +242,11 @@ class Regression:
             await self.command(Command(Opcode.QUERY, rng.choice(delegated)))
         elif delegated:
             await self.command(Command(Opcode.RECLAIM, rng.choice(delegated)))
+
+    async def post_user_buffer(self, index):
+        length = self.user_buffer_length()
+        await self.command(Command(Opcode.POST_BUFFER, index, address=self.buffer_address(length),
+                                   length=length, tag=self.tb.next_tag()))
 
     async def post_legacy(self):
         length = self.rng.choice((64, 200, 700, 1536, 1536, self.params.max_frame_bytes))
@@ -295,10 +296,7 @@ class Regression:
         elif kind == 7 and delegated:
             index = rng.choice(delegated)
             while len(self.entry(index).queue) < self.params.buffers_per_conn:
-                length = self.user_buffer_length()
-                await self.command(Command(Opcode.POST_BUFFER, index,
-                                           address=self.buffer_address(length), length=length,
-                                           tag=self.tb.next_tag()))
+                await self.post_user_buffer(index)
                 if self.tb.model.held is not None:
                     return
             cmd = Command(Opcode.POST_BUFFER, index, **buffer)
