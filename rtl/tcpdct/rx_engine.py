@@ -15,10 +15,13 @@ the match CAM), LOOKUP (the CAM's answer addresses the memories), LOAD (register
 read), SUM and MEASURE (frames only: the rooms of the posted buffers added up, then how the
 payload fills them and every check but the room check, :mod:`.rx_decision`), DECIDE (the
 decision, registered), EMIT (write the memories, CAM and legacy ring from those registers, hand
-out the job and the events). A frame costs seven cycles plus one per extra event, a command or a
-matching transmit update five, a transmit update of no connection two (it ends after LOOKUP);
-a 64-byte frame is eight beats at 64 bits. The frame's bytes meanwhile wait in the packet
-buffer and are moved by the DMA writer.
+out the job and the events). The next operation is taken in the last cycle of the one before
+(instead of an IDLE cycle of its own) unless that one writes the CAM, so a frame costs six
+cycles plus one per extra event, a command or a matching transmit update four, a transmit
+update of no connection one (it ends in LOOKUP); a 64-byte frame is eight beats at 64 bits.
+Taking early is safe because the next operation reads nothing in its first cycle but the CAM:
+its memory reads come a cycle after the last one's writes. The frame's bytes meanwhile wait in
+the packet buffer and are moved by the DMA writer.
 
 A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
 transmit updates still run, and between them the frame is decided again, until it is placed or
@@ -156,7 +159,8 @@ class RxEngine(wiring.Component):
 
         # The writes of the operation, registered when it is decided and done in the first cycle
         # it is emitted: memories, CAM and legacy ring. The next operation's key reaches the
-        # CAM in IDLE, after that cycle, so it sees the CAM written.
+        # CAM in that cycle at the earliest, or after it if this operation writes the CAM (see
+        # ``take`` below), so it sees the CAM written.
         state_write  = Signal()
         new_state    = Signal(conn_state_layout)
         queue_write  = Signal()
@@ -240,39 +244,56 @@ class RxEngine(wiring.Component):
         with m.Else():
             self._rotate(m, choice, last_op, waiting)
 
+        # An operation is taken when the sequencer is idle, or in the last cycle of the one before
+        # (its EMIT, or the LOOKUP of a transmit update of no connection), so that consecutive
+        # operations leave no idle cycle between them. The next one's key reaches the CAM in
+        # that cycle; the CAM compares it with what it holds before the cycle's write, so an
+        # operation that writes the CAM is not overlapped. Everything else the next one reads
+        # (the memories in LOOKUP, the legacy ring and CAM valid bits in LOAD and later) is
+        # read after this cycle's writes.
+        op_take = Signal()  # an operation starts: its input taken, its key at the CAM
+        op_done = Signal()  # the last cycle of the operation in flight
+
+        def take():
+            """Start the operation ``choice``, if any source waits (in a cycle that allows it)."""
+            m.d.comb += op_take.eq(any_waiting)
+            with m.If(any_waiting):
+                m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD)]
+                m.next = "LOOKUP"
+            with m.If(any_waiting & (choice == _Op.FRAME)):
+                with m.If(holding):
+                    m.d.comb += self.cam_key.eq(desc.key)
+                with m.Else():
+                    m.d.comb += [self.cam_key.eq(self.descriptor.payload.key),
+                                 self.descriptor.ready.eq(1)]
+                    m.d.sync += desc.eq(self.descriptor.payload)
+            with m.If(any_waiting & (choice == _Op.CMD)):
+                delegate = self.command.payload.body.delegate
+                m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
+                             self.cam_key.remote_ip.eq(delegate.remote_ip),
+                             self.cam_key.local_port.eq(delegate.local_port),
+                             self.cam_key.remote_port.eq(delegate.remote_port),
+                             self.command.ready.eq(1)]
+                m.d.sync += command.eq(self.command.payload)
+            with m.If(any_waiting & (choice == _Op.TX)):
+                m.d.comb += [self.cam_key.eq(self.tx_update.payload.key),
+                             self.tx_update.ready.eq(1)]
+                m.d.sync += update.eq(self.tx_update.payload)
+
         with m.FSM():
             with m.State("IDLE"):
                 # The CAM answers next cycle for the key presented now: the candidate's key.
-                with m.If(any_waiting):
-                    m.d.sync += [op.eq(choice), last_op.eq(choice),
-                                 by_index.eq(choice == _Op.CMD)]
-                    m.next = "LOOKUP"
-                with m.If(any_waiting & (choice == _Op.FRAME)):
-                    with m.If(holding):
-                        m.d.comb += self.cam_key.eq(desc.key)
-                    with m.Else():
-                        m.d.comb += [self.cam_key.eq(self.descriptor.payload.key),
-                                     self.descriptor.ready.eq(1)]
-                        m.d.sync += desc.eq(self.descriptor.payload)
-                with m.If(any_waiting & (choice == _Op.CMD)):
-                    delegate = self.command.payload.body.delegate
-                    m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
-                                 self.cam_key.remote_ip.eq(delegate.remote_ip),
-                                 self.cam_key.local_port.eq(delegate.local_port),
-                                 self.cam_key.remote_port.eq(delegate.remote_port),
-                                 self.command.ready.eq(1)]
-                    m.d.sync += command.eq(self.command.payload)
-                with m.If(any_waiting & (choice == _Op.TX)):
-                    m.d.comb += [self.cam_key.eq(self.tx_update.payload.key),
-                                 self.tx_update.ready.eq(1)]
-                    m.d.sync += update.eq(self.tx_update.payload)
+                take()
 
             with m.State("LOOKUP"):
                 entry = Mux(by_index, command.index, self.cam_index)
                 m.d.sync += [hit.eq(self.cam_hit), index.eq(entry)]
                 m.d.comb += [state_rd.addr.eq(entry), buffer_rd.addr.eq(entry)]
                 with m.If((op == _Op.TX) & ~self.cam_hit):
-                    m.next = "IDLE"  # a segment of no delegated connection changes nothing
+                    # A segment of no delegated connection changes nothing: the operation ends.
+                    m.d.comb += op_done.eq(1)
+                    m.next = "IDLE"
+                    take()
                 with m.Else():
                     m.next = "LOAD"
 
@@ -360,7 +381,10 @@ class RxEngine(wiring.Component):
                 job_done = ~job_pending | self.job.ready
                 events_done = ~pending.any() | (last_event & self.event.ready)
                 with m.If(job_done & events_done):
+                    m.d.comb += op_done.eq(1)
                     m.next = "IDLE"
+                    with m.If(~cam_write):
+                        take()
 
         return m
 

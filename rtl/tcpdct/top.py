@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Module, Const
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 
 from .params import Params, RX_DESCRIPTOR_DEPTH
 from .ports import top_ports, axi4_write_master, axil_slave
@@ -73,7 +73,11 @@ class TcpDct(wiring.Component):
         m.submodules.csr           = csr     = Csr(p)
         m.submodules.tx_path       = tx      = TxPath(p)
         m.submodules.tx_engine     = tx_eng  = TxEngine(p)
-        m.submodules.job_queue     = jobs    = SyncFIFOBuffered(
+        # Unbuffered: a job reaches the DMA writer the cycle after the engine hands it over (a
+        # buffered FIFO's output register would add a cycle to every frame's first write).
+        # Both ends are registers, the engine's job and the writer's, so the LUT RAM's
+        # asynchronous read sits between two registers.
+        m.submodules.job_queue     = jobs    = SyncFIFO(
             width=dma_job_layout(p).size, depth=JOB_QUEUE_DEPTH)
 
         # Receive port.

@@ -1,15 +1,22 @@
 """Receive engine sequencer: one operation at a time, none lost, none doubled (no lost update).
 
 Frames, commands and transmit updates all read-modify-write the state portion; the sequencer
-keeps them apart by running one operation to its end before it takes the next. An *operation*
-is the sequencer's time away from its ``IDLE`` state (the harness reads the FSM state by name;
-the other signals are ports, or the write ports of the engine's memories). Properties:
+keeps them apart by running one operation to its end before the next one reads anything. The
+next operation may be *taken* in the last cycle of the one before (its key goes to the CAM
+while the last one hands out its job), so an operation is delimited by the engine's own
+``op_take`` (the operation starts: its input is taken) and ``op_done`` (the last cycle of the
+operation in flight), read by name like the FSM state; the harness ties them to the FSM: the
+sequencer is in ``IDLE`` exactly when no operation is in flight. The other signals are ports,
+or the write ports of the engine's memories. Properties:
 
 1. Inputs are taken only as an operation starts: any transfer on an input stream happens in an
-   ``IDLE`` cycle, is followed by a cycle outside ``IDLE``, and at most one input stream
-   transfers in any cycle.
+   ``op_take`` cycle, at most one input stream transfers in any cycle, and an operation is taken
+   only when none is in flight or the one in flight ends in that cycle; the cycle after it is
+   not ``IDLE``.
 2. Nothing leaves, and nothing is written, between operations: job and event transfers and
-   writes to the state and buffer memories and to the CAM happen only outside ``IDLE``.
+   writes to the state and buffer memories and to the CAM happen only while an operation is in
+   flight (the one taken in the same cycle cannot have reached its outputs: what leaves in a
+   take cycle belongs to the operation that ends there).
 3. Per operation: at most one job, at most one write to the state memory, one to the buffer
    memory and one to the CAM; ``first`` is set on exactly the first event.
 4. An operation that took a command ends with exactly one job and at least one event
@@ -80,6 +87,14 @@ class RxEngineHarness(Elaboratable):
         fsm_state = fsm_states["fsm_state"]
         idle = Signal()
         m.d.comb += idle.eq(fsm_state == _state_value(fsm_state, "IDLE"))
+        delimiters = signals_named(fragment, r"op_(take|done)")
+        if sorted(delimiters) != ["op_done", "op_take"]:
+            raise RuntimeError(f"Expected the sequencer's op_take and op_done, found "
+                               f"{sorted(delimiters)!r}")
+        op_take, op_done = delimiters["op_take"], delimiters["op_done"]
+        # An operation is in flight from the cycle after it is taken to its last cycle.
+        in_flight = Signal()
+        m.d.sync += in_flight.eq(op_take | in_flight & ~op_done)
 
         sources = []
         for name, flow in stream_members(engine):
@@ -99,26 +114,34 @@ class RxEngineHarness(Elaboratable):
             "CAM":           engine.cam_write_en,
         }
 
+        # The delimiters agree with the FSM.
+        m.d.comb += [
+            Assert(idle == ~in_flight, "IDLE while an operation is in flight, or the reverse"),
+            Assert(~op_done | in_flight, "an operation ended that was never taken"),
+        ]
         # 1. Inputs only as an operation starts, one at a time.
         m.d.comb += [
             Assert((taken & (taken - 1)) == 0, "two inputs taken in one cycle"),
-            Assert(~taken.any() | idle, "input taken during an operation"),
-            Assert(~started | ~past(m, taken.any(), "taken") | ~idle,
+            Assert(~taken.any() | op_take, "input taken during an operation"),
+            Assert(~op_take | ~in_flight | op_done,
+                   "operation taken while another is in flight"),
+            Assert(~started | ~past(m, op_take, "op_take") | ~idle,
                    "input taken but no operation started"),
         ]
         # 2. Nothing between operations.
-        m.d.comb += Assert(~(job_out | event_out) | ~idle, "output between operations")
+        m.d.comb += Assert(~(job_out | event_out) | in_flight, "output between operations")
         for what, write in writes.items():
-            m.d.comb += Assert(~write | ~idle, f"{what} written between operations")
+            m.d.comb += Assert(~write | in_flight, f"{what} written between operations")
 
-        # 3. At most once per operation; counters restart in every IDLE cycle. Two bits each,
+        # 3. At most once per operation; counters restart as each operation is taken (what
+        # leaves in that cycle is the last one's, counted in ``now``). Two bits each,
         # saturating, so "twice" is seen however long the operation is.
         def count(name, event):
             counter = Signal(2, name=f"{name}_this_op")
             now = Signal(2, name=f"{name}_so_far")
             m.d.comb += now.eq(counter + (event & (counter != 3)))
             m.d.sync += counter.eq(now)
-            with m.If(idle):
+            with m.If(op_take | ~in_flight):
                 m.d.sync += counter.eq(0)
             return counter, now
 
@@ -131,25 +154,26 @@ class RxEngineHarness(Elaboratable):
         m.d.comb += Assert(~event_out | (engine.event.payload.first == (events == 0)),
                            "first not set on exactly the first event of an operation")
 
-        # 4. A command is answered: when its operation ends (IDLE again), it had one job and at
-        # least one event.
+        # 4. A command is answered: when its operation ends, it had one job and at least one event
+        # (counting what leaves in its last cycle).
         source_names = [name for name, _ in sources]
         answered = Signal()
         answered_taken = [taken[source_names.index(name)] for name in ANSWERED_SOURCES
                           if name in source_names]
-        with m.If(idle):
+        with m.If(op_take):
             m.d.sync += answered.eq(0)
             for transfer in answered_taken:
                 with m.If(transfer):
                     m.d.sync += answered.eq(1)
         ended = Signal()
-        m.d.comb += ended.eq(started & idle & ~past(m, idle, "idle"))
-        m.d.comb += Assert(~(ended & answered) | ((jobs == 1) & (events != 0)),
+        m.d.comb += ended.eq(started & op_done)
+        m.d.comb += Assert(~(ended & answered) | ((jobs_now == 1) & (events_now != 0)),
                            "a command ended without its job and event")
 
         m.d.comb += [
             Cover(ended & answered),
-            Cover(ended & (events == 0)),
+            Cover(ended & (events_now == 0)),
+            Cover(ended & op_take),
         ]
         for name, transfer in sources:
             m.d.comb += Cover(transfer)

@@ -61,7 +61,7 @@ NEVER = (1 << 32) - 1
 TIMER_SLACK = 2
 
 #: Cycles without any transfer, decision or pending output after which the engine is idle: a
-#: held frame is decided again every seven cycles (``rtl/tcpdct/rx_engine.py``).
+#: held frame is decided again every six cycles (``rtl/tcpdct/rx_engine.py``).
 QUIET_CYCLES = 8
 
 
