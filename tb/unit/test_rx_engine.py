@@ -648,8 +648,10 @@ def _expiry(trace, cycle, hold_start, engine_jobs, next_job):
     if held_for >= timeout - TIMER_SLACK:
         # Close to the timeout: follow the engine, which decided if it emitted a job then.
         emitted = next_job < len(engine_jobs) and engine_jobs[next_job][0] > cycle
+        # The next operation may be taken in the cycle the job leaves (the sequencer takes it in
+        # the last cycle of the one before), never earlier: a job of that cycle is this one's.
         later = [entry for entry in trace.served if entry[0] != "control" and entry[2] > cycle]
-        if emitted and (not later or engine_jobs[next_job][0] < later[0][2]):
+        if emitted and (not later or engine_jobs[next_job][0] <= later[0][2]):
             return LegacyReason.BUF_TIMEOUT
     return None
 
