@@ -217,6 +217,9 @@ class DmaWriter(wiring.Component):
 
         m.d.sync += self.free_valid.eq(0)
 
+        # The segment's last read leaves the read issue in this cycle (driven below).
+        last_read_issued = Signal()
+
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
                 accept_job()
@@ -252,7 +255,9 @@ class DmaWriter(wiring.Component):
                     m.next = "STREAM"
 
             with m.State("STREAM"):
-                with m.If((aw_left == 0) & (rd_left == 0)):
+                # The next segment is set up in the cycle after the last read is issued, not a
+                # cycle later: the read issue is idle by then, so nothing it holds is overwritten.
+                with m.If((aw_left == 0) & (rd_left == 0) | last_read_issued):
                     with m.If(data_left_from(seg_index)):
                         m.next = "SEGMENT"
                     with m.Else():
@@ -300,6 +305,7 @@ class DmaWriter(wiring.Component):
         d_moves = ~d_valid | d_take
         # The read port has no enable: a beat that stays in the data stage reads itself again.
         m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
+        m.d.comb += last_read_issued.eq((aw_left == 0) & (rd_left == 1) & d_moves)
 
         with m.If(d_moves):
             with m.If(rd_left != 0):

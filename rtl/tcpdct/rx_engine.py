@@ -16,9 +16,10 @@ read), SUM and MEASURE (frames only: the rooms of the posted buffers added up, t
 payload fills them and every check but the room check, :mod:`.rx_decision`), DECIDE (the
 decision, registered), EMIT (write the memories, CAM and legacy ring from those registers, hand
 out the job and the events). The next operation is taken in the last cycle of the one before
-(instead of an IDLE cycle of its own) unless that one writes the CAM, so a frame costs six
-cycles plus one per extra event, a command or a matching transmit update four, a transmit
-update of no connection one (it ends in LOOKUP); a 64-byte frame is eight beats at 64 bits.
+(instead of an IDLE cycle of its own) unless that one writes the CAM, so a frame of a
+delegated connection costs six cycles plus one per extra event, any other frame four (it skips
+SUM and MEASURE), a command or a matching transmit update four, a transmit update of no
+connection one (it ends in LOOKUP); a 64-byte frame is eight beats at 64 bits.
 Taking early is safe because the next operation reads nothing in its first cycle but the CAM:
 its memory reads come a cycle after the last one's writes. The frame's bytes meanwhile wait in
 the packet buffer and are moved by the DMA writer.
@@ -37,8 +38,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (ConnKey, JobKind, command_layout, rx_descriptor_layout, dma_job_layout,
-                      queued_event_layout, event_layout, tx_update_layout)
+from .layouts import (ConnKey, FrameClass, JobKind, command_layout, rx_descriptor_layout,
+                      dma_job_layout, queued_event_layout, event_layout, tx_update_layout)
 from .records import EventType
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
 from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
@@ -303,8 +304,15 @@ class RxEngine(wiring.Component):
                              timed_out.eq(held_for >= self.buf_req_timeout),
                              cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update))]
                 m.d.comb += self.tx_matched.eq((op == _Op.TX) & hit)
-                with m.If(op == _Op.FRAME):
+                with m.If((op == _Op.FRAME) & hit & (desc.cls == FrameClass.TCP)):
                     m.next = "SUM"
+                with m.Elif(op == _Op.FRAME):
+                    # A frame of no delegated connection goes to legacy or is dropped whatever
+                    # the entry holds: its checks need only the descriptor, the CAM's answer and
+                    # the legacy ring (which only an EMIT changes, two cycles ago at the latest),
+                    # so it skips measuring the buffers. The legacy mix then fits the line.
+                    m.d.sync += checks.eq(frame_checks.checks)
+                    m.next = "DECIDE"
                 with m.Else():
                     m.next = "DECIDE"
 
