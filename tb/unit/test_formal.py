@@ -113,12 +113,15 @@ class ParserDroppingStalledDescriptor(RxParser):
 
 
 class WriterMovingStalledAddress(DmaWriter):
-    """Moves a stalled burst's address on (as if it re-issued the burst elsewhere)."""
+    """Loses a burst's address once it has been stalled for a cycle (presents address 0, as if
+    it re-issued the burst elsewhere)."""
 
     def elaborate(self, platform):
         m = super().elaborate(platform)
-        with m.If(self.axi_awvalid & ~self.axi_awready):
-            m.d.sync += self.axi_awaddr.eq(self.axi_awaddr + (1 << 3))
+        stalled = Signal()
+        m.d.sync += stalled.eq(self.axi_awvalid & ~self.axi_awready)
+        with m.If(stalled):
+            m.d.comb += self.axi_awaddr.eq(0)
         return m
 
 
