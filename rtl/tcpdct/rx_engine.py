@@ -32,7 +32,7 @@ The decision logic itself lives in :mod:`.rx_decision` (frames), :mod:`.cmd_unit
 and :mod:`.tx_engine` (transmit updates); this module holds the storage and the sequencing.
 """
 
-from amaranth.hdl import Module, Signal, Const, Mux
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -267,7 +267,6 @@ class RxEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.cam_key.eq(self.descriptor.payload.key),
                                  self.descriptor.ready.eq(1)]
-                    m.d.sync += desc.eq(self.descriptor.payload)
             with m.If(any_waiting & (choice == _Op.CMD)):
                 delegate = self.command.payload.body.delegate
                 m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
@@ -275,18 +274,33 @@ class RxEngine(wiring.Component):
                              self.cam_key.local_port.eq(delegate.local_port),
                              self.cam_key.remote_port.eq(delegate.remote_port),
                              self.command.ready.eq(1)]
-                m.d.sync += command.eq(self.command.payload)
             with m.If(any_waiting & (choice == _Op.TX)):
                 m.d.comb += [self.cam_key.eq(self.tx_update.payload.key),
                              self.tx_update.ready.eq(1)]
-                m.d.sync += update.eq(self.tx_update.payload)
+
+        # The input registers load from their stream's head in every cycle in which an operation
+        # may be taken and no operation uses them, whether that source is taken or not: their
+        # enables then depend on the FSM state alone, rather than on the rotation and the
+        # outputs' ready (which decide the take late in the cycle, too late to fan out to every
+        # bit of a descriptor). The register of the source actually taken holds its input.
+        inputs_free = Signal()  # IDLE or EMIT: no operation reads desc, command or update
+        tx_lookup   = Signal()  # LOOKUP of a transmit update: desc and command are not in use
+        with m.If((inputs_free | tx_lookup) & ~holding):
+            m.d.sync += desc.eq(self.descriptor.payload)
+        with m.If(inputs_free | tx_lookup):
+            m.d.sync += command.eq(self.command.payload)
+        # A transmit update of no connection ends in its LOOKUP and may be followed at once.
+        with m.If(inputs_free | tx_lookup & ~self.cam_hit):
+            m.d.sync += update.eq(self.tx_update.payload)
 
         with m.FSM():
             with m.State("IDLE"):
                 # The CAM answers next cycle for the key presented now: the candidate's key.
+                m.d.comb += inputs_free.eq(1)
                 take()
 
             with m.State("LOOKUP"):
+                m.d.comb += tx_lookup.eq(op == _Op.TX)
                 entry = Mux(by_index, command.index, self.cam_index)
                 m.d.sync += [hit.eq(self.cam_hit), index.eq(entry)]
                 m.d.comb += [state_rd.addr.eq(entry), buffer_rd.addr.eq(entry)]
@@ -366,6 +380,7 @@ class RxEngine(wiring.Component):
                 m.next = "EMIT"
 
             with m.State("EMIT"):
+                m.d.comb += inputs_free.eq(1)
                 # Written in the first cycle only.
                 m.d.sync += [state_write.eq(0), queue_write.eq(0), cam_write.eq(0),
                              legacy_push.eq(0), legacy_pop.eq(0)]
@@ -385,7 +400,10 @@ class RxEngine(wiring.Component):
                 with m.If(self.event.valid & self.event.ready):
                     m.d.sync += sent_any.eq(1)
 
-                last_event = (pending & (pending - 1)) == 0
+                # At most one event left: pairwise, not ``pending & (pending - 1)``, whose
+                # carry chain would sit on the path to the next operation's take.
+                last_event = ~Cat(pending[i] & pending[j] for i in range(n_slots)
+                                  for j in range(i + 1, n_slots)).any()
                 job_done = ~job_pending | self.job.ready
                 events_done = ~pending.any() | (last_event & self.event.ready)
                 with m.If(job_done & events_done):
