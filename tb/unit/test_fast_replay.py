@@ -18,7 +18,7 @@ from replay import DEFAULT_PCAP, DEFAULT_SENT, run_replay, main as replay_main
 from replay_fast import (RecordingRunner, PlaybackRunner, PlaybackError, replay_script,
                          checked_result, stored_bytes, run)
 from fast_harness import (HarnessScript, HarnessError, HarnessProcess, build_harness,
-                          run_harness)
+                          run_harness, both_edges, outputs_following_inputs, _may_write)
 from bench import run_cell
 import replay_bench
 
@@ -231,3 +231,69 @@ def test_bench_cells(harness, tmp_path):
     assert mixed["frames"] == 48 and mixed["missing_writes"] == 0
     assert 0 < mixed["rx_beats_per_cycle"] <= 1.0
     assert 0 < mixed["tx_beats_per_cycle"] <= 1.0
+
+
+@pytest.mark.parametrize("stall_percent", [0, 40])
+def test_one_eval_per_cycle_logs_what_two_do(harness, recorded, tmp_path, stall_percent):
+    # The core evaluated before every sample, as it must be when the inputs may move any output,
+    # logs exactly what the harness logs evaluating it once a cycle.
+    once = replay_script(recorded, stall_percent=stall_percent)
+    always = HarnessScript()
+    always.settle(True)
+    always.lines += once.lines
+    run_harness(harness, once, tmp_path / "once", params=PARAMS)
+    run_harness(harness, always, tmp_path / "always", params=PARAMS)
+    for log in ("events.bin", "stored.bin", "bursts.bin", "tx.bin", "rx.bin", "commands.bin"):
+        assert (tmp_path / "once" / log).read_bytes() == (tmp_path / "always" / log).read_bytes()
+    counters = [json.loads((tmp_path / run / "counters.json").read_text())
+                for run in ("once", "always")]
+    for document in counters:
+        del document["wall_seconds"], document["script_seconds"]
+    assert counters[0] == counters[1] and counters[0]["timeouts"] == 0
+
+
+def test_both_edges_clocks_every_register_on_both_edges():
+    verilog = "always @(posedge clk)\n  a <= b;\nalways @*\n  c = d;\nalways @(posedge clk) e <= f;\n"
+    assert both_edges(verilog) == verilog.replace("posedge clk", "edge clk")
+    with pytest.raises(HarnessError, match="negedge clk"):
+        both_edges(verilog + "always @(negedge clk) g <= h;\n")
+    with pytest.raises(HarnessError, match="posedge rst"):
+        both_edges("always @(posedge clk, posedge rst) a <= 0;\n")
+
+
+@pytest.mark.parametrize("code, writes", [
+    ("x = vlSelfRef.o;", False),
+    ("a = (b & (IData)(vlSelfRef.o));", False),
+    ("x = ((~ (IData)(vlSelfRef.o)) | y);", False),
+    ("if (((0U != (0x000000ffU & (vlSelfRef.o[1U] \n  >> 8))))) {", False),
+    ("x = vlSelfRef.o == 2;", False),
+    ("x = g((IData)(vlSelfRef.o));", False),
+    ("x = vlSelfRef.other;", False),
+    ("vlSelfRef.o = 1U;", True),
+    ("vlSelfRef.o[3U] = a;", True),
+    ("vlSelfRef.o |= 1;", True),
+    ("vlSelfRef.o <<= 2;", True),
+    ("vlSelfRef.o++;", True),
+    ("vlSelf->o = 1;", True),
+    ("VL_ASSIGN_W(8, vlSelfRef.o, a);", True),
+    ("f(vlSelfRef.o);", True),
+    ("f((vlSelfRef.o));", True),
+    ("auto& r = vlSelfRef.o;", True),
+    ("p = &vlSelfRef.o;", True),
+    ("vlSelfRef.o.data();", True),
+    ("x = (a ? vlSelfRef.o : b);", True),
+    ("if (vlSelfRef.o) {", True),
+])
+def test_what_may_write_an_output(code, writes):
+    # Only a plain read is not a write; anything unclear counts as one, which costs time only.
+    assert _may_write(code, "o") == writes
+
+
+def test_outputs_following_inputs_of_the_core(harness):
+    inputs, following = outputs_following_inputs(harness.parent)
+    header = (harness.parent / "Vtcpdct.h").read_text()
+    assert "clk" not in inputs and {"rst", "s_axis_rx_tdata", "m_axi_bvalid"} <= set(inputs)
+    assert all(f"&{name}," in header for name in following)
+    # The analysis recognised the model (it did not fall back to "every output").
+    assert following and "m_axi_wdata" not in following
+
