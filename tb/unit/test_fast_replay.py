@@ -297,3 +297,29 @@ def test_outputs_following_inputs_of_the_core(harness):
     # The analysis recognised the model (it did not fall back to "every output").
     assert following and "m_axi_wdata" not in following
 
+
+def test_events_compared_as_records_then_decoded(harness, recorded, tmp_path):
+    harness_run = run_harness(harness, replay_script(recorded), tmp_path, params=PARAMS)
+    index = next(i for i, (_, _, record) in enumerate(harness_run.event_records)
+                 if record[0] == EventType.RX_PLACED)
+    cycle, step, record = harness_run.event_records[index]
+
+    def with_record(changed):
+        records = list(harness_run.event_records)
+        records[index] = (cycle, step, bytes(changed))
+        harness_run.event_records = records
+        runner = PlaybackRunner(PARAMS, recorded, harness_run)
+        runner.check_recorded()
+        return runner.mismatches
+
+    # A bit outside every field (the header's reserved bits) is not part of the event.
+    assert with_record(record[:1] + bytes([record[1] | 0x02]) + record[2:]) == 0
+    # The low bit of the sequence number is.
+    assert with_record(record[:4] + bytes([record[4] ^ 0x01]) + record[5:]) == 1
+    # A model event no record decodes to (an index too wide) differs from the RTL's.
+    with_record(record)
+    tampered = copy.deepcopy(recorded)
+    tampered[step - 1].events[0].index = 1 << 16
+    runner = PlaybackRunner(PARAMS, tampered, harness_run)
+    runner.check_recorded()
+    assert runner.mismatches == 1 and runner.log[0].startswith(f"step {step} ")
