@@ -253,7 +253,8 @@ def test_one_eval_per_cycle_logs_what_two_do(harness, recorded, tmp_path, stall_
 
 
 def test_both_edges_clocks_every_register_on_both_edges():
-    verilog = "always @(posedge clk)\n  a <= b;\nalways @*\n  c = d;\nalways @(posedge clk) e <= f;\n"
+    verilog = ("always @(posedge clk)\n  a <= b;\nalways @*\n  c = d;\n"
+               "always @(posedge clk) e <= f;\n")
     assert both_edges(verilog) == verilog.replace("posedge clk", "edge clk")
     with pytest.raises(HarnessError, match="negedge clk"):
         both_edges(verilog + "always @(negedge clk) g <= h;\n")
