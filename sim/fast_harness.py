@@ -103,6 +103,10 @@ _VERILATOR_OPTIMISATION = ["-O3", "-fno-table", "-fno-gate", "--x-assign", "fast
 #: The generated header that tells the harness the core's inputs and which outputs follow them.
 PORTS_HEADER = "harness_ports.h"
 
+#: The readies of the core's input streams: the harness reads each only while it offers a beat
+#: on that stream; any other output that follows the inputs is read in every cycle.
+_INPUT_READIES = ("s_axis_rx_tready", "s_axis_tx_tready", "s_axis_cmd_tready")
+
 #: The edge the core's registers are clocked on, as Amaranth's Verilog writes it.
 _CLOCK_EDGE = "posedge clk"
 
@@ -253,8 +257,10 @@ def _ports_header(obj):
              "#define HARNESS_INPUTS(X) " + " ".join(f"X({name})" for name in inputs),
              "namespace follows_inputs {"]
     lines += [f"constexpr bool {name} = {'true' if name in following else 'false'};"
-              for name in outputs]
-    lines += ["}", ""]
+              for name in outputs if name in _INPUT_READIES]
+    others = bool(following - set(_INPUT_READIES))
+    lines += ["// Whether any other output follows them.",
+              f"constexpr bool other_outputs = {'true' if others else 'false'};", "}", ""]
     return "\n".join(lines)
 
 

@@ -531,11 +531,7 @@ private:
         const Vtcpdct& t = *top_;
         using namespace follows_inputs;
         return (t.s_axis_rx_tvalid && s_axis_rx_tready) || (t.s_axis_tx_tvalid && s_axis_tx_tready)
-            || (t.s_axis_cmd_tvalid && s_axis_cmd_tready)
-            || m_axis_evt_tvalid || m_axis_evt_tdata
-            || m_axis_tx_tvalid || m_axis_tx_tdata || m_axis_tx_tkeep || m_axis_tx_tlast
-            || m_axi_awvalid || m_axi_awaddr || m_axi_awlen || m_axi_awid
-            || m_axi_wvalid || m_axi_wdata || m_axi_wstrb || m_axi_wlast || m_axi_bready;
+            || (t.s_axis_cmd_tvalid && s_axis_cmd_tready) || other_outputs;
     }
 
     void sample() {
