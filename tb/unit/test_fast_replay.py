@@ -170,7 +170,8 @@ def test_replay_bench_compares_like_for_like(harness, monkeypatch):
         document = replay_bench._fast_replay(pcap, directory, "as-cocotb")
         document["backend"] = "cocotb"
         document["simulation"] = {"cycles": 70_000, "wall_seconds": 70.0,
-                                  "cycles_per_second": cocotb_rate}
+                                  "cycles_per_second": cocotb_rate, "cpu_seconds": 35.0,
+                                  "cycles_per_cpu_second": 2 * cocotb_rate}
         return document, 75.0
 
     monkeypatch.setattr(replay_bench, "_cocotb_replay", cocotb_like)
@@ -183,6 +184,10 @@ def test_replay_bench_compares_like_for_like(harness, monkeypatch):
     assert comparison["ratio"] == round(fast["end_to_end_cycles_per_second"] / cocotb_rate, 1)
     assert fast["end_to_end_seconds"] >= fast["wall_seconds"] > 0
     assert comparison["meets_target"] == (comparison["ratio"] >= replay_bench.TARGET_RATIO)
+    assert len(fast["cpu_seconds_of_runs"]) == 3 and min(fast["cpu_seconds_of_runs"]) > 0
+    assert comparison["fast_cycles_per_cpu_second"] > 0
+    assert comparison["cpu_ratio"] == round(comparison["fast_cycles_per_cpu_second"]
+                                            / (2 * cocotb_rate), 1)
 
     def cocotb_differs(pcap, directory):
         document, seconds = cocotb_like(pcap, directory)
