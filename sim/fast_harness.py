@@ -277,8 +277,11 @@ def _processor():
 def build_harness(params=None, *, jobs=2, quiet=True):
     """The harness executable for ``params``, built unless an identical build exists.
 
-    Builds are cached in ``sim/build/fast-<hash>``, the hash covering the generated Verilog, the
-    harness source, the Verilator version, the build command and the processor (the code is
+    The build Verilates a copy of the core's Verilog with its registers clocked on both edges
+    (:func:`both_edges`), writes :data:`PORTS_HEADER` from the Verilated model
+    (:func:`outputs_following_inputs`) and compiles the model and the harness. Builds are cached
+    in ``sim/build/fast-<hash>``, the hash covering the generated Verilog, the harness source and
+    this module, the Verilator version, the build commands and the processor (the code is
     compiled for it), so that any change rebuilds.
     Safe to call from several processes at once.
 
@@ -287,7 +290,7 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     params : Params, optional
         Build parameters of the core; ``Params()`` when omitted.
     jobs : int
-        Parallel jobs of Verilator and of the C++ compiler.
+        Parallel jobs of the C++ compiler.
     quiet : bool
         Keep the compiler's output out of the terminal (it is in ``build.log``).
 
@@ -298,7 +301,8 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     Raises
     ------
     HarnessError
-        If Verilator or the compiler failed; the message names the log.
+        If Verilator or the compiler failed (the message names the log), or if the core has
+        registers on another event than ``posedge clk``.
     """
     params = Params() if params is None else params
     if not isinstance(params, Params):
