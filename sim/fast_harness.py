@@ -33,10 +33,16 @@ standard input while the script is still being written (:class:`HarnessProcess`)
                               ``tx_out``, ``aw``, ``w``, ``b`` (back-pressure), ``pct`` percent
 ``TIMEOUT k``                 a WAIT gives up after ``k`` cycles (counted in ``timeouts``)
 ``LOG_WRITES 0|1``            whether every W beat goes to ``writes.bin`` (default 1)
+``SETTLE 0|1``                1: evaluate the core before sampling its outputs in every cycle, not
+                              only when an output that follows the inputs may have moved (below);
+                              the same logs, more slowly: a check of the harness (default 0)
 ============================  ===================================================================
 
-Reset (8 cycles) and 8 idle cycles precede the script. The AXI4 write slave is always ready and
-answers OKAY unless stalls are set; the write log is the host memory (:meth:`HarnessRun.memory`).
+Reset (8 cycles) and 8 idle cycles precede the script. The harness evaluates the Verilated core
+once per cycle (:func:`both_edges`), and a second time before sampling the outputs only when the
+inputs have changed and an output it reads may follow them (:func:`outputs_following_inputs`).
+The AXI4 write slave is always ready and answers OKAY unless stalls are set; the write log is the
+host memory (:attr:`HarnessRun.stored`).
 
 Outputs (little-endian binary, one file each, read back by :func:`run_harness`): events with
 their cycle and step, every W beat with its address and strobes (``LOG_WRITES 1``), the bytes
@@ -46,13 +52,14 @@ first offer and last accepted beat, every command with its cycle, and ``counters
 """
 
 import fcntl
+import functools
 import hashlib
 import json
 import platform
+import re
 import sys
 import struct
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from tcpdct.params import Params
@@ -67,6 +74,10 @@ __all__ = ["HARNESS_SOURCE", "HarnessError", "HarnessScript", "HarnessRun", "Har
 
 
 HARNESS_SOURCE = Path(__file__).resolve().parent / "harness" / "harness.cpp"
+
+#: What builds the harness: this module (the Verilog it rewrites, the header it writes) and the
+#: harness itself.
+_BUILD_SOURCES = (Path(__file__).resolve(), HARNESS_SOURCE)
 
 #: How much script :class:`HarnessProcess` asks its pipe to hold: Linux's default maximum
 #: (``/proc/sys/fs/pipe-max-size``), more than a bundled capture's script (about 600 KB).
@@ -83,20 +94,174 @@ _TARGET_PROCESSOR = "-march=native"
 #: The lines of ``/proc/cpuinfo`` that say what ``-march=native`` compiles for (x86, Arm).
 _PROCESSOR_FIELDS = ("model name", "flags", "Features", "CPU implementer", "CPU part")
 
+#: Verilator's optimisations beyond ``-O3``, each about 3-5 % faster on the replay here:
+#: ``-fno-table`` keeps case statements as code instead of lookup tables in memory, ``-fno-gate``
+#: keeps intermediate signals instead of substituting their logic into every reader.
+_VERILATOR_OPTIMISATION = ["-O3", "-fno-table", "-fno-gate", "--x-assign", "fast",
+                           "--x-initial", "fast"]
+
+#: The generated header that tells the harness the core's inputs and which outputs follow them.
+PORTS_HEADER = "harness_ports.h"
+
+#: The readies of the core's input streams: the harness reads each only while it offers a beat
+#: on that stream; any other output that follows the inputs is read in every cycle.
+_INPUT_READIES = ("s_axis_rx_tready", "s_axis_tx_tready", "s_axis_cmd_tready")
+
+#: The edge the core's registers are clocked on, as Amaranth's Verilog writes it.
+_CLOCK_EDGE = "posedge clk"
+
 
 class HarnessError(RuntimeError):
     """The harness could not be built, or ended abnormally."""
 
 
-def _verilator_command(verilog, directory, data_bytes, jobs):
-    makeflags = [*make_overrides(), *_MAKE_OPTIMISATION]
-    return ["verilator", "--cc", "--exe", "--build", "-O3", "--x-assign", "fast",
-            "--x-initial", "fast", "-j", str(jobs), "-Wno-fatal", "-Wno-lint", "-Wno-style",
-            "--top-module", "tcpdct", "--prefix", "Vtcpdct", "-Mdir", str(directory / "obj"),
-            "-o", "harness", "-CFLAGS",
+def _verilator_command(verilog, directory, data_bytes):
+    """Verilate ``verilog`` and the harness into ``directory/obj``; :func:`_make_command`
+    compiles them."""
+    return ["verilator", "--cc", "--exe", *_VERILATOR_OPTIMISATION, "-Wno-fatal", "-Wno-lint",
+            "-Wno-style", "--top-module", "tcpdct", "--prefix", "Vtcpdct",
+            "-Mdir", str(directory / "obj"), "-o", "harness", "-CFLAGS",
             f"-std=c++17 -DDATA_BYTES={data_bytes} {_TARGET_PROCESSOR}",
-            *(part for flag in makeflags for part in ("--MAKEFLAGS", flag)),
             str(verilog), str(HARNESS_SOURCE)]
+
+
+def _make_command(directory, jobs):
+    return ["make", "-j", str(jobs), "-C", str(directory / "obj"), "-f", "Vtcpdct.mk",
+            *make_overrides(), *_MAKE_OPTIMISATION]
+
+
+def both_edges(verilog):
+    """The core's Verilog ``verilog`` (text) with every register clocked on both edges of clk.
+
+    The harness then advances the core by a cycle with each toggle of clk, one ``eval()`` of
+    the Verilated model where a rising edge alone takes two (the falling edge's ``eval()``
+    would only settle the inputs again). The core has one clock, with synchronous reset, and no
+    other event controls; the same registers updated on the same values, cycle by cycle, make
+    the same core.
+
+    Raises
+    ------
+    HarnessError
+        If the Verilog has an event control other than ``posedge clk`` and ``@*``: a design the
+        harness cannot clock this way.
+    """
+    controls = set(re.findall(r"@\s*\(([^)]*)\)", verilog)) - {"*"}
+    if controls != {_CLOCK_EDGE}:
+        raise HarnessError(f"the harness clocks a core whose registers are all on "
+                           f"{_CLOCK_EDGE!r}, not one with the event controls "
+                           f"{sorted(controls)!r}")
+    return re.sub(r"@\s*\(posedge clk\)", "@(edge clk)", verilog)
+
+
+def _functions(obj):
+    """``{name: body}`` of the functions of the Verilated model's root in ``obj``."""
+    functions = {}
+    definition = re.compile(r"^\S[^\n;]*?\b(Vtcpdct___024root___\w+)\([^;{]*\)\s*\{\n(.*?)^\}",
+                            re.MULTILINE | re.DOTALL)
+    for path in sorted(obj.glob("Vtcpdct___024root*.cpp")):
+        for match in definition.finditer(path.read_text()):
+            functions[match.group(1)] = match.group(2)
+    return functions
+
+
+def outputs_following_inputs(obj):
+    """The core's inputs, and the outputs that an ``eval()`` with new inputs and no clock
+    edge may change, from the Verilated model in ``obj``.
+
+    Such an ``eval()`` runs Verilator's input-combinational region alone (its other regions are
+    triggered by edges of clk): an output that no code reachable from that region names cannot
+    follow the inputs within a cycle. When the model's code does not have that shape (another
+    Verilator), every output is taken to follow the inputs, which only costs time.
+
+    Returns
+    -------
+    (list of str, set of str)
+        The inputs but ``clk``, in declaration order, and the outputs that follow them.
+    """
+    ports = re.findall(r"\bVL_(IN|OUT)(?:8|16|64|W)?\(&(\w+)", (obj / "Vtcpdct.h").read_text())
+    inputs = [name for kind, name in ports if kind == "IN" and name != "clk"]
+    outputs = {name for kind, name in ports if kind == "OUT"}
+    functions = _functions(obj)
+    triggers = functions.get("Vtcpdct___024root___eval_triggers_vec__act", "")
+    trigger_signals = set(re.findall(r"vlSelfRef\.(\w+)", triggers))
+    if not trigger_signals or trigger_signals - {"clk", "__VactTriggered",
+                                                 "__Vtrigprevexpr___TOP__clk__0"}:
+        return inputs, outputs
+    reached, pending = set(), ["Vtcpdct___024root___eval_ico"]
+    while pending:
+        name = pending.pop()
+        if name in reached:
+            continue
+        if name not in functions:
+            return inputs, outputs
+        reached.add(name)
+        pending += re.findall(r"\b(Vtcpdct___024root___\w+)\(", functions[name])
+        if re.search(r"\b(?!Vtcpdct___024root___)\w+\(vlSelf\b", functions[name]):
+            return inputs, outputs     # a callee outside the root
+    code = "\n".join(functions[name] for name in reached)
+    return inputs, {name for name in outputs if _may_write(code, name)}
+
+
+#: After a mention of a variable: an assignment to it, an increment, a member access.
+_ASSIGNMENT_AFTER = re.compile(r"(?:\[\w+\])*\s*(?:(?:[-+*/%&|^]|<<|>>)?=(?!=)|\+\+|--|\.|->)")
+#: After a mention of a variable: a binary operator that reads it as an operand.
+_OPERATOR_AFTER = re.compile(r"(?:\[\w+\])*\s*(?:==|!=|<=|>=|&&|\|\||<<(?!=)|>>(?!=)"
+                             r"|[-+*/%&|^<>](?![-+=>&|<]))")
+#: After a mention of a variable: the end of an operand (``)``) or of the statement.
+_END_AFTER = re.compile(r"(?:\[\w+\])*\s*[);]")
+#: Before a mention of a variable: an operator it is an operand of (``&`` apart, which takes
+#: an address when it is written against the variable).
+_OPERATOR_BEFORE = re.compile(r"(?:==|!=|<=|>=|&&|\|\||<<|>>|[-+*/%|^~!<>]|&\s|[^=!<>&|]=)\s*$")
+_CAST_BEFORE = re.compile(r"\(\s*[A-Z]Data\s*\)\s*\(\s*$")
+_REFERENCE_BEFORE = re.compile(r"&\s*\w+\s*=\s*$")
+
+
+def _may_write(code, name):
+    """Whether Verilator's C++ ``code`` may write the model's member ``name``.
+
+    Only a mention that is plainly a read is not a write: an operand of a binary operator, or an
+    operand (after an operator, a cast or an assignment to something that is not a reference),
+    possibly in parentheses, that ends there. Anything else — an assignment, an argument of a
+    call (which may write through a reference), its address, a member call, a conditional
+    expression — may write it.
+    """
+    for match in re.finditer(rf"(?:\bvlSelfRef\.|\bvlSelf->){name}\b", code):
+        after = code[match.end():match.end() + 200]
+        before = code[max(0, match.start() - 200):match.start()]
+        if _ASSIGNMENT_AFTER.match(after) or before.endswith("&"):
+            return True
+        if _OPERATOR_AFTER.match(after):
+            continue
+        if not _END_AFTER.match(after):
+            return True
+        while True:
+            if _CAST_BEFORE.search(before) or (_OPERATOR_BEFORE.search(before)
+                                              and not _REFERENCE_BEFORE.search(before)):
+                break
+            stem = before.rstrip()
+            if not stem.endswith("("):
+                return True
+            before = stem[:-1]
+            if not before.rstrip().endswith(("(", *"-+*/%&|^~!<>=")):
+                return True     # a call (or if, while, switch)
+    return False
+
+
+def _ports_header(obj):
+    """The text of :data:`PORTS_HEADER` for the Verilated model in ``obj``."""
+    inputs, following = outputs_following_inputs(obj)
+    outputs = re.findall(r"\bVL_OUT(?:8|16|64|W)?\(&(\w+)", (obj / "Vtcpdct.h").read_text())
+    lines = ["// Written by sim/fast_harness.py from the Verilated model: the core's inputs, and",
+             "// which of its outputs follow them within a cycle.",
+             "#pragma once",
+             "#define HARNESS_INPUTS(X) " + " ".join(f"X({name})" for name in inputs),
+             "namespace follows_inputs {"]
+    lines += [f"constexpr bool {name} = {'true' if name in following else 'false'};"
+              for name in outputs if name in _INPUT_READIES]
+    others = bool(following - set(_INPUT_READIES))
+    lines += ["// Whether any other output follows them.",
+              f"constexpr bool other_outputs = {'true' if others else 'false'};", "}", ""]
+    return "\n".join(lines)
 
 
 def _processor():
@@ -112,8 +277,11 @@ def _processor():
 def build_harness(params=None, *, jobs=2, quiet=True):
     """The harness executable for ``params``, built unless an identical build exists.
 
-    Builds are cached in ``sim/build/fast-<hash>``, the hash covering the generated Verilog, the
-    harness source, the Verilator version, the build command and the processor (the code is
+    The build Verilates a copy of the core's Verilog with its registers clocked on both edges
+    (:func:`both_edges`), writes :data:`PORTS_HEADER` from the Verilated model
+    (:func:`outputs_following_inputs`) and compiles the model and the harness. Builds are cached
+    in ``sim/build/fast-<hash>``, the hash covering the generated Verilog, the harness source and
+    this module, the Verilator version, the build commands and the processor (the code is
     compiled for it), so that any change rebuilds.
     Safe to call from several processes at once.
 
@@ -122,7 +290,7 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     params : Params, optional
         Build parameters of the core; ``Params()`` when omitted.
     jobs : int
-        Parallel jobs of Verilator and of the C++ compiler.
+        Parallel jobs of the C++ compiler.
     quiet : bool
         Keep the compiler's output out of the terminal (it is in ``build.log``).
 
@@ -133,17 +301,20 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     Raises
     ------
     HarnessError
-        If Verilator or the compiler failed; the message names the log.
+        If Verilator or the compiler failed (the message names the log), or if the core has
+        registers on another event than ``posedge clk``.
     """
     params = Params() if params is None else params
     if not isinstance(params, Params):
         raise TypeError(f"Parameters must be a Params, not {params!r}")
-    verilog = generate_verilog(params)
+    verilog = Path(generate_verilog(params))
     digest = hashlib.sha256()
-    digest.update(Path(verilog).read_bytes())
-    digest.update(HARNESS_SOURCE.read_bytes())
+    digest.update(verilog.read_bytes())
+    for source in _BUILD_SOURCES:
+        digest.update(source.read_bytes())
     digest.update(find_verilator().version_string.encode())
-    digest.update(" ".join(_verilator_command("", Path(), params.data_bytes, 0)).encode())
+    digest.update(" ".join([*_verilator_command("", Path(), params.data_bytes),
+                            *_make_command(Path(), 0)]).encode())
     digest.update(_processor().encode())
     directory = BUILD_ROOT / f"fast-{digest.hexdigest()[:16]}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -152,15 +323,21 @@ def build_harness(params=None, *, jobs=2, quiet=True):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if executable.exists():
             return executable
-        command = _verilator_command(verilog, directory, params.data_bytes, jobs)
+        source = directory / "tcpdct.v"
+        source.write_text(both_edges(verilog.read_text()))
         log = directory / "build.log"
         with open(log, "w") as output:
-            result = subprocess.run(command, env=verilator_env(), cwd=directory,
-                                    stdout=output if quiet else None,
-                                    stderr=subprocess.STDOUT if quiet else None)
-        if result.returncode != 0 or not executable.exists():
-            raise HarnessError(f"building the harness failed (exit {result.returncode}); "
-                               f"see {log}")
+            def step(command):
+                return subprocess.run(command, env=verilator_env(), cwd=directory,
+                                      stdout=output if quiet else None,
+                                      stderr=subprocess.STDOUT if quiet else None).returncode
+            returncode = step(_verilator_command(source, directory, params.data_bytes))
+            if returncode == 0:
+                obj = directory / "obj"
+                (obj / PORTS_HEADER).write_text(_ports_header(obj))
+                returncode = step(_make_command(directory, jobs))
+        if returncode != 0 or not executable.exists():
+            raise HarnessError(f"building the harness failed (exit {returncode}); see {log}")
     return executable
 
 
@@ -174,6 +351,11 @@ class HarnessScript:
 
     def __init__(self):
         self.lines = []
+
+    @property
+    def characters(self):
+        """How long the directives held are, as text."""
+        return sum(map(len, self.lines)) + len(self.lines)
 
     def rx(self, frame, mac_error=False):
         self.lines.append(f"RX {int(bool(mac_error))} {bytes(frame).hex()}")
@@ -226,11 +408,13 @@ class HarnessScript:
     def log_writes(self, enabled):
         self.lines.append(f"LOG_WRITES {int(bool(enabled))}")
 
+    def settle(self, always):
+        self.lines.append(f"SETTLE {int(bool(always))}")
+
     def write(self, path):
         Path(path).write_text("\n".join(self.lines) + "\n")
 
 
-@dataclass
 class HarnessRun:
     """What one harness run logged.
 
@@ -243,8 +427,10 @@ class HarnessRun:
         ``tx_out_frames``, ``commands``, ``cmd_done``, ``cmd_errors`` (CMD_DONE with a status
         other than OK), ``events``, ``terminal_events``, ``aw``, ``w``, ``b``,
         ``wlast_errors``, ``unmatched_beats``, ``open_bursts``, ``timeouts``.
+    event_records : list of (int, int, bytes)
+        ``(cycle, step, record)``: each event as the core sent it.
     events : list of (int, int, Event)
-        ``(cycle, step, event)``.
+        ``(cycle, step, event)``: the same, decoded (when first asked for).
     writes : list of (int, int, int, int, bytes)
         ``(cycle, step, beat address, strobes, data)`` of every W beat (``LOG_WRITES 1``).
     stored : list of (int, int, bytes)
@@ -258,16 +444,28 @@ class HarnessRun:
     rx_frames : list of (int, int)
         ``(cycle first offered, cycle its last beat was taken)`` for each RX frame.
     commands : list of (int, Command)
-        Every command taken, with its cycle, the automatic posts included.
+        Every command taken, with its cycle, the automatic posts included (decoded when first
+        asked for).
     """
-    counters:  dict
-    events:    list
-    writes:    list
-    bursts:    list
-    tx_frames: list
-    rx_frames: list
-    commands:  list
-    stored:    list
+
+    def __init__(self, counters, event_records, writes, bursts, tx_frames, rx_frames,
+                 command_records, stored):
+        self.counters = counters
+        self.event_records = event_records
+        self.writes = writes
+        self.bursts = bursts
+        self.tx_frames = tx_frames
+        self.rx_frames = rx_frames
+        self._command_records = command_records
+        self.stored = stored
+
+    @functools.cached_property
+    def events(self):
+        return [(cycle, step, Event.unpack(record)) for cycle, step, record in self.event_records]
+
+    @functools.cached_property
+    def commands(self):
+        return [(cycle, Command.unpack(record)) for cycle, record in self._command_records]
 
     def stored_by_step(self):
         """``{step: [(address, bytes), ...]}``: what each step stored, in order."""
@@ -428,7 +626,7 @@ def _read_run(directory, params, returncode, stderr):
         print(stderr.strip(), file=sys.stderr)
     counters = json.loads((directory / "counters.json").read_text())
     width = params.data_bytes
-    events = [(cycle, step, Event.unpack(record)) for cycle, step, _, record in
+    events = [(cycle, step, record) for cycle, step, _, record in
               _records(directory / "events.bin", f"<QII{RECORD_BYTES}s")]
     writes = [(cycle, step, address, strobe, data) for cycle, step, _, address, strobe, data in
               _records(directory / "writes.bin", f"<QIIQQ{width}s")]
@@ -436,8 +634,7 @@ def _read_run(directory, params, returncode, stderr):
     tx_frames = [(cycle, step, data) for cycle, step, _, data in
                  _sized_records(directory / "tx.bin", "<QII", 2)]
     rx_frames = _records(directory / "rx.bin", "<QQ")
-    commands = [(cycle, Command.unpack(record)) for cycle, record in
-                _records(directory / "commands.bin", f"<Q{RECORD_BYTES}s")]
+    commands = _records(directory / "commands.bin", f"<Q{RECORD_BYTES}s")
     stored = [(step, address, data) for step, _, address, data in
               _sized_records(directory / "stored.bin", "<IIQ", 1)]
     return HarnessRun(counters, events, writes, bursts, tx_frames, rx_frames, commands, stored)

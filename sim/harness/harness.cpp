@@ -8,9 +8,15 @@
 // stream (the streams run concurrently), the WAIT_* directives block the script until the core
 // has done something, and events and writes are labelled with the STEP in force when they
 // happen.
+//
+// One eval() per cycle: the Verilog this is built from clocks every register on both edges of
+// clk (fast_harness.py rewrites it), so each toggle of clk is a cycle, and the model is evaluated
+// a second time in a cycle only when the harness must see outputs that follow inputs it has just
+// changed (harness_ports.h, written by fast_harness.py from the Verilated model, says which).
 
 #include "Vtcpdct.h"
 #include "verilated.h"
+#include "harness_ports.h"
 
 #include <chrono>
 #include <cstdint>
@@ -155,7 +161,7 @@ struct AutoQueue {
 
 enum class Op {
     RX, TX, CMD, STEP, WAIT_TERMINAL, WAIT_EVENTS, WAIT_CMD_DONE, WAIT_CMD_IDLE, WAIT_TX_OUT,
-    WAIT_RX_IDLE, IDLE, AUTO_LEGACY, AUTO_USER, STALL, TIMEOUT, LOG_WRITES,
+    WAIT_RX_IDLE, IDLE, AUTO_LEGACY, AUTO_USER, STALL, TIMEOUT, LOG_WRITES, SETTLE,
 };
 
 struct Directive {
@@ -165,28 +171,35 @@ struct Directive {
     Item item;
 };
 
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
+// The value of each hex digit, 0xff for any other character.
+struct HexDigits {
+    uint8_t value[256];
+    HexDigits() {
+        std::memset(value, 0xff, sizeof value);
+        for (int i = 0; i < 10; i++) value['0' + i] = uint8_t(i);
+        for (int i = 0; i < 6; i++) value['a' + i] = value['A' + i] = uint8_t(10 + i);
+    }
+};
 
-// A replay's script is mostly frames in hex: decoded a digit at a time, not with a library
-// call per byte, so that reading it stays small beside the simulation.
-std::vector<uint8_t> from_hex(const std::string& text, int line) {
-    if (text.size() % 2) {
+// A replay's script is mostly frames in hex: decoded through a table, straight from the line,
+// so that reading it stays small beside the simulation.
+std::vector<uint8_t> from_hex(const char* text, size_t length, int line) {
+    static const HexDigits digits;
+    if (length % 2) {
         std::fprintf(stderr, "harness: script line %d: odd number of hex digits\n", line);
         std::exit(2);
     }
-    std::vector<uint8_t> bytes(text.size() / 2);
+    std::vector<uint8_t> bytes(length / 2);
+    uint8_t invalid = 0;
     for (size_t i = 0; i < bytes.size(); i++) {
-        int high = hex_digit(text[2 * i]), low = hex_digit(text[2 * i + 1]);
-        if (high < 0 || low < 0) {
-            std::fprintf(stderr, "harness: script line %d: not a hex digit\n", line);
-            std::exit(2);
-        }
+        uint8_t high = digits.value[uint8_t(text[2 * i])];
+        uint8_t low = digits.value[uint8_t(text[2 * i + 1])];
+        invalid |= (high | low) & 0xf0;
         bytes[i] = uint8_t(high << 4 | low);
+    }
+    if (invalid) {
+        std::fprintf(stderr, "harness: script line %d: not a hex digit\n", line);
+        std::exit(2);
     }
     return bytes;
 }
@@ -199,6 +212,7 @@ const std::unordered_map<std::string, Op>& directive_names() {
         {"WAIT_TX_OUT", Op::WAIT_TX_OUT}, {"WAIT_RX_IDLE", Op::WAIT_RX_IDLE},
         {"IDLE", Op::IDLE}, {"AUTO_LEGACY", Op::AUTO_LEGACY}, {"AUTO_USER", Op::AUTO_USER},
         {"STALL", Op::STALL}, {"TIMEOUT", Op::TIMEOUT}, {"LOG_WRITES", Op::LOG_WRITES},
+        {"SETTLE", Op::SETTLE},
     };
     return ops;
 }
@@ -245,23 +259,34 @@ private:
                 std::exit(2);
             }
             d = Directive{found->second};
-            parse_arguments(line, d);
+            parse_arguments(text, line, d);
             return true;
         }
         return false;
     }
 
-    void parse_arguments(std::istringstream& line, Directive& d) {
-        std::string hex;
+    // The last word of the line, which holds the hex of a frame or command, decoded in place.
+    std::vector<uint8_t> hex_argument(const std::string& text, std::istringstream& line) {
+        line >> std::ws;
+        size_t start = line.fail() || line.eof() ? text.size() : size_t(line.tellg());
+        size_t end = text.find_last_not_of(" \t\r") + 1;
+        if (start >= end || text.find_first_of(" \t", start) < end) {
+            std::fprintf(stderr, "harness: script line %d: bad arguments\n", number_);
+            std::exit(2);
+        }
+        line.seekg(0, std::ios::end);
+        return from_hex(text.data() + start, end - start, number_);
+    }
+
+    void parse_arguments(const std::string& text, std::istringstream& line, Directive& d) {
         switch (d.op) {
         case Op::RX:
-            line >> d.a >> hex;
+            line >> d.a;
             d.item.tuser = d.a;
-            d.item.data = from_hex(hex, number_);
+            d.item.data = hex_argument(text, line);
             break;
         case Op::TX: case Op::CMD:
-            line >> hex;
-            d.item.data = from_hex(hex, number_);
+            d.item.data = hex_argument(text, line);
             if (d.op == Op::CMD && d.item.data.size() != RECORD_BYTES) {
                 std::fprintf(stderr, "harness: script line %d: a command is %zu bytes\n",
                              number_, RECORD_BYTES);
@@ -398,6 +423,7 @@ private:
         }
         case Op::TIMEOUT: timeout_ = d.a; return true;
         case Op::LOG_WRITES: log_writes_ = d.a != 0; return true;
+        case Op::SETTLE: settle_always_ = d.a != 0; return true;
         }
         return true;
     }
@@ -436,6 +462,9 @@ private:
 
     void reset() {
         top_->rst = 1;
+        top_->clk = 0;
+        top_->eval();    // initial values; clk's next toggle is the first cycle's edge
+        inputs_changed();
         for (int i = 0; i < RESET_CYCLES; i++) cycle();
         top_->rst = 0;
         for (int i = 0; i < RESET_CYCLES; i++) cycle();
@@ -463,14 +492,46 @@ private:
         t.m_axi_bid = b_presenting_ ? responses_.front() : 0;
         t.m_axi_bresp = 0;
 
-        t.clk = 0;
-        t.eval();
-
+        // The previous eval() left every output settled for the inputs it saw; only an output
+        // that follows the inputs can have moved since, and only if they changed.
+        bool changed = inputs_changed();
+        if (!in_reset && (settle_always_ || (changed && outputs_follow_inputs()))) t.eval();
         if (!in_reset) sample();
 
-        t.clk = 1;
+        t.clk = !t.clk;
         t.eval();
         cycle_++;
+    }
+
+    // Whether the inputs differ from those of the last eval(), which they become.
+    bool inputs_changed() {
+        const Vtcpdct& t = *top_;
+        uint8_t now[sizeof inputs_];
+        size_t size = 0;
+        auto add = [&](const auto& port) {
+            static_assert(sizeof port <= sizeof now, "an input wider than the snapshot");
+            if (size + sizeof port > sizeof now) {
+                std::fprintf(stderr, "harness: the inputs do not fit the snapshot\n");
+                std::exit(2);
+            }
+            std::memcpy(now + size, &port, sizeof port);
+            size += sizeof port;
+        };
+#define HARNESS_ADD_INPUT(name) add(t.name);
+        HARNESS_INPUTS(HARNESS_ADD_INPUT)
+#undef HARNESS_ADD_INPUT
+        if (std::memcmp(now, inputs_, size) == 0) return false;
+        std::memcpy(inputs_, now, size);
+        return true;
+    }
+
+    // Whether sample() may read, this cycle, an output that follows the inputs: the ready of an
+    // input stream only matters while the harness offers a beat on it.
+    bool outputs_follow_inputs() const {
+        const Vtcpdct& t = *top_;
+        using namespace follows_inputs;
+        return (t.s_axis_rx_tvalid && s_axis_rx_tready) || (t.s_axis_tx_tvalid && s_axis_tx_tready)
+            || (t.s_axis_cmd_tvalid && s_axis_cmd_tready) || other_outputs;
     }
 
     void sample() {
@@ -663,9 +724,10 @@ private:
     FILE *events_, *writes_, *bursts_, *tx_, *rx_, *commands_, *stored_;
     std::string out_;
 
+    uint8_t inputs_[1024] = {};
     uint64_t cycle_ = 0, timeout_ = 200000;
     uint32_t step_ = 0;
-    bool log_writes_ = true;
+    bool log_writes_ = true, settle_always_ = false;
     std::vector<uint8_t> run_;
     uint32_t run_step_ = 0;
     uint64_t run_address_ = 0;

@@ -18,7 +18,7 @@ from replay import DEFAULT_PCAP, DEFAULT_SENT, run_replay, main as replay_main
 from replay_fast import (RecordingRunner, PlaybackRunner, PlaybackError, replay_script,
                          checked_result, stored_bytes, run)
 from fast_harness import (HarnessScript, HarnessError, HarnessProcess, build_harness,
-                          run_harness)
+                          run_harness, both_edges, outputs_following_inputs, _may_write)
 from bench import run_cell
 import replay_bench
 
@@ -170,7 +170,8 @@ def test_replay_bench_compares_like_for_like(harness, monkeypatch):
         document = replay_bench._fast_replay(pcap, directory, "as-cocotb")
         document["backend"] = "cocotb"
         document["simulation"] = {"cycles": 70_000, "wall_seconds": 70.0,
-                                  "cycles_per_second": cocotb_rate}
+                                  "cycles_per_second": cocotb_rate, "cpu_seconds": 35.0,
+                                  "cycles_per_cpu_second": 2 * cocotb_rate}
         return document, 75.0
 
     monkeypatch.setattr(replay_bench, "_cocotb_replay", cocotb_like)
@@ -183,6 +184,10 @@ def test_replay_bench_compares_like_for_like(harness, monkeypatch):
     assert comparison["ratio"] == round(fast["end_to_end_cycles_per_second"] / cocotb_rate, 1)
     assert fast["end_to_end_seconds"] >= fast["wall_seconds"] > 0
     assert comparison["meets_target"] == (comparison["ratio"] >= replay_bench.TARGET_RATIO)
+    assert len(fast["cpu_seconds_of_runs"]) == 3 and min(fast["cpu_seconds_of_runs"]) > 0
+    assert comparison["fast_cycles_per_cpu_second"] > 0
+    assert comparison["cpu_ratio"] == round(comparison["fast_cycles_per_cpu_second"]
+                                            / (2 * cocotb_rate), 1)
 
     def cocotb_differs(pcap, directory):
         document, seconds = cocotb_like(pcap, directory)
@@ -231,3 +236,96 @@ def test_bench_cells(harness, tmp_path):
     assert mixed["frames"] == 48 and mixed["missing_writes"] == 0
     assert 0 < mixed["rx_beats_per_cycle"] <= 1.0
     assert 0 < mixed["tx_beats_per_cycle"] <= 1.0
+
+
+@pytest.mark.parametrize("stall_percent", [0, 40])
+def test_one_eval_per_cycle_logs_what_two_do(harness, recorded, tmp_path, stall_percent):
+    # The core evaluated before every sample, as it must be when the inputs may move any output,
+    # logs exactly what the harness logs evaluating it once a cycle.
+    once = replay_script(recorded, stall_percent=stall_percent)
+    always = HarnessScript()
+    always.settle(True)
+    always.lines += once.lines
+    run_harness(harness, once, tmp_path / "once", params=PARAMS)
+    run_harness(harness, always, tmp_path / "always", params=PARAMS)
+    for log in ("events.bin", "stored.bin", "bursts.bin", "tx.bin", "rx.bin", "commands.bin"):
+        assert (tmp_path / "once" / log).read_bytes() == (tmp_path / "always" / log).read_bytes()
+    counters = [json.loads((tmp_path / run / "counters.json").read_text())
+                for run in ("once", "always")]
+    for document in counters:
+        del document["wall_seconds"], document["script_seconds"]
+    assert counters[0] == counters[1] and counters[0]["timeouts"] == 0
+
+
+def test_both_edges_clocks_every_register_on_both_edges():
+    verilog = ("always @(posedge clk)\n  a <= b;\nalways @*\n  c = d;\n"
+               "always @(posedge clk) e <= f;\n")
+    assert both_edges(verilog) == verilog.replace("posedge clk", "edge clk")
+    with pytest.raises(HarnessError, match="negedge clk"):
+        both_edges(verilog + "always @(negedge clk) g <= h;\n")
+    with pytest.raises(HarnessError, match="posedge rst"):
+        both_edges("always @(posedge clk, posedge rst) a <= 0;\n")
+
+
+@pytest.mark.parametrize("code, writes", [
+    ("x = vlSelfRef.o;", False),
+    ("a = (b & (IData)(vlSelfRef.o));", False),
+    ("x = ((~ (IData)(vlSelfRef.o)) | y);", False),
+    ("if (((0U != (0x000000ffU & (vlSelfRef.o[1U] \n  >> 8))))) {", False),
+    ("x = vlSelfRef.o == 2;", False),
+    ("x = g((IData)(vlSelfRef.o));", False),
+    ("x = vlSelfRef.other;", False),
+    ("vlSelfRef.o = 1U;", True),
+    ("vlSelfRef.o[3U] = a;", True),
+    ("vlSelfRef.o |= 1;", True),
+    ("vlSelfRef.o <<= 2;", True),
+    ("vlSelfRef.o++;", True),
+    ("vlSelf->o = 1;", True),
+    ("VL_ASSIGN_W(8, vlSelfRef.o, a);", True),
+    ("f(vlSelfRef.o);", True),
+    ("f((vlSelfRef.o));", True),
+    ("auto& r = vlSelfRef.o;", True),
+    ("p = &vlSelfRef.o;", True),
+    ("vlSelfRef.o.data();", True),
+    ("x = (a ? vlSelfRef.o : b);", True),
+    ("if (vlSelfRef.o) {", True),
+])
+def test_what_may_write_an_output(code, writes):
+    # Only a plain read is not a write; anything unclear counts as one, which costs time only.
+    assert _may_write(code, "o") == writes
+
+
+def test_outputs_following_inputs_of_the_core(harness):
+    inputs, following = outputs_following_inputs(harness.parent)
+    header = (harness.parent / "Vtcpdct.h").read_text()
+    assert "clk" not in inputs and {"rst", "s_axis_rx_tdata", "m_axi_bvalid"} <= set(inputs)
+    assert all(f"&{name}," in header for name in following)
+    # The analysis recognised the model (it did not fall back to "every output").
+    assert following and "m_axi_wdata" not in following
+
+
+def test_events_compared_as_records_then_decoded(harness, recorded, tmp_path):
+    harness_run = run_harness(harness, replay_script(recorded), tmp_path, params=PARAMS)
+    index = next(i for i, (_, _, record) in enumerate(harness_run.event_records)
+                 if record[0] == EventType.RX_PLACED)
+    cycle, step, record = harness_run.event_records[index]
+
+    def with_record(changed):
+        records = list(harness_run.event_records)
+        records[index] = (cycle, step, bytes(changed))
+        harness_run.event_records = records
+        runner = PlaybackRunner(PARAMS, recorded, harness_run)
+        runner.check_recorded()
+        return runner.mismatches
+
+    # A bit outside every field (the header's reserved bits) is not part of the event.
+    assert with_record(record[:1] + bytes([record[1] | 0x02]) + record[2:]) == 0
+    # The low bit of the sequence number is.
+    assert with_record(record[:4] + bytes([record[4] ^ 0x01]) + record[5:]) == 1
+    # A model event no record decodes to (an index too wide) differs from the RTL's.
+    with_record(record)
+    tampered = copy.deepcopy(recorded)
+    tampered[step - 1].events[0].index = 1 << 16
+    runner = PlaybackRunner(PARAMS, tampered, harness_run)
+    runner.check_recorded()
+    assert runner.mismatches == 1 and runner.log[0].startswith(f"step {step} ")
