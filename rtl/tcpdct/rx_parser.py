@@ -15,7 +15,8 @@ Stages that never stall once a beat is accepted, numbered by the cycle they take
    adders, word compares, adder tree, accumulator). Splitting them costs neither latency nor
    FIFO places: the sums are first needed in stage 6, below, so they follow the frame's
    description two cycles behind it.
-3. *Record*, one cycle after the last beat was located: a snapshot of the header register.
+3. *Record*, one cycle after the last beat was located: a snapshot of the header register,
+   and of its VLAN test and IHL, on which every later field's offset depends.
 4. to 7. *Describe*: the snapshot is turned into a descriptor, following
    ``docs/architecture.md`` "Frame classification" step by step, and pushed into the descriptor
    FIFO. Done in one cycle this was the core's critical path (header fields at offsets that
@@ -72,9 +73,14 @@ def _bit_field(value, field, name):
 
 class _Header:
     """Fields of the first ``MAX_HEADER_BYTES`` of a frame, taken from the offsets in
-    :mod:`tcpdct.headers`. Shared expressions become signals so that each is computed once."""
+    :mod:`tcpdct.headers`. Shared expressions become signals so that each is computed once.
 
-    def __init__(self, m, octets, prefix):
+    Where the IPv4 and TCP headers lie depends on two fields, the VLAN test and the IHL; a
+    caller that registered them from the same bytes a cycle earlier passes them as ``vlan``
+    and ``ihl``, so that the windows over the headers start from registers.
+    """
+
+    def __init__(self, m, octets, prefix, *, vlan=None, ihl=None):
         def signal(name, value, width):
             sig = Signal(width, name=f"{prefix}_{name}")
             m.d.comb += sig.eq(value)
@@ -85,7 +91,8 @@ class _Header:
             return network_order(octets, base + offset, width // 8)
 
         self.ethertype_outer = be(headers.ETH_HEADER, 0, "ethertype")
-        self.vlan = signal("vlan", self.ethertype_outer == ETHERTYPE_VLAN, 1)
+        self.vlan = signal("vlan", self.ethertype_outer == ETHERTYPE_VLAN if vlan is None
+                           else vlan, 1)
         self.ethertype = signal("ethertype", Mux(
             self.vlan, be(headers.VLAN_TAG, 12, "ethertype"), self.ethertype_outer), 16)
         self.ip_start = signal("ip_start", Mux(
@@ -105,7 +112,8 @@ class _Header:
 
         version_ihl = ip("version_ihl")
         self.version = signal("version", _bit_field(version_ihl, "version_ihl", "version"), 4)
-        self.ihl = signal("ihl", _bit_field(version_ihl, "version_ihl", "ihl"), 4)
+        self.ihl = signal("ihl", _bit_field(version_ihl, "version_ihl", "ihl") if ihl is None
+                          else ihl, 4)
         self.ip_header_len = signal("ip_header_len", self.ihl * 4, 6)
         self.total_length = signal("total_length", ip("total_length"), 16)
         flags_fragment = ip("flags_fragment")
@@ -127,9 +135,13 @@ class _Header:
 
         self.ip_end = signal("ip_end", at_ip_start(
             lambda start: start + ip_at(start, "total_length")), 17)
-        self.tcp_start = signal("tcp_start", at_ip_start(
-            lambda start: start + 4 * _bit_field(ip_at(start, "version_ihl"), "version_ihl",
-                                                 "ihl")), 7)
+        def ihl_at(start):
+            if ihl is not None:
+                return ihl
+            return _bit_field(ip_at(start, "version_ihl"), "version_ihl", "ihl")
+
+        self.tcp_start = signal("tcp_start", at_ip_start(lambda start: start + 4 * ihl_at(start)),
+                                7)
         self.segment_len = signal("segment_len", self.total_length - self.ip_header_len, 16)
 
         tcp_window = signal("tcp_window", ip_window.bit_select(self.ip_header_len * 8,
@@ -369,6 +381,8 @@ class RxParser(wiring.Component):
 
         # ---- stage 3: record -------------------------------------------------------------------
         record_header = Signal.like(header)
+        record_vlan = Signal()
+        record_ihl = Signal(4)
         record_mac_error = Signal()
         record_len = Signal(16)
         record_buf_start = Signal.like(start_addr)
@@ -377,6 +391,8 @@ class RxParser(wiring.Component):
         with m.If(locate_valid & locate_last):
             m.d.sync += [
                 record_header.eq(header),
+                record_vlan.eq(located.vlan),
+                record_ihl.eq(located.ihl),
                 record_mac_error.eq(locate_mac_error),
                 record_len.eq(locate_len),
                 record_buf_start.eq(locate_buf_start),
@@ -387,8 +403,9 @@ class RxParser(wiring.Component):
         # A pure shift register: a frame moves on every cycle, so each stage is a dict of
         # registers loaded from the stage before, and nothing needs an enable.
 
-        # Stage 4, extract: the header fields, whose offsets depend on VLAN and IHL.
-        hdr = _Header(m, record_header, "rec")
+        # Stage 4, extract: the header fields, whose offsets depend on the VLAN test and the IHL,
+        # both registered in stage 3 from the locate stage's view of the same header.
+        hdr = _Header(m, record_header, "rec", vlan=record_vlan, ihl=record_ihl)
         extract = register_stage(m, "extract", {
             "valid": record_valid,
             "mac_error": record_mac_error,
