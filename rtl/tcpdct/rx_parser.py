@@ -16,7 +16,8 @@ Stages that never stall once a beat is accepted, numbered by the cycle they take
    FIFO places: the sums are first needed in stage 6, below, so they follow the frame's
    description two cycles behind it.
 3. *Record*, one cycle after the last beat was located: a snapshot of the header register,
-   and of its VLAN test and IHL, on which every later field's offset depends.
+   of its VLAN test and IHL, on which every later field's offset depends, and of the bytes
+   from the IPv4 header on, moved to their place by the VLAN test.
 4. to 7. *Describe*: the snapshot is turned into a descriptor, following
    ``docs/architecture.md`` "Frame classification" step by step, and pushed into the descriptor
    FIFO. Done in one cycle this was the core's critical path (header fields at offsets that
@@ -75,12 +76,14 @@ class _Header:
     """Fields of the first ``MAX_HEADER_BYTES`` of a frame, taken from the offsets in
     :mod:`tcpdct.headers`. Shared expressions become signals so that each is computed once.
 
-    Where the IPv4 and TCP headers lie depends on two fields, the VLAN test and the IHL; a
+    Where the IPv4 and TCP headers lie depends on two fields, the VLAN test and the IHL. A
     caller that registered them from the same bytes a cycle earlier passes them as ``vlan``
-    and ``ihl``, so that the windows over the headers start from registers.
+    and ``ihl``, and the IPv4 header's window (:attr:`ip_window`, which the VLAN test selects)
+    as ``ip_window``, so that the fields start from registers and the VLAN test does not
+    steer a thousand multiplexers in the same cycle.
     """
 
-    def __init__(self, m, octets, prefix, *, vlan=None, ihl=None):
+    def __init__(self, m, octets, prefix, *, vlan=None, ihl=None, ip_window=None):
         def signal(name, value, width):
             sig = Signal(width, name=f"{prefix}_{name}")
             m.d.comb += sig.eq(value)
@@ -101,10 +104,11 @@ class _Header:
         # IPv4 and TCP headers as windows over the captured bytes: the IPv4 header starts at
         # one of two offsets, the TCP header at one of eleven after it.
         ip_window_bytes = IPV4_MAX_HEADER_BYTES + TCP_MAX_HEADER_BYTES
-        ip_window = signal("ip_window", Mux(
-            self.vlan,
-            octets[8 * (ETH_HEADER_BYTES + VLAN_TAG_BYTES):][:8 * ip_window_bytes],
-            octets[8 * ETH_HEADER_BYTES:][:8 * ip_window_bytes]), 8 * ip_window_bytes)
+        if ip_window is None:
+            ip_window = Mux(self.vlan,
+                            octets[8 * (ETH_HEADER_BYTES + VLAN_TAG_BYTES):][:8 * ip_window_bytes],
+                            octets[8 * ETH_HEADER_BYTES:][:8 * ip_window_bytes])
+        self.ip_window = ip_window = signal("ip_window", ip_window, 8 * ip_window_bytes)
 
         def ip(name):
             offset, width = headers.field(headers.IPV4_HEADER, name)
@@ -383,6 +387,7 @@ class RxParser(wiring.Component):
         record_header = Signal.like(header)
         record_vlan = Signal()
         record_ihl = Signal(4)
+        record_ip_window = Signal.like(located.ip_window)
         record_mac_error = Signal()
         record_len = Signal(16)
         record_buf_start = Signal.like(start_addr)
@@ -393,6 +398,7 @@ class RxParser(wiring.Component):
                 record_header.eq(header),
                 record_vlan.eq(located.vlan),
                 record_ihl.eq(located.ihl),
+                record_ip_window.eq(located.ip_window),
                 record_mac_error.eq(locate_mac_error),
                 record_len.eq(locate_len),
                 record_buf_start.eq(locate_buf_start),
@@ -404,8 +410,10 @@ class RxParser(wiring.Component):
         # registers loaded from the stage before, and nothing needs an enable.
 
         # Stage 4, extract: the header fields, whose offsets depend on the VLAN test and the IHL,
-        # both registered in stage 3 from the locate stage's view of the same header.
-        hdr = _Header(m, record_header, "rec", vlan=record_vlan, ihl=record_ihl)
+        # both registered in stage 3 from the locate stage's view of the same header, with the
+        # IPv4 header's window that the VLAN test selects.
+        hdr = _Header(m, record_header, "rec", vlan=record_vlan, ihl=record_ihl,
+                      ip_window=record_ip_window)
         extract = register_stage(m, "extract", {
             "valid": record_valid,
             "mac_error": record_mac_error,
