@@ -428,15 +428,16 @@ class RxParser(wiring.Component):
                 "total_length", "more_fragments", "frag_offset", "protocol", "src_ip", "dst_ip",
                 "ip_end", "tcp_start", "segment_len", "src_port", "dst_port", "seq", "ack",
                 "window", "tcp_flags", "data_offset", "tcp_header_len", "options")},
-            "option_len": hdr.tcp_header_len - TCP_MIN_HEADER_BYTES,
         })
 
         # The option scan runs beside stages 5 to 7, from the extracted options; stage 7 reads
-        # its results.
+        # its results. Its length is a function of the four bits of the data offset, which its
+        # first stage's compares take in the same LUTs, rather than a register of its own behind
+        # the window's multiplexers.
         m.submodules.option_scan = option_scan = TcpOptionScan()
         m.d.comb += [
             option_scan.options.eq(extract["options"]),
-            option_scan.length.eq(extract["option_len"]),
+            option_scan.length.eq(extract["data_offset"] * 4 - TCP_MIN_HEADER_BYTES),
         ]
 
         # Stage 5, compare: every test of the classification becomes one bit, so that the last
