@@ -13,8 +13,8 @@ Stages that never stall once a beat is accepted, numbered by the cycle they take
 4. *Sum*: the kept words added to the two accumulators; after a frame's last beat, its sums.
    Done in one cycle, stages 2 to 4 were the core's critical path (header register, offset
    adders, word compares, adder tree, accumulator). Splitting them costs neither latency nor
-   FIFO places: the sums are first needed in stage 6, below, so they follow the frame's
-   description two cycles behind it.
+   FIFO places: the sums are first needed in stage 6, below, and join the frame's
+   description as it enters stage 5.
 3. *Record*, one cycle after the last beat was located: a snapshot of the header register,
    of its VLAN test and IHL, on which every later field's offset depends, and of the bytes
    from the IPv4 header on, moved to their place by the VLAN test.
@@ -23,8 +23,9 @@ Stages that never stall once a beat is accepted, numbered by the cycle they take
    FIFO. Done in one cycle this was the core's critical path (header fields at offsets that
    depend on VLAN and IHL, the option scan, the checksum folds, the classification, into the
    FIFO's LUT RAM), so it is spread over four: extract the fields (4); compare them, one bit
-   per test of the classification, and sum the pseudo-header (5); the option scan's stages and
-   the checksums' folds beside it (5 to 7); classify and write the FIFO (7). Not more: every
+   per test of the classification, and sum the pseudo-header (5); classify as far as the
+   checksums and options allow (6); the option scan's stages and the checksums' folds beside
+   them (5 to 7); complete the class and write the FIFO (7). Not more: every
    frame in a stage takes a FIFO place until its descriptor is read, and back-to-back frames of
    one beat each take a place for every cycle of that: seven of the core's eight.
 
@@ -476,66 +477,81 @@ class RxParser(wiring.Component):
         # which stage 4 (sum) registered for this frame as it entered stage 5. A fold keeps a
         # sum modulo 0xffff and whether it is 0, which is all that the last fold depends on.
         # The TCP sum's 19 bits in stage 6, once folded, are at most 0xffff + 0xf.
-        s = stage
-        s = carry("sum0", s, drop=("pseudo_sum",),
+        s = carry("sum0", stage, drop=("pseudo_sum",),
                   ip_sum=frame_ip_sum[:16] + frame_ip_sum[16:],
-                  tcp_sum=frame_tcp_sum[:16] + frame_tcp_sum[16:] + s["pseudo_sum"])
-        s = carry("sum1", s, drop=("ip_sum",),
-                  ip_csum_bad=ones_complement_fold(s["ip_sum"], max_value=2 * 0xffff) != 0xffff,
-                  tcp_sum=s["tcp_sum"][:16] + s["tcp_sum"][16:])
-        # Stage 7 reads the option scan's results for the frame it holds.
-        assert option_scan.latency == 3
-        tcp_sum_bad = ones_complement_fold(s["tcp_sum"], max_value=0xffff + 0xf) != 0xffff
+                  tcp_sum=frame_tcp_sum[:16] + frame_tcp_sum[16:] + stage["pseudo_sum"])
 
-        # Stage 7, classify, following docs/architecture.md "Frame classification" step by step.
-        c = s
-        desc = Signal(desc_layout)
+        # Stage 6 also classifies, following docs/architecture.md "Frame classification" step
+        # by step, as far as the tests that do not wait for the checksums and the option scan
+        # go, and zeroes the header fields of a frame that is not TCP. Done in stage 7 this
+        # steered every field of the descriptor into the FIFO's LUT RAM.
+        cls = Signal(FrameClass)
+        ip_checked = Signal()      # the IPv4 header is whole: its checksum is reported
         is_tcp = Signal()          # every header field is meaningful
-        with m.If(c["mac_error"]):
-            m.d.comb += desc.cls.eq(FrameClass.MAC_ERROR)
-        with m.Elif(c["too_long"]):
-            m.d.comb += desc.cls.eq(FrameClass.OVERSIZE)
-        with m.Elif(c["no_ethernet"]):
-            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(c["not_ipv4"]):
-            m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(c["no_ip_header"]):
-            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(c["bad_ip_header"]):
-            m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(c["no_ip_end"]):
-            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
+        with m.If(s["mac_error"]):
+            m.d.comb += cls.eq(FrameClass.MAC_ERROR)
+        with m.Elif(s["too_long"]):
+            m.d.comb += cls.eq(FrameClass.OVERSIZE)
+        with m.Elif(s["no_ethernet"]):
+            m.d.comb += cls.eq(FrameClass.TRUNCATED)
+        with m.Elif(s["not_ipv4"]):
+            m.d.comb += cls.eq(FrameClass.NOT_TCP)
+        with m.Elif(s["no_ip_header"]):
+            m.d.comb += cls.eq(FrameClass.TRUNCATED)
+        with m.Elif(s["bad_ip_header"]):
+            m.d.comb += cls.eq(FrameClass.NOT_TCP)
+        with m.Elif(s["no_ip_end"]):
+            m.d.comb += cls.eq(FrameClass.TRUNCATED)
         with m.Else():
-            m.d.comb += desc.ip_csum_bad.eq(c["ip_csum_bad"])
-            with m.If(c["not_tcp"]):
-                m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
+            m.d.comb += ip_checked.eq(1)
+            with m.If(s["not_tcp"]):
+                m.d.comb += cls.eq(FrameClass.NOT_TCP)
             with m.Else():
-                # The checksum of a first fragment covers bytes that are not here.
-                tcp_csum_bad = ~c["fragment"] & tcp_sum_bad
                 m.d.comb += [
                     is_tcp.eq(1),
-                    desc.tcp_csum_bad.eq(tcp_csum_bad),
-                    desc.cls.eq(Mux(c["ip_csum_bad"] | tcp_csum_bad,
-                                    FrameClass.CHECKSUM, FrameClass.TCP)),
+                    cls.eq(FrameClass.TCP),
                 ]
-        with m.If(is_tcp):
-            m.d.comb += [
-                desc.key.local_ip.eq(c["dst_ip"]),
-                desc.key.remote_ip.eq(c["src_ip"]),
-                desc.key.local_port.eq(c["dst_port"]),
-                desc.key.remote_port.eq(c["src_port"]),
-                desc.seq.eq(c["seq"]),
-                desc.ack.eq(c["ack"]),
-                desc.window.eq(c["window"]),
-                desc.flags.eq(c["tcp_flags"]),
-                desc.special.eq(c["fragment"] | c["ip_options"] | option_scan.bad),
-                desc.payload_offset.eq(c["payload_offset"]),
-                desc.payload_len.eq(c["payload_len"]),
-                desc.ts_present.eq(option_scan.ts_present),
-                desc.tsval.eq(option_scan.tsval),
-                desc.tsecr.eq(option_scan.tsecr),
-            ]
+        tcp_fields = ("src_ip", "dst_ip", "src_port", "dst_port", "seq", "ack", "window",
+                      "tcp_flags", "payload_offset", "payload_len")
+        c = register_stage(m, "classify", {
+            **{name: s[name] for name in ("valid", "len", "buf_start", "stored_beats")},
+            **{name: Mux(is_tcp, s[name], 0) for name in tcp_fields},
+            "cls": cls,
+            "ip_checked": ip_checked,
+            "is_tcp": is_tcp,
+            # The checksum of a first fragment covers bytes that are not here.
+            "tcp_csum_checked": is_tcp & ~s["fragment"],
+            "special": is_tcp & (s["fragment"] | s["ip_options"]),
+            "ip_csum_bad": ones_complement_fold(s["ip_sum"], max_value=2 * 0xffff) != 0xffff,
+            "tcp_sum": s["tcp_sum"][:16] + s["tcp_sum"][16:],
+        })
+
+        # Stage 7, classify: the checksums' and the option scan's outcomes, which it reads for
+        # the frame it holds, complete the class and the descriptor.
+        assert option_scan.latency == 3
+        tcp_sum_bad = ones_complement_fold(c["tcp_sum"], max_value=0xffff + 0xf) != 0xffff
+        ip_csum_bad = c["ip_checked"] & c["ip_csum_bad"]
+        tcp_csum_bad = c["tcp_csum_checked"] & tcp_sum_bad
+        desc = Signal(desc_layout)
         m.d.comb += [
+            desc.cls.eq(Mux(c["is_tcp"] & (ip_csum_bad | tcp_csum_bad),
+                            FrameClass.CHECKSUM, c["cls"])),
+            desc.ip_csum_bad.eq(ip_csum_bad),
+            desc.tcp_csum_bad.eq(tcp_csum_bad),
+            desc.key.local_ip.eq(c["dst_ip"]),
+            desc.key.remote_ip.eq(c["src_ip"]),
+            desc.key.local_port.eq(c["dst_port"]),
+            desc.key.remote_port.eq(c["src_port"]),
+            desc.seq.eq(c["seq"]),
+            desc.ack.eq(c["ack"]),
+            desc.window.eq(c["window"]),
+            desc.flags.eq(c["tcp_flags"]),
+            desc.special.eq(c["special"] | (c["is_tcp"] & option_scan.bad)),
+            desc.payload_offset.eq(c["payload_offset"]),
+            desc.payload_len.eq(c["payload_len"]),
+            desc.ts_present.eq(c["is_tcp"] & option_scan.ts_present),
+            desc.tsval.eq(Mux(c["is_tcp"], option_scan.tsval, 0)),
+            desc.tsecr.eq(Mux(c["is_tcp"], option_scan.tsecr, 0)),
             desc.frame_len.eq(c["len"]),
             desc.buf_start.eq(c["buf_start"]),
             desc.stored_beats.eq(c["stored_beats"]),
