@@ -8,9 +8,9 @@ Stages that never stall once a beat is accepted, numbered by the cycle they take
    TCP header and the IPv4 packet's end fall. A word's place in the sums depends on header fields
    (EtherType, IHL, total length) at byte offsets no later than the word itself, so by now the
    header register holds them, however wide the beat.
-3. *Mask*: each of the beat's 16-bit words compared with those offsets, and kept or zeroed for
-   the IPv4-header and the TCP checksum.
-4. *Sum*: the kept words added to the two accumulators; after a frame's last beat, its sums.
+3. *Mask*: each of the beat's 16-bit words compared with those offsets, kept or zeroed for
+   the IPv4-header and the TCP checksum, and added in pairs.
+4. *Sum*: the pairs added to the two accumulators; after a frame's last beat, its sums.
    Done in one cycle, stages 2 to 4 were the core's critical path (header register, offset
    adders, word compares, adder tree, accumulator). Splitting them costs neither latency nor
    FIFO places: the sums are first needed in stage 6, below, and join the frame's
@@ -355,14 +355,20 @@ class RxParser(wiring.Component):
             tcp_words.append(Cat(Mux(second_in_segment, second, 0), Mux(in_segment, first, 0)))
 
         # ---- stage 4: sum ----------------------------------------------------------------------
+        # The adder tree's first level is added in stage 3, after the masks, so that this stage
+        # holds one adder less in front of the accumulators.
+        def pair_sums(terms):
+            return [terms[i] + terms[i + 1] for i in range(0, len(terms), 2)]
+
+        pairs = len(ip_words) // 2
         kept = register_stage(m, "sum", {
             "valid": words["valid"],
             "last": words["last"],
-            "ip_words": Cat(*ip_words),
-            "tcp_words": Cat(*tcp_words),
+            **{f"ip_pair{i}": value for i, value in enumerate(pair_sums(ip_words))},
+            **{f"tcp_pair{i}": value for i, value in enumerate(pair_sums(tcp_words))},
         })
-        beat_ip_sum = tree_sum(kept["ip_words"].word_select(k, 16) for k in range(width // 16))
-        beat_tcp_sum = tree_sum(kept["tcp_words"].word_select(k, 16) for k in range(width // 16))
+        beat_ip_sum = tree_sum(kept[f"ip_pair{i}"] for i in range(pairs))
+        beat_tcp_sum = tree_sum(kept[f"tcp_pair{i}"] for i in range(pairs))
         # 32 bits hold the sum of any frame up to 16383 bytes (params limit) plus the
         # pseudo-header; longer frames are oversize and their sums unused.
         ip_acc = Signal(32)
