@@ -303,7 +303,6 @@ class RxParser(wiring.Component):
         # ---- stage 2: locate ---------------------------------------------------------------------
         locate_data = Signal(width)
         locate_index = Signal.like(beat_index)
-        locate_nonempty = Signal()
         locate_mac_error = Signal()
         locate_len = Signal(16)
         locate_buf_start = Signal.like(start_addr)
@@ -312,9 +311,10 @@ class RxParser(wiring.Component):
         m.d.sync += [
             locate_valid.eq(accept & (nonempty | beat.last)),
             locate_last.eq(beat.last),
-            locate_data.eq(beat.data),
+            # An empty last beat adds nothing: its bytes are zeroed here, where it costs a gate
+            # on the way in rather than one more in front of the adders.
+            locate_data.eq(Mux(nonempty, beat.data, 0)),
             locate_index.eq(beat_index),
-            locate_nonempty.eq(nonempty),
             locate_mac_error.eq(beat.user | keep_error | ~packed),
             locate_len.eq(new_len),
             locate_buf_start.eq(frame_start_addr),
@@ -328,10 +328,9 @@ class RxParser(wiring.Component):
         words = register_stage(m, "mask", {
             "valid": locate_valid,
             "last": locate_last,
-            "nonempty": locate_nonempty,
             "data": locate_data,
             "index": locate_index,
-            "ip_start": located.ip_start,
+            "vlan": located.vlan,
             "tcp_start": located.tcp_start,
             "ip_end": located.ip_end,
         })
@@ -344,12 +343,14 @@ class RxParser(wiring.Component):
             second_offset = Cat(Const(2 * k + 1, index_shift), words["index"])
             first = words["data"][16 * k:16 * k + 8]
             second = words["data"][16 * k + 8:16 * k + 16]
-            in_ip_header = (words["nonempty"] & (offset >= words["ip_start"])
+            # The IPv4 header starts at one of two offsets: compares with constants, not with a
+            # register.
+            in_ip_header = (Mux(words["vlan"], offset >= ETH_HEADER_BYTES + VLAN_TAG_BYTES,
+                                offset >= ETH_HEADER_BYTES)
                             & (offset < words["tcp_start"]))
             # The segment may end in the middle of a word: the byte after it is Ethernet
             # padding, and the model counts a zero in its place.
-            in_segment = (words["nonempty"] & (offset >= words["tcp_start"])
-                          & (offset < words["ip_end"]))
+            in_segment = (offset >= words["tcp_start"]) & (offset < words["ip_end"])
             second_in_segment = in_segment & (second_offset < words["ip_end"])
             ip_words.append(Mux(in_ip_header, Cat(second, first), 0))
             tcp_words.append(Cat(Mux(second_in_segment, second, 0), Mux(in_segment, first, 0)))
