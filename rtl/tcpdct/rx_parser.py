@@ -1,31 +1,40 @@
 """The receive parser: stores frames from the MAC and describes each one (R10, R11).
 
-Stages that never stall once a beat is accepted:
+Stages that never stall once a beat is accepted, numbered by the cycle they take after it:
 
 1. *Accept*: the beat is written to the packet buffer and, if it lies in the first
    ``MAX_HEADER_BYTES``, captured into the header register at its place.
-2. *Sum*, one cycle later: the beat's 16-bit words are added to the IPv4-header and TCP
-   checksum accumulators. The masks that say which words count come from header fields (EtherType,
-   IHL, total length) at byte offsets no later than the word itself, so after the one-cycle delay
-   the header register already holds them, however wide the beat.
-3. *Record*, one cycle after the last beat was summed: a snapshot of the header register and
-   the sums.
+2. *Locate*, one cycle later: from the header register, the offsets where the IPv4 header, the
+   TCP header and the IPv4 packet's end fall. A word's place in the sums depends on header fields
+   (EtherType, IHL, total length) at byte offsets no later than the word itself, so by now the
+   header register holds them, however wide the beat.
+3. *Mask*: each of the beat's 16-bit words compared with those offsets, kept or zeroed for
+   the IPv4-header and the TCP checksum, and added in pairs.
+4. *Sum*: the pairs added to the two accumulators; after a frame's last beat, its sums.
+   Done in one cycle, stages 2 to 4 were the core's critical path (header register, offset
+   adders, word compares, adder tree, accumulator). Splitting them costs neither latency nor
+   FIFO places: the sums are first needed in stage 6, below, and join the frame's
+   description as it enters stage 5.
+3. *Record*, one cycle after the last beat was located: a snapshot of the header register,
+   of its VLAN test and IHL, on which every later field's offset depends, and of the bytes
+   from the IPv4 header on, moved to their place by the VLAN test.
 4. to 7. *Describe*: the snapshot is turned into a descriptor, following
    ``docs/architecture.md`` "Frame classification" step by step, and pushed into the descriptor
    FIFO. Done in one cycle this was the core's critical path (header fields at offsets that
    depend on VLAN and IHL, the option scan, the checksum folds, the classification, into the
    FIFO's LUT RAM), so it is spread over four: extract the fields (4); compare them, one bit
-   per test of the classification (5); the option scan's stages and the TCP checksum's adders
-   beside it (5 to 7); classify and write the FIFO (7). Not more: every frame in a stage takes a
-   FIFO place until its descriptor is read, and back-to-back frames of one beat each take a
-   place for every cycle of that: seven of the core's eight.
+   per test of the classification, and sum the pseudo-header (5); classify as far as the
+   checksums and options allow (6); the option scan's stages and the checksums' folds beside
+   them (5 to 7); complete the class and write the FIFO (7). Not more: every
+   frame in a stage takes a FIFO place until its descriptor is read, and back-to-back frames of
+   one beat each take a place for every cycle of that: seven of the core's eight.
 
 Frames enter each stage at most once per cycle, so back-to-back frames of one beat each are
 accepted at full rate. The only input back-pressure is a full packet buffer or a descriptor FIFO
 without a free place for every frame that may still be in stages 2 to 7.
 """
 
-from amaranth.hdl import Module, Signal, Cat, Mux
+from amaranth.hdl import Module, Signal, Const, Cat, Mux
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -66,9 +75,16 @@ def _bit_field(value, field, name):
 
 class _Header:
     """Fields of the first ``MAX_HEADER_BYTES`` of a frame, taken from the offsets in
-    :mod:`tcpdct.headers`. Shared expressions become signals so that each is computed once."""
+    :mod:`tcpdct.headers`. Shared expressions become signals so that each is computed once.
 
-    def __init__(self, m, octets, prefix):
+    Where the IPv4 and TCP headers lie depends on two fields, the VLAN test and the IHL. A
+    caller that registered them from the same bytes a cycle earlier passes them as ``vlan``
+    and ``ihl``, and the IPv4 header's window (:attr:`ip_window`, which the VLAN test selects)
+    as ``ip_window``, so that the fields start from registers and the VLAN test does not
+    steer a thousand multiplexers in the same cycle.
+    """
+
+    def __init__(self, m, octets, prefix, *, vlan=None, ihl=None, ip_window=None):
         def signal(name, value, width):
             sig = Signal(width, name=f"{prefix}_{name}")
             m.d.comb += sig.eq(value)
@@ -79,7 +95,8 @@ class _Header:
             return network_order(octets, base + offset, width // 8)
 
         self.ethertype_outer = be(headers.ETH_HEADER, 0, "ethertype")
-        self.vlan = signal("vlan", self.ethertype_outer == ETHERTYPE_VLAN, 1)
+        self.vlan = signal("vlan", self.ethertype_outer == ETHERTYPE_VLAN if vlan is None
+                           else vlan, 1)
         self.ethertype = signal("ethertype", Mux(
             self.vlan, be(headers.VLAN_TAG, 12, "ethertype"), self.ethertype_outer), 16)
         self.ip_start = signal("ip_start", Mux(
@@ -88,10 +105,11 @@ class _Header:
         # IPv4 and TCP headers as windows over the captured bytes: the IPv4 header starts at
         # one of two offsets, the TCP header at one of eleven after it.
         ip_window_bytes = IPV4_MAX_HEADER_BYTES + TCP_MAX_HEADER_BYTES
-        ip_window = signal("ip_window", Mux(
-            self.vlan,
-            octets[8 * (ETH_HEADER_BYTES + VLAN_TAG_BYTES):][:8 * ip_window_bytes],
-            octets[8 * ETH_HEADER_BYTES:][:8 * ip_window_bytes]), 8 * ip_window_bytes)
+        if ip_window is None:
+            ip_window = Mux(self.vlan,
+                            octets[8 * (ETH_HEADER_BYTES + VLAN_TAG_BYTES):][:8 * ip_window_bytes],
+                            octets[8 * ETH_HEADER_BYTES:][:8 * ip_window_bytes])
+        self.ip_window = ip_window = signal("ip_window", ip_window, 8 * ip_window_bytes)
 
         def ip(name):
             offset, width = headers.field(headers.IPV4_HEADER, name)
@@ -99,7 +117,8 @@ class _Header:
 
         version_ihl = ip("version_ihl")
         self.version = signal("version", _bit_field(version_ihl, "version_ihl", "version"), 4)
-        self.ihl = signal("ihl", _bit_field(version_ihl, "version_ihl", "ihl"), 4)
+        self.ihl = signal("ihl", _bit_field(version_ihl, "version_ihl", "ihl") if ihl is None
+                          else ihl, 4)
         self.ip_header_len = signal("ip_header_len", self.ihl * 4, 6)
         self.total_length = signal("total_length", ip("total_length"), 16)
         flags_fragment = ip("flags_fragment")
@@ -108,8 +127,26 @@ class _Header:
         self.protocol = ip("protocol")
         self.src_ip = ip("src_ip")
         self.dst_ip = ip("dst_ip")
-        self.ip_end = signal("ip_end", self.ip_start + self.total_length, 17)
-        self.tcp_start = signal("tcp_start", self.ip_start + self.ip_header_len, 7)
+        # The offsets are computed at both places the IPv4 header can start, from fixed bytes,
+        # and chosen by the VLAN test last, so that their adders work beside the EtherType
+        # compare instead of after it and the window's multiplexer.
+        def at_ip_start(offset):
+            return Mux(self.vlan, offset(ETH_HEADER_BYTES + VLAN_TAG_BYTES),
+                       offset(ETH_HEADER_BYTES))
+
+        def ip_at(start, name):
+            offset, width = headers.field(headers.IPV4_HEADER, name)
+            return network_order(octets, start + offset, width // 8)
+
+        self.ip_end = signal("ip_end", at_ip_start(
+            lambda start: start + ip_at(start, "total_length")), 17)
+        def ihl_at(start):
+            if ihl is not None:
+                return ihl
+            return _bit_field(ip_at(start, "version_ihl"), "version_ihl", "ihl")
+
+        self.tcp_start = signal("tcp_start", at_ip_start(lambda start: start + 4 * ihl_at(start)),
+                                7)
         self.segment_len = signal("segment_len", self.total_length - self.ip_header_len, 16)
 
         tcp_window = signal("tcp_window", ip_window.bit_select(self.ip_header_len * 8,
@@ -209,8 +246,8 @@ class RxParser(wiring.Component):
         start_of_frame = Signal(init=1)
         start_addr = Signal.like(self.buffer.addr)
 
-        sum_valid = Signal()        # stage 2 holds a beat
-        sum_last = Signal()
+        locate_valid = Signal()     # stage 2 holds a beat
+        locate_last = Signal()
         record_valid = Signal()     # stage 3 holds a frame
         # FIFO places taken: frames whose last beat was accepted and whose descriptor has not
         # been read yet. Counted rather than added up from the stages' valid bits, so that
@@ -263,75 +300,90 @@ class RxParser(wiring.Component):
                     with m.If(beat_index == k):
                         m.d.sync += header[8 * low:8 * (low + count)].eq(beat.data[:8 * count])
 
-        # ---- stage 2: sum ----------------------------------------------------------------------
-        sum_data = Signal(width)
-        sum_index = Signal.like(beat_index)
-        sum_nonempty = Signal()
-        sum_mac_error = Signal()
-        sum_len = Signal(16)
-        sum_buf_start = Signal.like(start_addr)
-        sum_stored_beats = Signal(frame_beats_bits(params))
+        # ---- stage 2: locate ---------------------------------------------------------------------
+        locate_data = Signal(width)
+        locate_index = Signal.like(beat_index)
+        locate_mac_error = Signal()
+        locate_len = Signal(16)
+        locate_buf_start = Signal.like(start_addr)
+        locate_stored_beats = Signal(frame_beats_bits(params))
         # A non-last empty beat changes no sum, so it does not enter this stage.
         m.d.sync += [
-            sum_valid.eq(accept & (nonempty | beat.last)),
-            sum_last.eq(beat.last),
-            sum_data.eq(beat.data),
-            sum_index.eq(beat_index),
-            sum_nonempty.eq(nonempty),
-            sum_mac_error.eq(beat.user | keep_error | ~packed),
-            sum_len.eq(new_len),
-            sum_buf_start.eq(frame_start_addr),
-            sum_stored_beats.eq(stored_beats),
+            locate_valid.eq(accept & (nonempty | beat.last)),
+            locate_last.eq(beat.last),
+            # An empty last beat adds nothing: its bytes are zeroed here, where it costs a gate
+            # on the way in rather than one more in front of the adders.
+            locate_data.eq(Mux(nonempty, beat.data, 0)),
+            locate_index.eq(beat_index),
+            locate_mac_error.eq(beat.user | keep_error | ~packed),
+            locate_len.eq(new_len),
+            locate_buf_start.eq(frame_start_addr),
+            locate_stored_beats.eq(stored_beats),
         ]
+        # The header register now holds the beat, so the offsets that apply to its words can be
+        # taken from it, whatever the data width.
+        located = _Header(m, header, "locate")
 
-        fields = _Header(m, header, "sum")
-        beat_offset = Signal(range((beat_limit + 1) * beat_bytes))
-        m.d.comb += beat_offset.eq(sum_index * beat_bytes)
-        ip_header_end = fields.tcp_start
+        # ---- stage 3: mask ---------------------------------------------------------------------
+        words = register_stage(m, "mask", {
+            "valid": locate_valid,
+            "last": locate_last,
+            "data": locate_data,
+            "index": locate_index,
+            "vlan": located.vlan,
+            "tcp_start": located.tcp_start,
+            "ip_end": located.ip_end,
+        })
+        index_shift = (beat_bytes - 1).bit_length()
         ip_words, tcp_words = [], []
         for k in range(width // 16):
-            offset = beat_offset + 2 * k
-            first = sum_data[16 * k:16 * k + 8]
-            second = sum_data[16 * k + 8:16 * k + 16]
-            in_ip_header = (offset >= fields.ip_start) & (offset < ip_header_end)
+            # Beats start at a multiple of the beat size, so a word's offset and the offset of
+            # its second byte are bits put side by side, not sums.
+            offset = Cat(Const(2 * k, index_shift), words["index"])
+            second_offset = Cat(Const(2 * k + 1, index_shift), words["index"])
+            first = words["data"][16 * k:16 * k + 8]
+            second = words["data"][16 * k + 8:16 * k + 16]
+            # The IPv4 header starts at one of two offsets: compares with constants, not with a
+            # register.
+            in_ip_header = (Mux(words["vlan"], offset >= ETH_HEADER_BYTES + VLAN_TAG_BYTES,
+                                offset >= ETH_HEADER_BYTES)
+                            & (offset < words["tcp_start"]))
             # The segment may end in the middle of a word: the byte after it is Ethernet
             # padding, and the model counts a zero in its place.
-            in_segment = (offset >= fields.tcp_start) & (offset < fields.ip_end)
-            second_in_segment = in_segment & (offset + 1 < fields.ip_end)
+            in_segment = (offset >= words["tcp_start"]) & (offset < words["ip_end"])
+            second_in_segment = in_segment & (second_offset < words["ip_end"])
             ip_words.append(Mux(in_ip_header, Cat(second, first), 0))
             tcp_words.append(Cat(Mux(second_in_segment, second, 0), Mux(in_segment, first, 0)))
-        beat_ip_sum = Signal(16 + (width // 16 - 1).bit_length())
-        beat_tcp_sum = Signal.like(beat_ip_sum)
-        m.d.comb += [
-            beat_ip_sum.eq(Mux(sum_nonempty, tree_sum(ip_words), 0)),
-            beat_tcp_sum.eq(Mux(sum_nonempty, tree_sum(tcp_words), 0)),
-        ]
+
+        # ---- stage 4: sum ----------------------------------------------------------------------
+        # The adder tree's first level is added in stage 3, after the masks, so that this stage
+        # holds one adder less in front of the accumulators.
+        def pair_sums(terms):
+            return [terms[i] + terms[i + 1] for i in range(0, len(terms), 2)]
+
+        pairs = len(ip_words) // 2
+        kept = register_stage(m, "sum", {
+            "valid": words["valid"],
+            "last": words["last"],
+            **{f"ip_pair{i}": value for i, value in enumerate(pair_sums(ip_words))},
+            **{f"tcp_pair{i}": value for i, value in enumerate(pair_sums(tcp_words))},
+        })
+        beat_ip_sum = tree_sum(kept[f"ip_pair{i}"] for i in range(pairs))
+        beat_tcp_sum = tree_sum(kept[f"tcp_pair{i}"] for i in range(pairs))
         # 32 bits hold the sum of any frame up to 16383 bytes (params limit) plus the
         # pseudo-header; longer frames are oversize and their sums unused.
         ip_acc = Signal(32)
         tcp_acc = Signal(32)
-
-        # ---- stage 3: record -------------------------------------------------------------------
-        record_header = Signal.like(header)
-        record_ip_sum = Signal(32)
-        record_tcp_sum = Signal(32)
-        record_mac_error = Signal()
-        record_len = Signal(16)
-        record_buf_start = Signal.like(start_addr)
-        record_stored_beats = Signal.like(sum_stored_beats)
-        m.d.sync += record_valid.eq(sum_valid & sum_last)
-        with m.If(sum_valid):
-            with m.If(sum_last):
+        # The frame's sums, registered in the cycle its descriptor is in stage 5 (compare).
+        frame_ip_sum = Signal(32)
+        frame_tcp_sum = Signal(32)
+        with m.If(kept["valid"]):
+            with m.If(kept["last"]):
                 m.d.sync += [
                     ip_acc.eq(0),
                     tcp_acc.eq(0),
-                    record_header.eq(header),
-                    record_ip_sum.eq(ip_acc + beat_ip_sum),
-                    record_tcp_sum.eq(tcp_acc + beat_tcp_sum),
-                    record_mac_error.eq(sum_mac_error),
-                    record_len.eq(sum_len),
-                    record_buf_start.eq(sum_buf_start),
-                    record_stored_beats.eq(sum_stored_beats),
+                    frame_ip_sum.eq(ip_acc + beat_ip_sum),
+                    frame_tcp_sum.eq(tcp_acc + beat_tcp_sum),
                 ]
             with m.Else():
                 m.d.sync += [
@@ -339,22 +391,43 @@ class RxParser(wiring.Component):
                     tcp_acc.eq(tcp_acc + beat_tcp_sum),
                 ]
 
+        # ---- stage 3: record -------------------------------------------------------------------
+        record_header = Signal.like(header)
+        record_vlan = Signal()
+        record_ihl = Signal(4)
+        record_ip_window = Signal.like(located.ip_window)
+        record_mac_error = Signal()
+        record_len = Signal(16)
+        record_buf_start = Signal.like(start_addr)
+        record_stored_beats = Signal.like(locate_stored_beats)
+        m.d.sync += record_valid.eq(locate_valid & locate_last)
+        with m.If(locate_valid & locate_last):
+            m.d.sync += [
+                record_header.eq(header),
+                record_vlan.eq(located.vlan),
+                record_ihl.eq(located.ihl),
+                record_ip_window.eq(located.ip_window),
+                record_mac_error.eq(locate_mac_error),
+                record_len.eq(locate_len),
+                record_buf_start.eq(locate_buf_start),
+                record_stored_beats.eq(locate_stored_beats),
+            ]
+
         # ---- stages 4 to 7: describe ----------------------------------------------------------
         # A pure shift register: a frame moves on every cycle, so each stage is a dict of
         # registers loaded from the stage before, and nothing needs an enable.
 
-        # Stage 4, extract: the header fields, whose offsets depend on VLAN and IHL, and a
-        # first fold of each sum (a fold keeps the sum modulo 0xffff and whether it is 0, which
-        # is all that the last fold depends on).
-        hdr = _Header(m, record_header, "rec")
+        # Stage 4, extract: the header fields, whose offsets depend on the VLAN test and the IHL,
+        # both registered in stage 3 from the locate stage's view of the same header, with the
+        # IPv4 header's window that the VLAN test selects.
+        hdr = _Header(m, record_header, "rec", vlan=record_vlan, ihl=record_ihl,
+                      ip_window=record_ip_window)
         extract = register_stage(m, "extract", {
             "valid": record_valid,
             "mac_error": record_mac_error,
             "len": record_len,
             "buf_start": record_buf_start,
             "stored_beats": record_stored_beats,
-            "ip_sum": record_ip_sum[:16] + record_ip_sum[16:],
-            "tcp_sum": record_tcp_sum[:16] + record_tcp_sum[16:],
             # The pseudo-header's addresses, beside the adders of the header's offsets.
             "src_ip_sum": hdr.src_ip[16:] + hdr.src_ip[:16],
             "dst_ip_sum": hdr.dst_ip[16:] + hdr.dst_ip[:16],
@@ -363,15 +436,16 @@ class RxParser(wiring.Component):
                 "total_length", "more_fragments", "frag_offset", "protocol", "src_ip", "dst_ip",
                 "ip_end", "tcp_start", "segment_len", "src_port", "dst_port", "seq", "ack",
                 "window", "tcp_flags", "data_offset", "tcp_header_len", "options")},
-            "option_len": hdr.tcp_header_len - TCP_MIN_HEADER_BYTES,
         })
 
         # The option scan runs beside stages 5 to 7, from the extracted options; stage 7 reads
-        # its results.
+        # its results. Its length is a function of the four bits of the data offset, which its
+        # first stage's compares take in the same LUTs, rather than a register of its own behind
+        # the window's multiplexers.
         m.submodules.option_scan = option_scan = TcpOptionScan()
         m.d.comb += [
             option_scan.options.eq(extract["options"]),
-            option_scan.length.eq(extract["option_len"]),
+            option_scan.length.eq(extract["data_offset"] * 4 - TCP_MIN_HEADER_BYTES),
         ]
 
         # Stage 5, compare: every test of the classification becomes one bit, so that the last
@@ -398,74 +472,93 @@ class RxParser(wiring.Component):
             "ip_options": e["ihl"] > 5,
             "payload_offset": e["tcp_start"] + e["tcp_header_len"],
             "payload_len": e["segment_len"] - e["tcp_header_len"],
-            "ip_csum_bad": ones_complement_fold(e["ip_sum"], max_value=2 * 0xffff) != 0xffff,
-            "ip_sum": e["src_ip_sum"] + e["dst_ip_sum"],
-            "tcp_len_sum": e["tcp_sum"] + e["segment_len"] + IP_PROTO_TCP,
+            "pseudo_sum": tree_sum([e["src_ip_sum"], e["dst_ip_sum"],
+                                    e["segment_len"] + IP_PROTO_TCP]),
         })
 
         def carry(name, stage, drop=(), **new):
             values = {key: value for key, value in stage.items() if key not in drop}
             return register_stage(m, name, {**values, **new})
 
-        # Stages 6 and 7 carry the frame on while the option scan works, and finish the TCP
-        # sum. Its 20 bits, once folded, are at most 0xffff + 0xf.
-        s = stage
-        s = carry("sum0", s, drop=("ip_sum", "tcp_len_sum"),
-                  tcp_sum=s["ip_sum"] + s["tcp_len_sum"])
-        s = carry("sum1", s, tcp_sum=s["tcp_sum"][:16] + s["tcp_sum"][16:])
-        # Stage 7 reads the option scan's results for the frame it holds.
-        assert option_scan.latency == 3
-        tcp_sum_bad = ones_complement_fold(s["tcp_sum"], max_value=0xffff + 0xf) != 0xffff
+        # Stages 6 and 7 carry the frame on while the option scan works, and finish the sums,
+        # which stage 4 (sum) registered for this frame as it entered stage 5. A fold keeps a
+        # sum modulo 0xffff and whether it is 0, which is all that the last fold depends on.
+        # The TCP sum's 19 bits in stage 6, once folded, are at most 0xffff + 0xf.
+        s = carry("sum0", stage, drop=("pseudo_sum",),
+                  ip_sum=frame_ip_sum[:16] + frame_ip_sum[16:],
+                  tcp_sum=frame_tcp_sum[:16] + frame_tcp_sum[16:] + stage["pseudo_sum"])
 
-        # Stage 7, classify, following docs/architecture.md "Frame classification" step by step.
-        c = s
-        desc = Signal(desc_layout)
+        # Stage 6 also classifies, following docs/architecture.md "Frame classification" step
+        # by step, as far as the tests that do not wait for the checksums and the option scan
+        # go, and zeroes the header fields of a frame that is not TCP. Done in stage 7 this
+        # steered every field of the descriptor into the FIFO's LUT RAM.
+        cls = Signal(FrameClass)
+        ip_checked = Signal()      # the IPv4 header is whole: its checksum is reported
         is_tcp = Signal()          # every header field is meaningful
-        with m.If(c["mac_error"]):
-            m.d.comb += desc.cls.eq(FrameClass.MAC_ERROR)
-        with m.Elif(c["too_long"]):
-            m.d.comb += desc.cls.eq(FrameClass.OVERSIZE)
-        with m.Elif(c["no_ethernet"]):
-            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(c["not_ipv4"]):
-            m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(c["no_ip_header"]):
-            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(c["bad_ip_header"]):
-            m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(c["no_ip_end"]):
-            m.d.comb += desc.cls.eq(FrameClass.TRUNCATED)
+        with m.If(s["mac_error"]):
+            m.d.comb += cls.eq(FrameClass.MAC_ERROR)
+        with m.Elif(s["too_long"]):
+            m.d.comb += cls.eq(FrameClass.OVERSIZE)
+        with m.Elif(s["no_ethernet"]):
+            m.d.comb += cls.eq(FrameClass.TRUNCATED)
+        with m.Elif(s["not_ipv4"]):
+            m.d.comb += cls.eq(FrameClass.NOT_TCP)
+        with m.Elif(s["no_ip_header"]):
+            m.d.comb += cls.eq(FrameClass.TRUNCATED)
+        with m.Elif(s["bad_ip_header"]):
+            m.d.comb += cls.eq(FrameClass.NOT_TCP)
+        with m.Elif(s["no_ip_end"]):
+            m.d.comb += cls.eq(FrameClass.TRUNCATED)
         with m.Else():
-            m.d.comb += desc.ip_csum_bad.eq(c["ip_csum_bad"])
-            with m.If(c["not_tcp"]):
-                m.d.comb += desc.cls.eq(FrameClass.NOT_TCP)
+            m.d.comb += ip_checked.eq(1)
+            with m.If(s["not_tcp"]):
+                m.d.comb += cls.eq(FrameClass.NOT_TCP)
             with m.Else():
-                # The checksum of a first fragment covers bytes that are not here.
-                tcp_csum_bad = ~c["fragment"] & tcp_sum_bad
                 m.d.comb += [
                     is_tcp.eq(1),
-                    desc.tcp_csum_bad.eq(tcp_csum_bad),
-                    desc.cls.eq(Mux(c["ip_csum_bad"] | tcp_csum_bad,
-                                    FrameClass.CHECKSUM, FrameClass.TCP)),
+                    cls.eq(FrameClass.TCP),
                 ]
-        with m.If(is_tcp):
-            m.d.comb += [
-                desc.key.local_ip.eq(c["dst_ip"]),
-                desc.key.remote_ip.eq(c["src_ip"]),
-                desc.key.local_port.eq(c["dst_port"]),
-                desc.key.remote_port.eq(c["src_port"]),
-                desc.seq.eq(c["seq"]),
-                desc.ack.eq(c["ack"]),
-                desc.window.eq(c["window"]),
-                desc.flags.eq(c["tcp_flags"]),
-                desc.special.eq(c["fragment"] | c["ip_options"] | option_scan.bad),
-                desc.payload_offset.eq(c["payload_offset"]),
-                desc.payload_len.eq(c["payload_len"]),
-                desc.ts_present.eq(option_scan.ts_present),
-                desc.tsval.eq(option_scan.tsval),
-                desc.tsecr.eq(option_scan.tsecr),
-            ]
+        tcp_fields = ("src_ip", "dst_ip", "src_port", "dst_port", "seq", "ack", "window",
+                      "tcp_flags", "payload_offset", "payload_len")
+        c = register_stage(m, "classify", {
+            **{name: s[name] for name in ("valid", "len", "buf_start", "stored_beats")},
+            **{name: Mux(is_tcp, s[name], 0) for name in tcp_fields},
+            "cls": cls,
+            "ip_checked": ip_checked,
+            "is_tcp": is_tcp,
+            # The checksum of a first fragment covers bytes that are not here.
+            "tcp_csum_checked": is_tcp & ~s["fragment"],
+            "special": is_tcp & (s["fragment"] | s["ip_options"]),
+            "ip_csum_bad": ones_complement_fold(s["ip_sum"], max_value=2 * 0xffff) != 0xffff,
+            "tcp_sum": s["tcp_sum"][:16] + s["tcp_sum"][16:],
+        })
+
+        # Stage 7, classify: the checksums' and the option scan's outcomes, which it reads for
+        # the frame it holds, complete the class and the descriptor.
+        assert option_scan.latency == 3
+        tcp_sum_bad = ones_complement_fold(c["tcp_sum"], max_value=0xffff + 0xf) != 0xffff
+        ip_csum_bad = c["ip_checked"] & c["ip_csum_bad"]
+        tcp_csum_bad = c["tcp_csum_checked"] & tcp_sum_bad
+        desc = Signal(desc_layout)
         m.d.comb += [
+            desc.cls.eq(Mux(c["is_tcp"] & (ip_csum_bad | tcp_csum_bad),
+                            FrameClass.CHECKSUM, c["cls"])),
+            desc.ip_csum_bad.eq(ip_csum_bad),
+            desc.tcp_csum_bad.eq(tcp_csum_bad),
+            desc.key.local_ip.eq(c["dst_ip"]),
+            desc.key.remote_ip.eq(c["src_ip"]),
+            desc.key.local_port.eq(c["dst_port"]),
+            desc.key.remote_port.eq(c["src_port"]),
+            desc.seq.eq(c["seq"]),
+            desc.ack.eq(c["ack"]),
+            desc.window.eq(c["window"]),
+            desc.flags.eq(c["tcp_flags"]),
+            desc.special.eq(c["special"] | (c["is_tcp"] & option_scan.bad)),
+            desc.payload_offset.eq(c["payload_offset"]),
+            desc.payload_len.eq(c["payload_len"]),
+            desc.ts_present.eq(c["is_tcp"] & option_scan.ts_present),
+            desc.tsval.eq(Mux(c["is_tcp"], option_scan.tsval, 0)),
+            desc.tsecr.eq(Mux(c["is_tcp"], option_scan.tsecr, 0)),
             desc.frame_len.eq(c["len"]),
             desc.buf_start.eq(c["buf_start"]),
             desc.stored_beats.eq(c["stored_beats"]),
