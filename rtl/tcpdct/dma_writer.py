@@ -151,6 +151,7 @@ class DmaWriter(wiring.Component):
 
         aw_beat      = Signal(beat_bits)                   # next host beat to cover
         aw_left      = Signal(range(seg_beats_max + 1))    # beats of the segment not yet covered
+        aw_span_left = Signal(range(burst_span + 1))       # beats from aw_beat to its span's end
         job_bursts   = Signal(range(job_bursts_max + 1))
 
         # -- Read issue / data stage state ----------------------------------------------------
@@ -237,6 +238,8 @@ class DmaWriter(wiring.Component):
                     m.d.sync += [
                         aw_beat.eq(segment.address[lane_bits:]),
                         aw_left.eq(seg_beats),
+                        aw_span_left.eq(burst_span -
+                                        segment.address[lane_bits:lane_bits + phase_bits]),
                         rd_addr.eq(seg_read_start),
                         rd_left.eq(seg_beats + 1),
                         rd_prime.eq(1),
@@ -268,10 +271,14 @@ class DmaWriter(wiring.Component):
 
         # -- AW channel -----------------------------------------------------------------------
 
-        beats_to_span_end = Signal(range(burst_span + 1))
-        m.d.comb += beats_to_span_end.eq(burst_span - aw_beat[:phase_bits])
+        # A burst runs to its span's end, or to the segment's end if that comes first (the last
+        # burst). Every burst but the last ends on a span boundary, so the next one starts at
+        # the following span, whole: the next address is an increment of the span number and
+        # the length one compare of two registers, with no adder on the burst length.
+        last_burst = Signal()
+        m.d.comb += last_burst.eq(aw_left <= aw_span_left)
         burst_beats = Signal(range(burst_span + 1))
-        m.d.comb += burst_beats.eq(Mux(aw_left < beats_to_span_end, aw_left, beats_to_span_end))
+        m.d.comb += burst_beats.eq(Mux(last_burst, aw_left, aw_span_left))
 
         m.d.comb += [
             self.axi_awid.eq(0),
@@ -293,8 +300,9 @@ class DmaWriter(wiring.Component):
         ]
         with m.If(self.axi_awvalid & self.axi_awready):
             m.d.sync += [
-                aw_beat.eq(aw_beat + burst_beats),
-                aw_left.eq(aw_left - burst_beats),
+                aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
+                aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
+                aw_span_left.eq(burst_span),
                 job_bursts.eq(job_bursts + 1),
             ]
 
