@@ -142,9 +142,18 @@ class CommandDecision(wiring.Component):
             self.legacy_push_buffer.tag.eq(post.tag),
             self.job.kind.eq(JobKind.FENCE),
         ]
+        # The slot after the last posted one takes the posted buffer whatever the opcode: only
+        # POST_BUFFER counts it in, and a slot at or beyond ``count`` is never read (DELEGATE and
+        # RECLAIM set ``count`` to 0). So neither the opcode nor the status steers the hundreds
+        # of bits of a queue record, only its count and the write enables.
+        for i in range(depth):
+            with m.If(queue.count == i):
+                slot = self.new_queue.slots[i]
+                m.d.comb += [slot.address.eq(post.address), slot.length.eq(post.length),
+                             slot.filled.eq(0), slot.room.eq(post.length), slot.tag.eq(post.tag)]
         # What each opcode would write depends on the opcode alone; whether it is written
         # depends on the checks. Only the write enables wait for the status, so that it does not
-        # steer the hundreds of bits of the new contents.
+        # steer the new contents.
         with m.Switch(opcode):
             with m.Case(Opcode.DELEGATE):
                 m.d.comb += [
@@ -161,12 +170,6 @@ class CommandDecision(wiring.Component):
                 ]
             with m.Case(Opcode.POST_BUFFER):
                 m.d.comb += [self.queue_write.eq(ok), self.new_queue.count.eq(queue.count + 1)]
-                for i in range(depth):
-                    with m.If(queue.count == i):
-                        slot = self.new_queue.slots[i]
-                        m.d.comb += [slot.address.eq(post.address), slot.length.eq(post.length),
-                                     slot.filled.eq(0), slot.room.eq(post.length),
-                                     slot.tag.eq(post.tag)]
             with m.Case(Opcode.POST_LEGACY):
                 m.d.comb += self.legacy_push.eq(ok)
             with m.Case(Opcode.RESYNC):
