@@ -1473,13 +1473,19 @@ def random_ops(params, rng, count, *, controls=True):
                 [rng.getrandbits(32), (1 << 32) - rng.randint(1, 2000)])))
         else:
             emit(rng.choice([0, 8, 0x7f]) | index << 16)
-        # The first hold a run sees ends by the high-water mark and the second by the timer
-        # (the next frame waits it out), so that every run reaches each way a hold can end,
-        # whatever its seed.
-        if controls and planner.held is not None and (not high_water_used or rng.random() < 0.3):
+        # The first hold a run sees whose frame the legacy ring can take ends by the
+        # high-water mark and the next one by the timer (the next frame waits it out), so that
+        # every run reaches each way a hold can end, whatever its seed. (A frame the ring cannot
+        # take is dropped, with no LEGACY event to show the reason.)
+        if controls and planner.held is not None and not planner.legacy_ring:
+            emit(post_legacy(0x7e00_0000_0000, params.max_frame_bytes, tag))
+        ring_takes_it = planner.held is not None and planner.legacy_ring and \
+            planner.legacy_ring[0].length >= len(planner.held.frame)
+        if controls and planner.held is not None and \
+                (not high_water_used and ring_takes_it or rng.random() < 0.3):
             ops.extend(expire_by_high_water())
             planner.expire_buffer_request(LegacyReason.HWM)
-            high_water_used = True
+            high_water_used = high_water_used or ring_takes_it
         elif planner.held is not None and high_water_used and not timed_out:
             conn, _ = conn_of(valid)
             emit(random_frame(params, rng, conn, rng.getrandbits(32)))
