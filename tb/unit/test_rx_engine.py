@@ -1478,7 +1478,7 @@ def random_ops(params, rng, count, *, controls=True):
         # every run reaches each way a hold can end, whatever its seed. (A frame the ring cannot
         # take is dropped, with no LEGACY event to show the reason.)
         if controls and planner.held is not None and not planner.legacy_ring:
-            emit(post_legacy(0x7e00_0000_0000, params.max_frame_bytes, tag))
+            emit(legacy_slot(tag, params.max_frame_bytes))
         ring_takes_it = planner.held is not None and planner.legacy_ring and \
             planner.legacy_ring[0].length >= len(planner.held.frame)
         if controls and planner.held is not None and \
