@@ -21,15 +21,20 @@ from .dct_layouts import conn_state_layout
 from .tx_path import beat_layout
 
 
-__all__ = ["TX_HEADER_BYTES", "TxEngine", "TxDecision", "serial_gt", "segment_end"]
+__all__ = ["TX_HEADER_BYTES", "TX_UPDATE_DEPTH", "TX_PARSE_STAGES", "TxEngine", "TxDecision", "serial_gt", "segment_end"]
 
 
 #: Enough for an 802.1Q tag, the longest IPv4 header and the fixed TCP header.
 TX_HEADER_BYTES = ETH_HEADER_BYTES + VLAN_TAG_BYTES + IPV4_MAX_HEADER_BYTES + TCP_MIN_HEADER_BYTES
 
-#: Updates waiting for the sequencer. A few absorb a burst of short frames while the sequencer
-#: is busy; when they are all taken the transmit path stops taking frames from the host.
-TX_UPDATE_DEPTH = 4
+#: Updates waiting for the sequencer, and the frames on their way to becoming one. A few absorb
+#: a burst of short frames while the sequencer is busy; when they are all taken the transmit path
+#: stops taking frames from the host.
+TX_UPDATE_DEPTH = 6
+
+#: Cycles from a frame's end to its update in the FIFO, each a register stage (see
+#: :class:`TxEngine`). Each stage holds one frame, so as many FIFO places are kept for them.
+TX_PARSE_STAGES = 3
 
 
 def serial_gt(a, b):
@@ -48,6 +53,17 @@ def segment_end(update):
 
 class TxEngine(wiring.Component):
     """Transmit engine.
+
+    A frame's update is worked out in three register stages after its last beat, one step of
+    the header's layout per stage, so that no path crosses the whole 98-byte header:
+
+    1. ``ended``: the frame's header is complete. The 802.1Q tag is found, and the IPv4 header
+       and the 64 bytes after its fixed part (where the TCP header starts, at an offset that
+       depends on IHL alone from here) are copied out of the header register, which the next
+       frame's first beat overwrites.
+    2. The TCP header is selected by IHL (11 places), the IPv4 checks are made and the segment
+       length worked out.
+    3. The TCP checks, the payload length, and the update into the FIFO.
 
     Members
     -------
@@ -78,8 +94,8 @@ class TxEngine(wiring.Component):
 
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=tx_update_layout.size,
                                                     depth=TX_UPDATE_DEPTH)
-        # One place is kept for the frame whose update is being worked out.
-        m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - 1)
+        # A place is kept for each frame in a parse stage and for one ending this cycle.
+        m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - TX_PARSE_STAGES)
 
         header    = Signal(8 * TX_HEADER_BYTES)
         beat_index = Signal(range(header_beats + 1))
@@ -103,56 +119,88 @@ class TxEngine(wiring.Component):
                     m.d.sync += beat_index.eq(beat_index + 1)
         m.d.sync += ended.eq(self.beat_valid & beat.last)
 
-        # The frame that ended is worked out on the next cycle, before the next frame's first
-        # beat (written at the end of that cycle) overwrites its header.
+        # Stage 1, on the cycle after the last beat, before the next frame's first beat
+        # (written at the end of this cycle) overwrites the header: undo the 802.1Q tag.
         def field(offset, size):
             return network_order(header, offset, size)
 
+        # The IPv4 header and everything after its fixed part, wherever the tag put them.
+        after_ip_bytes = TX_HEADER_BYTES - VLAN_TAG_BYTES - ETH_HEADER_BYTES
         vlan = field(12, 2) == ETHERTYPE_VLAN
-        ip = Mux(vlan, ETH_HEADER_BYTES + VLAN_TAG_BYTES, ETH_HEADER_BYTES)
-        ethertype = Mux(vlan, field(16, 2), field(12, 2))
-        ip_header = Signal(8 * IPV4_MIN_HEADER_BYTES)
-        m.d.comb += ip_header.eq(Mux(vlan, header[8 * 18:], header[8 * 14:]))
+        s1_valid     = Signal()
+        s1_vlan      = Signal()
+        s1_ethertype = Signal(16)
+        s1_frame_len = Signal(16)
+        s1_ip        = Signal(8 * after_ip_bytes)
+        m.d.sync += [
+            s1_valid.eq(ended),
+            s1_vlan.eq(vlan),
+            s1_ethertype.eq(Mux(vlan, field(16, 2), field(12, 2))),
+            s1_frame_len.eq(frame_len),
+            s1_ip.eq(Mux(vlan, header[8 * (ETH_HEADER_BYTES + VLAN_TAG_BYTES):],
+                         header[8 * ETH_HEADER_BYTES:])),
+        ]
 
+        # Stage 2: the IPv4 checks, and the TCP header, at one of 11 places set by IHL.
         def ip_field(offset, size):
-            return network_order(ip_header, offset, size)
+            return network_order(s1_ip, offset, size)
 
-        version, ihl = ip_header[4:8], ip_header[0:4]
+        version, ihl = s1_ip[4:8], s1_ip[0:4]
         total_length = ip_field(2, 2)
         flags_fragment = ip_field(6, 2)
         fragment = flags_fragment[13] | (flags_fragment[:13] != 0)
         ip_header_bytes = ihl * 4
-        segment_len = Signal(16)
-        m.d.comb += segment_len.eq(total_length - ip_header_bytes)
+        ip_offset = Mux(s1_vlan, ETH_HEADER_BYTES + VLAN_TAG_BYTES, ETH_HEADER_BYTES)
+        ip_ok = ((s1_frame_len >= ip_offset + IPV4_MIN_HEADER_BYTES) &
+                 (s1_ethertype == ETHERTYPE_IPV4) & (s1_frame_len >= ETH_HEADER_BYTES) &
+                 (~s1_vlan | (s1_frame_len >= ETH_HEADER_BYTES + VLAN_TAG_BYTES)) &
+                 (version == 4) & (ihl >= 5) & (total_length >= ip_header_bytes) &
+                 (s1_frame_len >= ip_offset + total_length) &
+                 (ip_field(9, 1) == IP_PROTO_TCP) & ~fragment)
 
         tcp_header = Signal(8 * TCP_MIN_HEADER_BYTES)
-        m.d.comb += tcp_header.eq(header.bit_select((ip + ip_header_bytes) * 8,
-                                                    8 * TCP_MIN_HEADER_BYTES))
+        with m.Switch(ihl):
+            for words in range(IPV4_MIN_HEADER_BYTES // 4, IPV4_MAX_HEADER_BYTES // 4 + 1):
+                with m.Case(words):
+                    m.d.comb += tcp_header.eq(
+                        s1_ip[32 * words:32 * words + 8 * TCP_MIN_HEADER_BYTES])
+        # An IHL below 5 fails ``ip_ok``: its TCP header is left 0.
 
+        s2_valid       = Signal()
+        s2_ip_ok       = Signal()
+        s2_segment_len = Signal(16)
+        s2_local_ip    = Signal(32)
+        s2_remote_ip   = Signal(32)
+        s2_tcp         = Signal(8 * TCP_MIN_HEADER_BYTES)
+        m.d.sync += [
+            s2_valid.eq(s1_valid),
+            s2_ip_ok.eq(ip_ok),
+            s2_segment_len.eq(total_length - ip_header_bytes),
+            s2_local_ip.eq(ip_field(12, 4)),
+            s2_remote_ip.eq(ip_field(16, 4)),
+            s2_tcp.eq(tcp_header),
+        ]
+
+        # Stage 3: the TCP checks, and the update.
         def tcp_field(offset, size):
-            return network_order(tcp_header, offset, size)
+            return network_order(s2_tcp, offset, size)
 
-        data_offset = tcp_header[8 * 12 + 4:8 * 12 + 8]
-        tcp = ((frame_len >= ip + IPV4_MIN_HEADER_BYTES) & (ethertype == ETHERTYPE_IPV4) &
-               (frame_len >= ETH_HEADER_BYTES) & (~vlan | (frame_len >= ETH_HEADER_BYTES +
-                                                          VLAN_TAG_BYTES)) &
-               (version == 4) & (ihl >= 5) & (total_length >= ip_header_bytes) &
-               (frame_len >= ip + total_length) & (ip_field(9, 1) == IP_PROTO_TCP) & ~fragment &
-               (segment_len >= TCP_MIN_HEADER_BYTES) & (data_offset >= 5) &
-               (data_offset * 4 <= segment_len))
+        data_offset = s2_tcp[8 * 12 + 4:8 * 12 + 8]
+        tcp = (s2_ip_ok & (s2_segment_len >= TCP_MIN_HEADER_BYTES) & (data_offset >= 5) &
+               (data_offset * 4 <= s2_segment_len))
 
         update = data.View(tx_update_layout, fifo.w_data)
         m.d.comb += [
-            update.key.local_ip.eq(ip_field(12, 4)),
-            update.key.remote_ip.eq(ip_field(16, 4)),
+            update.key.local_ip.eq(s2_local_ip),
+            update.key.remote_ip.eq(s2_remote_ip),
             update.key.local_port.eq(tcp_field(0, 2)),
             update.key.remote_port.eq(tcp_field(2, 2)),
             update.seq.eq(tcp_field(4, 4)),
             update.ack.eq(tcp_field(8, 4)),
-            update.flags.eq(tcp_header[8 * 13:8 * 14]),
+            update.flags.eq(s2_tcp[8 * 13:8 * 14]),
             update.window.eq(tcp_field(14, 2)),
-            update.payload_len.eq(segment_len - data_offset * 4),
-            fifo.w_en.eq(ended & tcp),
+            update.payload_len.eq(s2_segment_len - data_offset * 4),
+            fifo.w_en.eq(s2_valid & tcp),
             self.update.payload.eq(fifo.r_data),
             self.update.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.update.ready),
