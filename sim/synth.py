@@ -18,7 +18,9 @@ Configurations are named by their build parameters:
   CAM-to-memory-address path is measured only in the core;
 * ``parser<data_width>``: the receive parser alone, :class:`tcpdct.rx_parser.RxParser` with the
   core's descriptor FIFO depth (header capture, checksums, option scan, classification), the
-  block whose classification was the core's critical path after the receive engine's.
+  block whose classification was the core's critical path after the receive engine's;
+* ``tx<data_width>``: the transmit engine alone, :class:`tcpdct.tx_engine.TxEngine` (the parse
+  of what the host sends, and its update FIFO), the 64x64 core's critical path after both.
 
 The core has about a thousand port bits, several times what any ECP5 package bonds out, so
 nextpnr runs out of context (``--out-of-context``): no I/O buffers, and ports are left
@@ -94,9 +96,10 @@ class Config:
     name : str
         As on the command line: ``"64x16"`` or ``"cam16"``.
     kind : str
-        ``"top"`` (the whole core), ``"rx_engine"``, ``"rx_parser"`` or ``"match_cam"``.
+        ``"top"`` (the whole core), ``"rx_engine"``, ``"rx_parser"``, ``"tx_engine"`` or
+        ``"match_cam"``.
     params : dict
-        ``Params`` fields for ``"top"``, ``"rx_engine"`` and ``"rx_parser"``; ``{"n_entries": n, "n_lookup": 1}``
+        ``Params`` fields for all but ``"match_cam"``; ``{"n_entries": n, "n_lookup": 1}``
         for ``"match_cam"``.
     """
 
@@ -125,6 +128,10 @@ class Config:
             from tcpdct.params import Params, RX_DESCRIPTOR_DEPTH
             from tcpdct.rx_parser import RxParser
             return RxParser(Params(**self.params), descriptor_depth=RX_DESCRIPTOR_DEPTH), None
+        if self.kind == "tx_engine":
+            from tcpdct.params import Params
+            from tcpdct.tx_engine import TxEngine
+            return TxEngine(Params(**self.params)), None
         from tcpdct.match_cam import MatchCam
         return MatchCam(**self.params), None
 
@@ -136,7 +143,7 @@ def parse_config(name):
     ------
     ValueError
         If ``name`` is none of ``<data_width>x<n_entries>``, ``rx<data_width>x<n_entries>``,
-        ``parser<data_width>`` and ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
+        ``parser<data_width>``, ``tx<data_width>`` and ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
     """
     top = re.fullmatch(r"(rx)?(\d+)x(\d+)", name)
     if top:
@@ -144,17 +151,18 @@ def parse_config(name):
         fields = {"data_width": int(top[2]), "n_entries": int(top[3])}
         Params(**fields)
         return Config(name, "rx_engine" if top[1] else "top", fields)
-    parser = re.fullmatch(r"parser(\d+)", name)
-    if parser:
+    block = re.fullmatch(r"(parser|tx)(\d+)", name)
+    if block:
         from tcpdct.params import Params
-        fields = {"data_width": int(parser[1])}
+        fields = {"data_width": int(block[2])}
         Params(**fields)
-        return Config(name, "rx_parser", fields)
+        return Config(name, "rx_parser" if block[1] == "parser" else "tx_engine", fields)
     cam = re.fullmatch(r"cam(\d+)", name)
     if cam and int(cam[1]) >= 1:
         return Config(name, "match_cam", {"n_entries": int(cam[1]), "n_lookup": 1})
     raise ValueError(f"A configuration is <data_width>x<n_entries> (e.g. 64x16), "
-                     f"rx<data_width>x<n_entries> (e.g. rx64x64), parser<data_width> (e.g. parser64) "
+                     f"rx<data_width>x<n_entries> (e.g. rx64x64), parser<data_width> (e.g. parser64), "
+                     f"tx<data_width> (e.g. tx64) "
                      f"or cam<n_entries> (e.g. cam16), "
                      f"not {name!r}")
 

@@ -102,7 +102,11 @@ def test_parse_config():
     parser = synth.parse_config("parser512")
     assert (parser.kind, parser.module, parser.params) == \
         ("rx_parser", "rx_parser", {"data_width": 512})
-    for bad in ("48x16", "64x0", "cam0", "64", "camx", "rx48x16", "rx64", "parser48", "parser"):
+    transmit = synth.parse_config("tx64")
+    assert (transmit.kind, transmit.module, transmit.params) == \
+        ("tx_engine", "tx_engine", {"data_width": 64})
+    for bad in ("48x16", "64x0", "cam0", "64", "camx", "rx48x16", "rx64", "parser48", "parser",
+                "tx48", "tx", "tx64x16"):
         with pytest.raises(ValueError):
             synth.parse_config(bad)
 
