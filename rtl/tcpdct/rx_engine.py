@@ -162,10 +162,13 @@ class RxEngine(wiring.Component):
         # it is emitted: memories, CAM and legacy ring. The next operation's key reaches the
         # CAM in that cycle at the earliest, or after it if this operation writes the CAM (see
         # ``take`` below), so it sees the CAM written.
+        #
+        # Each kind of operation registers its new entry, job and events in registers of its
+        # own (``_Outcome``), loaded in every DECIDE whatever the operation, and EMIT selects
+        # the operation's: a decision's logic then ends in a register rather than in a
+        # multiplexer by operation, and its fan-out in one place.
         state_write  = Signal()
-        new_state    = Signal(conn_state_layout)
         queue_write  = Signal()
-        new_queue    = Signal(buffer_queue_layout(p))
         cam_write    = Signal()
         cam_key      = Signal(ConnKey)
         cam_valid    = Signal()
@@ -175,11 +178,27 @@ class RxEngine(wiring.Component):
 
         # The outcome of the operation, registered when it is decided and drained afterwards.
         n_slots  = event_slots(p)
-        job      = Signal(dma_job_layout(p))
         job_pending = Signal()
-        events   = Signal(data.ArrayLayout(event_layout, n_slots))
         pending  = Signal(n_slots)
         sent_any = Signal()
+
+        frame_out    = _Outcome(p, "frame")
+        cmd_out      = _Outcome(p, "cmd")
+        tx_new_state = Signal(conn_state_layout)
+        tx_report    = Signal(event_layout)
+        fence        = Signal(dma_job_layout(p))
+        m.d.comb += fence.kind.eq(JobKind.FENCE)
+
+        # The operation's outcome, for EMIT. A transmit update writes no buffer queue, and its
+        # one event (RESYNC) is in the first slot.
+        new_state = Mux(op == _Op.FRAME, frame_out.new_state,
+                        Mux(op == _Op.CMD, cmd_out.new_state, tx_new_state))
+        new_queue = Mux(op == _Op.CMD, cmd_out.new_queue, frame_out.new_queue)
+        job       = Mux(op == _Op.FRAME, frame_out.job,
+                        Mux(op == _Op.CMD, cmd_out.job, fence))
+        events    = [Mux(op == _Op.CMD, cmd_out.events[slot],
+                         Mux((op == _Op.TX) & (slot == 0), tx_report, frame_out.events[slot]))
+                     for slot in range(n_slots)]
 
         with m.If(holding & ~held_for.all()):
             m.d.sync += held_for.eq(held_for + 1)
@@ -339,11 +358,21 @@ class RxEngine(wiring.Component):
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                writes = (state_write, new_state, queue_write, new_queue)
+                frame_out.register(m, frame)
+                cmd_out.register(m, cmd)
+                report = Signal(event_layout)
+                m.d.comb += [
+                    report.code.eq(EventType.RESYNC),
+                    report.index.eq(index),
+                    report.body.resync.rcv_nxt.eq(tx.new_state.rcv_nxt),
+                ]
+                m.d.sync += [tx_new_state.eq(tx.new_state), tx_report.eq(report)]
                 with m.Switch(op):
                     with m.Case(_Op.FRAME):
-                        self._register_outcome(m, frame, writes, job, events, pending)
-                        m.d.sync += [legacy_pop.eq(frame.legacy_pop),
+                        m.d.sync += [state_write.eq(frame.state_write),
+                                     queue_write.eq(frame.queue_write),
+                                     pending.eq(frame.event_valid),
+                                     legacy_pop.eq(frame.legacy_pop),
                                      job_pending.eq(frame.job_valid), holding.eq(frame.hold)]
                         # The timer runs from the BUF_REQ that opened the request, counted from
                         # that operation's LOAD, the cycle in which the timer is compared: three
@@ -351,8 +380,10 @@ class RxEngine(wiring.Component):
                         with m.If(frame.hold & frame.job_valid):
                             m.d.sync += held_for.eq(3)
                     with m.Case(_Op.CMD):
-                        self._register_outcome(m, cmd, writes, job, events, pending)
                         m.d.sync += [
+                            state_write.eq(cmd.state_write),
+                            queue_write.eq(cmd.queue_write),
+                            pending.eq(cmd.event_valid),
                             cam_write.eq(cmd.cam_write),
                             cam_key.eq(cmd.cam_write_key),
                             cam_valid.eq(cmd.cam_write_valid),
@@ -361,20 +392,11 @@ class RxEngine(wiring.Component):
                             job_pending.eq(1),
                         ]
                     with m.Case(_Op.TX):
-                        resync = tx.resync
-                        report = Signal(event_layout)
-                        m.d.comb += [
-                            report.code.eq(EventType.RESYNC),
-                            report.index.eq(index),
-                            report.body.resync.rcv_nxt.eq(tx.new_state.rcv_nxt),
-                        ]
                         m.d.sync += [
                             state_write.eq(1),
-                            new_state.eq(tx.new_state),
-                            job.kind.eq(JobKind.FENCE),
-                            job_pending.eq(resync),
-                            pending.eq(resync),
-                            events[0].eq(report),
+                            queue_write.eq(0),
+                            job_pending.eq(tx.resync),
+                            pending.eq(tx.resync),
                         ]
                 m.d.sync += sent_any.eq(0)
                 m.next = "EMIT"
@@ -441,17 +463,23 @@ class RxEngine(wiring.Component):
                         with (m.If if number == 0 else m.Elif)(waiting[source]):
                             m.d.comb += choice.eq(source)
 
-    @staticmethod
-    def _register_outcome(m, decision, writes, job, events, pending):
-        state_write, new_state, queue_write, new_queue = writes
-        m.d.sync += [
-            state_write.eq(decision.state_write),
-            new_state.eq(decision.new_state),
-            queue_write.eq(decision.queue_write),
-            new_queue.eq(decision.new_queue),
-            job.eq(decision.job), events.eq(decision.events),
-            pending.eq(decision.event_valid),
-        ]
+
+class _Outcome:
+    """The registered outcome of a frame's or a command's decision: its entry's new state and
+    buffer queue, its job and its events."""
+
+    def __init__(self, params, name):
+        self.new_state = Signal(conn_state_layout, name=f"{name}_new_state")
+        self.new_queue = Signal(buffer_queue_layout(params), name=f"{name}_new_queue")
+        self.job       = Signal(dma_job_layout(params), name=f"{name}_job")
+        self.events    = Signal(data.ArrayLayout(event_layout, event_slots(params)),
+                                name=f"{name}_events")
+
+    def register(self, m, decision):
+        """Load the outcome of ``decision`` (a :class:`FrameDecision` or a
+        :class:`CommandDecision`)."""
+        m.d.sync += [self.new_state.eq(decision.new_state), self.new_queue.eq(decision.new_queue),
+                     self.job.eq(decision.job), self.events.eq(decision.events)]
 
 
 class _Op(enum.Enum, shape=2):
