@@ -132,16 +132,31 @@ class DmaWriter(wiring.Component):
         seg_lane0   = segment.address[:lane_bits]
         seg_lane_end = Signal(17)
         m.d.comb += seg_lane_end.eq(seg_lane0 + segment.length - 1)
+        # Beats of the segment, and reads with the priming one: ``(lane_end >> lane_bits) + 1``
+        # and ``+ 2``, each as one adder whose small operand takes the constant, since the
+        # segment comes through the multiplexer by ``seg_index`` first (a length of at least 1
+        # makes the two forms equal).
         seg_beats   = Signal(range(seg_beats_max + 1))
-        m.d.comb += seg_beats.eq((seg_lane_end >> lane_bits) + 1)
+        seg_reads   = Signal(range(seg_beats_max + 2))
+        m.d.comb += [
+            seg_beats.eq((segment.length + (seg_lane0 + (data_bytes - 1))) >> lane_bits),
+            seg_reads.eq((segment.length + (seg_lane0 + (2 * data_bytes - 1))) >> lane_bits),
+        ]
         seg_shift   = Signal(lane_bits)
         m.d.comb += seg_shift.eq(src_offset[:lane_bits] - seg_lane0)
-        # Source beat q holding the bytes rotated into the low lanes of output beat 0; q may be
-        # the beat before the frame (whose bytes are then never strobed), so compute q + 1.
-        src_beat_plus1 = Signal(17)
-        m.d.comb += src_beat_plus1.eq((src_offset + data_bytes - seg_lane0) >> lane_bits)
+        # The first read is of source beat q, the one holding the bytes rotated into the low
+        # lanes of output beat 0: the beat of ``src_offset``, or the one before it (whose bytes
+        # are then never strobed) when the segment starts at a higher lane than the source.
+        # Both candidates come from registers alone, so the segment's lane only chooses.
+        read_base = Signal(self._addr_bits)
+        read_before = Signal(self._addr_bits)
+        m.d.comb += [
+            read_base.eq(job.buf_start + (src_offset >> lane_bits)),
+            read_before.eq(job.buf_start + (src_offset >> lane_bits) - 1),
+        ]
         seg_read_start = Signal(self._addr_bits)
-        m.d.comb += seg_read_start.eq(job.buf_start + src_beat_plus1 - 1)
+        m.d.comb += seg_read_start.eq(Mux(src_offset[:lane_bits] < seg_lane0,
+                                          read_before, read_base))
         seg_first_strb = Signal(data_bytes)
         m.d.comb += seg_first_strb.eq(C((1 << data_bytes) - 1, data_bytes) << seg_lane0)
         seg_last_strb = Signal(data_bytes)
@@ -241,7 +256,7 @@ class DmaWriter(wiring.Component):
                         aw_span_left.eq(burst_span -
                                         segment.address[lane_bits:lane_bits + phase_bits]),
                         rd_addr.eq(seg_read_start),
-                        rd_left.eq(seg_beats + 1),
+                        rd_left.eq(seg_reads),
                         rd_prime.eq(1),
                         rd_first.eq(1),
                         rd_phase.eq(segment.address[lane_bits:lane_bits + phase_bits]),
