@@ -16,11 +16,15 @@ Configurations are named by their build parameters:
   write ports become ports), the block whose decision was the core's critical path: a few
   minutes instead of the core's twenty. Paths from and to ports are not timed (below), so the
   CAM-to-memory-address path is measured only in the core;
-* ``parser<data_width>``: the receive parser alone, :class:`tcpdct.rx_parser.RxParser` with the
-  core's descriptor FIFO depth (header capture, checksums, option scan, classification), the
-  block whose classification was the core's critical path after the receive engine's;
-* ``tx<data_width>``: the transmit engine alone, :class:`tcpdct.tx_engine.TxEngine` (the parse
-  of what the host sends, and its update FIFO), the 64x64 core's critical path after both.
+* ``<block><data_width>``: one block of the core alone, with the parameters the core gives it,
+  for a figure in a few minutes instead of the core's forty (:data:`BLOCKS`): ``parser`` (the
+  receive parser, :class:`tcpdct.rx_parser.RxParser`, with the core's descriptor FIFO depth:
+  header capture, checksums, option scan, classification), ``tx`` (the transmit engine,
+  :class:`tcpdct.tx_engine.TxEngine`: the parse of what the host sends, and its update FIFO),
+  ``dma`` (the DMA write master, :class:`tcpdct.dma_writer.DmaWriter`), ``events`` (the event
+  queue, :class:`tcpdct.event_queue.EventQueue`) and ``csr`` (the register block,
+  :class:`tcpdct.csr.Csr`); e.g. ``parser64`` or ``dma512``. Each has been the core's critical
+  path at some point, or could be.
 
 The core has about a thousand port bits, several times what any ECP5 package bonds out, so
 nextpnr runs out of context (``--out-of-context``): no I/O buffers, and ports are left
@@ -59,6 +63,44 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the small ones first, so that a run cut short still has the cheap figures.
 DEFAULT_CONFIGS = ("cam16", "cam64", "64x16", "64x64", "64x256", "512x64")
 
+#: ``<block><data_width>`` configurations: prefix → kind (the Verilog module's name).
+BLOCKS = {"parser": "rx_parser", "tx": "tx_engine", "dma": "dma_writer",
+          "events": "event_queue", "csr": "csr"}
+
+
+def _rx_parser(params):
+    from tcpdct.params import RX_DESCRIPTOR_DEPTH
+    from tcpdct.rx_parser import RxParser
+    return RxParser(params, descriptor_depth=RX_DESCRIPTOR_DEPTH)
+
+
+def _tx_engine(params):
+    from tcpdct.tx_engine import TxEngine
+    return TxEngine(params)
+
+
+def _dma_writer(params):
+    from tcpdct.dma_writer import DmaWriter
+    from tcpdct.top import DMA_JOBS_IN_FLIGHT
+    return DmaWriter(params, jobs_in_flight=DMA_JOBS_IN_FLIGHT)
+
+
+def _event_queue(params):
+    from tcpdct.event_queue import EventQueue
+    from tcpdct import top
+    return EventQueue(params, depth=top.EVENT_QUEUE_DEPTH,
+                      completion_depth=top.EVENT_COMPLETION_DEPTH)
+
+
+def _csr(params):
+    from tcpdct.csr import Csr
+    return Csr(params)
+
+
+#: Kind → the block, built as the core builds it from its ``Params``.
+_BLOCK_KINDS = {"rx_parser": _rx_parser, "tx_engine": _tx_engine, "dma_writer": _dma_writer,
+                "event_queue": _event_queue, "csr": _csr}
+
 #: Yosys cell types that are not logic (hierarchy markers kept for debugging).
 _NOT_CELLS = {"$scopeinfo"}
 
@@ -96,8 +138,8 @@ class Config:
     name : str
         As on the command line: ``"64x16"`` or ``"cam16"``.
     kind : str
-        ``"top"`` (the whole core), ``"rx_engine"``, ``"rx_parser"``, ``"tx_engine"`` or
-        ``"match_cam"``.
+        ``"top"`` (the whole core), ``"rx_engine"``, ``"match_cam"`` or one of :data:`BLOCKS`'
+        kinds.
     params : dict
         ``Params`` fields for all but ``"match_cam"``; ``{"n_entries": n, "n_lookup": 1}``
         for ``"match_cam"``.
@@ -124,14 +166,9 @@ class Config:
             from tcpdct.params import Params
             from tcpdct.rx_engine import RxEngine
             return RxEngine(Params(**self.params)), None
-        if self.kind == "rx_parser":
-            from tcpdct.params import Params, RX_DESCRIPTOR_DEPTH
-            from tcpdct.rx_parser import RxParser
-            return RxParser(Params(**self.params), descriptor_depth=RX_DESCRIPTOR_DEPTH), None
-        if self.kind == "tx_engine":
+        if self.kind in _BLOCK_KINDS:
             from tcpdct.params import Params
-            from tcpdct.tx_engine import TxEngine
-            return TxEngine(Params(**self.params)), None
+            return _BLOCK_KINDS[self.kind](Params(**self.params)), None
         from tcpdct.match_cam import MatchCam
         return MatchCam(**self.params), None
 
@@ -143,7 +180,7 @@ def parse_config(name):
     ------
     ValueError
         If ``name`` is none of ``<data_width>x<n_entries>``, ``rx<data_width>x<n_entries>``,
-        ``parser<data_width>``, ``tx<data_width>`` and ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
+        ``<block><data_width>`` and ``cam<n_entries>``, or names parameters that :class:`Params` rejects.
     """
     top = re.fullmatch(r"(rx)?(\d+)x(\d+)", name)
     if top:
@@ -151,18 +188,18 @@ def parse_config(name):
         fields = {"data_width": int(top[2]), "n_entries": int(top[3])}
         Params(**fields)
         return Config(name, "rx_engine" if top[1] else "top", fields)
-    block = re.fullmatch(r"(parser|tx)(\d+)", name)
-    if block:
+    block = re.fullmatch(r"([a-z]+)(\d+)", name)
+    if block and block[1] in BLOCKS:
         from tcpdct.params import Params
         fields = {"data_width": int(block[2])}
         Params(**fields)
-        return Config(name, "rx_parser" if block[1] == "parser" else "tx_engine", fields)
+        return Config(name, BLOCKS[block[1]], fields)
     cam = re.fullmatch(r"cam(\d+)", name)
     if cam and int(cam[1]) >= 1:
         return Config(name, "match_cam", {"n_entries": int(cam[1]), "n_lookup": 1})
     raise ValueError(f"A configuration is <data_width>x<n_entries> (e.g. 64x16), "
-                     f"rx<data_width>x<n_entries> (e.g. rx64x64), parser<data_width> (e.g. parser64), "
-                     f"tx<data_width> (e.g. tx64) "
+                     f"rx<data_width>x<n_entries> (e.g. rx64x64), <block><data_width> (e.g. parser64; "
+                     f"blocks: {', '.join(BLOCKS)}) "
                      f"or cam<n_entries> (e.g. cam16), "
                      f"not {name!r}")
 

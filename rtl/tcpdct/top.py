@@ -28,6 +28,10 @@ JOB_QUEUE_DEPTH = 4
 DMA_JOBS_IN_FLIGHT = 16
 #: Events waiting for their jobs' writes.
 EVENT_QUEUE_DEPTH = 32
+#: Completions arrive without back-pressure. The engine may hand a job over before its first
+#: event is queued, so every job the job queue and the DMA writer can hold may complete ahead of
+#: its events: the completion FIFO is sized for all of them.
+EVENT_COMPLETION_DEPTH = EVENT_QUEUE_DEPTH + JOB_QUEUE_DEPTH + DMA_JOBS_IN_FLIGHT + 1
 
 
 class TcpDct(wiring.Component):
@@ -64,12 +68,8 @@ class TcpDct(wiring.Component):
         m.submodules.packet_buffer = pbuf    = RxPacketBuffer(p)
         m.submodules.rx_engine     = engine  = RxEngine(p)
         m.submodules.dma_writer    = dma     = DmaWriter(p, jobs_in_flight=DMA_JOBS_IN_FLIGHT)
-        # Completions arrive without back-pressure. The engine may hand a job over before its
-        # first event is queued, so every job the job queue and the DMA writer can hold may
-        # complete ahead of its events: the completion FIFO is sized for all of them.
         m.submodules.event_queue   = events  = EventQueue(
-            p, depth=EVENT_QUEUE_DEPTH,
-            completion_depth=EVENT_QUEUE_DEPTH + JOB_QUEUE_DEPTH + DMA_JOBS_IN_FLIGHT + 1)
+            p, depth=EVENT_QUEUE_DEPTH, completion_depth=EVENT_COMPLETION_DEPTH)
         m.submodules.csr           = csr     = Csr(p)
         m.submodules.tx_path       = tx      = TxPath(p)
         m.submodules.tx_engine     = tx_eng  = TxEngine(p)

@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+from amaranth.back import rtlil
 
 import synth
 
@@ -105,8 +106,13 @@ def test_parse_config():
     transmit = synth.parse_config("tx64")
     assert (transmit.kind, transmit.module, transmit.params) == \
         ("tx_engine", "tx_engine", {"data_width": 64})
+    for name, kind in [("dma512", "dma_writer"), ("events64", "event_queue"), ("csr64", "csr")]:
+        block = synth.parse_config(name)
+        assert (block.kind, block.module) == (kind, kind)
+        component, _ = block.build()
+        assert f"module \\{kind}" in rtlil.convert(component, name=kind)
     for bad in ("48x16", "64x0", "cam0", "64", "camx", "rx48x16", "rx64", "parser48", "parser",
-                "tx48", "tx", "tx64x16"):
+                "tx48", "tx", "tx64x16", "dma", "foo64"):
         with pytest.raises(ValueError):
             synth.parse_config(bad)
 
