@@ -79,6 +79,26 @@ def _trigger_constant_processes(text):
     return re.sub(r"^module .*?^endmodule$", module, text, flags=re.MULTILINE | re.DOTALL)
 
 
+def _keep_hierarchy(text, name, paths):
+    """``text`` with ``(* keep_hierarchy = "yes" *)`` on the module of each submodule in
+    ``paths`` (hierarchy paths below the top, e.g. ``"match_cam"``).
+
+    Amaranth gives no way to set an attribute on a module; Yosys and Vivado both honour this
+    one, and keep the module a boundary that logic optimisation does not cross.
+
+    Raises
+    ------
+    ValueError
+        If a path names no module of ``text``.
+    """
+    for path in paths:
+        header = f"module \\{name}.{path} ("
+        if header not in text:
+            raise ValueError(f"No module {name}.{path} in the Verilog to keep as a hierarchy")
+        text = text.replace(header, f'(* keep_hierarchy = "yes" *)\n{header}', 1)
+    return text
+
+
 def build_top(params):
     """The top-level component for ``params``."""
     # Imported here so that the writing mechanism can be used and tested on its own.
@@ -109,6 +129,7 @@ def write_verilog(top, params, output, *, name=MODULE_NAME):
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     text = _trigger_constant_processes(verilog.convert(top, name=name))
+    text = _keep_hierarchy(text, name, getattr(top, "kept_hierarchy", ()))
     record = {
         "module":  name,
         "verilog": output.name,

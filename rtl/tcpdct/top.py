@@ -45,6 +45,14 @@ class TcpDct(wiring.Component):
     Ports are listed in ``docs/interfaces.md``; clock ``clk``, synchronous active-high ``rst``.
     """
 
+    #: Submodules written as Verilog modules with ``keep_hierarchy`` (:func:`tcpdct.cli.write_verilog`).
+    #: The match CAM's lookup key comes through the receive engine's choice of operation; with
+    #: the hierarchy flattened, Yosys' ABC9 merges that multiplexer into every entry's compare,
+    #: which tripled the CAM (about 400 LUT4 per entry instead of 66; 64x256 did not fit the
+    #: LFE5U-85F) and put the multiplexer on the CAM's critical path
+    #: (``docs/performance.md``, "The CAM kept whole").
+    kept_hierarchy = ("match_cam",)
+
     def __init__(self, params=None):
         if params is None:
             params = Params()

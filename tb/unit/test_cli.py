@@ -132,3 +132,33 @@ def test_stand_in_top_passes_lint(tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+class KeptPart(wiring.Component):
+    """A submodule to keep as a hierarchy, under a top that names it."""
+    a: In(4)
+    x: Out(4)
+    kept_hierarchy = ("inner",)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = ConstantPart()
+        m.d.comb += [inner.a.eq(self.a), inner.en.eq(1), self.x.eq(inner.x[:4])]
+        return m
+
+
+def test_kept_hierarchy_is_marked_and_passes_lint(tmp_path):
+    verilog_path, _ = cli.write_verilog(KeptPart(), Params(), tmp_path / "kept.v",
+                                        name="kept_part")
+    text = verilog_path.read_text()
+    assert '(* keep_hierarchy = "yes" *)\nmodule \\kept_part.inner (' in text
+    assert text.count("keep_hierarchy") == 1
+    result = _lint(verilog_path, "kept_part")
+    assert result.returncode == 0, result.stderr
+
+
+def test_kept_hierarchy_of_no_module_is_refused(tmp_path):
+    part = KeptPart()
+    part.kept_hierarchy = ("outer",)
+    with pytest.raises(ValueError, match="kept_part.outer"):
+        cli.write_verilog(part, Params(), tmp_path / "kept.v", name="kept_part")
