@@ -212,16 +212,19 @@ def parse_stat(stat):
     Parameters
     ----------
     stat : dict
-        The parsed JSON; the design is flattened, so its ``design`` section holds every cell.
+        The parsed JSON. Its ``design`` section counts every cell of the hierarchy under the top
+        (the design is flattened but for modules kept whole, such as the core's match CAM).
 
     Returns
     -------
     dict
-        ``{cell type: count}``, without hierarchy markers.
+        ``{cell type: count}``, without hierarchy markers and without the instances of kept
+        modules, whose cells are counted already.
     """
     design = stat.get("design") or next(iter(stat["modules"].values()))
+    modules = {name.lstrip("\\") for name in stat.get("modules", {})}
     return {cell: count for cell, count in sorted(design["num_cells_by_type"].items())
-            if cell not in _NOT_CELLS}
+            if cell not in _NOT_CELLS and cell.lstrip("\\") not in modules}
 
 
 def cell_counts(cells):

@@ -104,10 +104,12 @@ class MatchCam(wiring.Component):
 
         # Each entry's 96-bit compare is kept a logic cone of its own, 64 LUT4: its result is
         # registered, apart from the valid bit and the OR trees behind it, and the lookup key
-        # is a kept net, apart from whatever selects it in front. Yosys' ABC9 mapping of a
-        # compare merged with its neighbours took about twice that (docs/performance.md,
-        # "Match CAM cost per entry"). The valid bits are registered beside the compares, so a
-        # lookup sees the valid bits and keys of the cycle its key was presented in.
+        # is a kept net. Yosys' ABC9 mapping of a compare merged with its neighbours took about
+        # twice that (docs/performance.md, "Match CAM cost per entry"). A kept net does not stop
+        # ABC9 from copying the logic that drives it into each compare, so the core also writes
+        # this module with ``keep_hierarchy`` (``TcpDct.kept_hierarchy``). The valid bits are
+        # registered beside the compares, so a lookup sees the valid bits and keys of the cycle
+        # its key was presented in.
         valid_seen = Signal(self.n_entries)
         m.d.sync += valid_seen.eq(valid)
         for port in range(self.n_lookup):

@@ -124,6 +124,17 @@ def test_default_configs_are_those_of_the_issue():
         synth.parse_config(name)
 
 
+def test_cell_counts_of_a_kept_module_are_counted_once():
+    # `stat -json` of a design with the match CAM kept whole: the design section holds every
+    # cell, and one instance of the kept module.
+    stat = {
+        "modules": {"\\tcpdct": {"num_cells_by_type": {"LUT4": 10, "tcpdct.match_cam": 1}},
+                    "\\tcpdct.match_cam": {"num_cells_by_type": {"LUT4": 4, "TRELLIS_FF": 2}}},
+        "design": {"num_cells_by_type": {"LUT4": 14, "TRELLIS_FF": 2, "tcpdct.match_cam": 1}},
+    }
+    assert synth.parse_stat(stat) == {"LUT4": 14, "TRELLIS_FF": 2}
+
+
 def test_cell_counts():
     cells = synth.parse_stat(STAT)
     assert "$scopeinfo" not in cells
