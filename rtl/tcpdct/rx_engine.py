@@ -108,6 +108,10 @@ class RxEngine(wiring.Component):
         # sized and placed on its own.
         self.state_ram  = Memory(shape=conn_state_layout, depth=params.n_entries, init=[])
         self.buffer_ram = Memory(shape=buffer_queue_layout(params), depth=params.n_entries, init=[])
+        # Where operations start and end, for the testbenches (the unit tests and the formal
+        # harness observe the sequencer through them); not ports.
+        self.op_take = Signal()  # an operation starts: its input taken, its key at the CAM
+        self.op_done = Signal()  # the last cycle of the operation in flight
 
     def elaborate(self, platform):
         p = self._params
@@ -271,8 +275,25 @@ class RxEngine(wiring.Component):
         # operation that writes the CAM is not overlapped. Everything else the next one reads
         # (the memories in LOOKUP, the legacy ring and CAM valid bits in LOAD and later) is
         # read after this cycle's writes.
-        op_take = Signal()  # an operation starts: its input taken, its key at the CAM
-        op_done = Signal()  # the last cycle of the operation in flight
+        op_take, op_done = self.op_take, self.op_done
+
+        # The key of the source that would be taken goes to the CAM in every cycle, taken or
+        # not: a lookup changes nothing, and its answer is used only by an operation taken in
+        # the same cycle. The key then depends on the sources and the rotation alone, not on
+        # the FSM state nor on the CAM's answer to the last key (a transmit update of no
+        # connection takes the next operation in its LOOKUP): that was the 64x64 core's
+        # critical path, from the CAM's compares through the take back into them.
+        delegate = self.command.payload.body.delegate
+        with m.Switch(choice):
+            with m.Case(_Op.FRAME):
+                m.d.comb += self.cam_key.eq(Mux(holding, desc.key, self.descriptor.payload.key))
+            with m.Case(_Op.CMD):
+                m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
+                             self.cam_key.remote_ip.eq(delegate.remote_ip),
+                             self.cam_key.local_port.eq(delegate.local_port),
+                             self.cam_key.remote_port.eq(delegate.remote_port)]
+            with m.Case(_Op.TX):
+                m.d.comb += self.cam_key.eq(self.tx_update.payload.key)
 
         def take():
             """Start the operation ``choice``, if any source waits (in a cycle that allows it)."""
@@ -280,22 +301,12 @@ class RxEngine(wiring.Component):
             with m.If(any_waiting):
                 m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD)]
                 m.next = "LOOKUP"
-            with m.If(any_waiting & (choice == _Op.FRAME)):
-                with m.If(holding):
-                    m.d.comb += self.cam_key.eq(desc.key)
-                with m.Else():
-                    m.d.comb += [self.cam_key.eq(self.descriptor.payload.key),
-                                 self.descriptor.ready.eq(1)]
+            with m.If(any_waiting & (choice == _Op.FRAME) & ~holding):
+                m.d.comb += self.descriptor.ready.eq(1)
             with m.If(any_waiting & (choice == _Op.CMD)):
-                delegate = self.command.payload.body.delegate
-                m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
-                             self.cam_key.remote_ip.eq(delegate.remote_ip),
-                             self.cam_key.local_port.eq(delegate.local_port),
-                             self.cam_key.remote_port.eq(delegate.remote_port),
-                             self.command.ready.eq(1)]
+                m.d.comb += self.command.ready.eq(1)
             with m.If(any_waiting & (choice == _Op.TX)):
-                m.d.comb += [self.cam_key.eq(self.tx_update.payload.key),
-                             self.tx_update.ready.eq(1)]
+                m.d.comb += self.tx_update.ready.eq(1)
 
         # The input registers load from their stream's head in every cycle in which an operation
         # may be taken and no operation uses them, whether that source is taken or not: their
