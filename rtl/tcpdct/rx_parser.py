@@ -495,20 +495,19 @@ class RxParser(wiring.Component):
         cls = Signal(FrameClass)
         ip_checked = Signal()      # the IPv4 header is whole: its checksum is reported
         is_tcp = Signal()          # every header field is meaningful
-        with m.If(s["mac_error"]):
-            m.d.comb += cls.eq(FrameClass.MAC_ERROR)
-        with m.Elif(s["too_long"]):
-            m.d.comb += cls.eq(FrameClass.OVERSIZE)
-        with m.Elif(s["no_ethernet"]):
-            m.d.comb += cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(s["not_ipv4"]):
-            m.d.comb += cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(s["no_ip_header"]):
-            m.d.comb += cls.eq(FrameClass.TRUNCATED)
-        with m.Elif(s["bad_ip_header"]):
-            m.d.comb += cls.eq(FrameClass.NOT_TCP)
-        with m.Elif(s["no_ip_end"]):
-            m.d.comb += cls.eq(FrameClass.TRUNCATED)
+        # The tests before the IPv4 header is whole, in priority order, and the class of each.
+        before_ip_checked = [
+            ("mac_error",     FrameClass.MAC_ERROR),
+            ("too_long",      FrameClass.OVERSIZE),
+            ("no_ethernet",   FrameClass.TRUNCATED),
+            ("not_ipv4",      FrameClass.NOT_TCP),
+            ("no_ip_header",  FrameClass.TRUNCATED),
+            ("bad_ip_header", FrameClass.NOT_TCP),
+            ("no_ip_end",     FrameClass.TRUNCATED),
+        ]
+        for number, (test, frame_class) in enumerate(before_ip_checked):
+            with (m.If if number == 0 else m.Elif)(s[test]):
+                m.d.comb += cls.eq(frame_class)
         with m.Else():
             m.d.comb += ip_checked.eq(1)
             with m.If(s["not_tcp"]):
