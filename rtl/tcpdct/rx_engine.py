@@ -106,8 +106,18 @@ class RxEngine(wiring.Component):
         })
         # The state and buffer portions are separate memories (claim 22) so that either can be
         # sized and placed on its own.
-        self.state_ram  = Memory(shape=conn_state_layout, depth=params.n_entries, init=[])
-        self.buffer_ram = Memory(shape=buffer_queue_layout(params), depth=params.n_entries, init=[])
+        #
+        # No read of either is used if it collides with a write: an operation writes its entry
+        # in its first EMIT cycle, and the next one reads the memories in its LOOKUP, a cycle
+        # later at the earliest (``take`` below). ``no_rw_check`` tells Yosys so; without it,
+        # Yosys emulates read-before-write around each block RAM (the address compared with the
+        # write's, the write data kept, a multiplexer after the read data), which sat on the
+        # receive engine's critical path from the CAM's answer.
+        unchecked = {"no_rw_check": 1}
+        self.state_ram  = Memory(shape=conn_state_layout, depth=params.n_entries, init=[],
+                                 attrs=unchecked)
+        self.buffer_ram = Memory(shape=buffer_queue_layout(params), depth=params.n_entries,
+                                 init=[], attrs=unchecked)
         # Where operations start and end, for the testbenches (the unit tests and the formal
         # harness observe the sequencer through them); not ports.
         self.op_take = Signal()  # an operation starts: its input taken, its key at the CAM
