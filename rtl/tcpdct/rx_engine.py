@@ -62,6 +62,9 @@ class RxEngine(wiring.Component):
     -------
     descriptor : In(stream of ``rx_descriptor_layout``)
         Parsed frames, in arrival order.
+    next_key, next_key_valid : In(ConnKey), In(1)
+        The key of the descriptor ``descriptor`` shows next cycle, while it shows none now
+        (:class:`tcpdct.rx_parser.RxParser`); looked up a cycle early. Both may be held at 0.
     command : In(stream of ``command_layout``)
         Command records.
     job : Out(stream of ``dma_job_layout``)
@@ -88,6 +91,8 @@ class RxEngine(wiring.Component):
         self._params = params
         super().__init__({
             "descriptor":      In(stream.Signature(rx_descriptor_layout(params))),
+            "next_key":        In(ConnKey),
+            "next_key_valid":  In(1),
             "command":         In(stream.Signature(command_layout)),
             "job":             Out(stream.Signature(dma_job_layout(params))),
             "event":           Out(stream.Signature(queued_event_layout)),
@@ -122,6 +127,7 @@ class RxEngine(wiring.Component):
         # harness observe the sequencer through them); not ports.
         self.op_take = Signal()  # an operation starts: its input taken, its key at the CAM
         self.op_done = Signal()  # the last cycle of the operation in flight
+        self.op_load = Signal()  # its LOAD: entry read, timer and high-water mark sampled
 
     def elaborate(self, platform):
         p = self._params
@@ -280,23 +286,45 @@ class RxEngine(wiring.Component):
 
         # An operation is taken when the sequencer is idle, or in the last cycle of the one before
         # (its EMIT, or the LOOKUP of a transmit update of no connection), so that consecutive
-        # operations leave no idle cycle between them. The next one's key reaches the CAM in
-        # that cycle; the CAM compares it with what it holds before the cycle's write, so an
-        # operation that writes the CAM is not overlapped. Everything else the next one reads
-        # (the memories in LOOKUP, the legacy ring and CAM valid bits in LOAD and later) is
-        # read after this cycle's writes.
+        # operations leave no idle cycle between them. An operation that writes the CAM is not
+        # overlapped, so that the next one's lookup sees the CAM written (below). Everything
+        # else the next one reads (the memories in LOOKUP, the legacy ring and CAM valid bits
+        # in LOAD and later) is read after this cycle's writes.
         op_take, op_done = self.op_take, self.op_done
 
-        # The key of the source that would be taken goes to the CAM in every cycle, taken or
-        # not: a lookup changes nothing, and its answer is used only by an operation taken in
-        # the same cycle. The key then depends on the sources and the rotation alone, not on
-        # the FSM state nor on the CAM's answer to the last key (a transmit update of no
-        # connection takes the next operation in its LOOKUP): that was the 64x64 core's
-        # critical path, from the CAM's compares through the take back into them.
+        # Keys are looked up ahead of the take. The CAM answers a cycle after a key is presented,
+        # through an OR tree over every entry; addressing the memories with that answer in the
+        # same cycle was the 64x64 core's critical path, and registering it first would cost
+        # every operation a cycle. Instead each source keeps the answer for the key at its head
+        # (``known``, ``found_hit``, ``found_index``), and the key presented is that of a
+        # source still unanswered: the one that would be taken if it is, else the next one
+        # waiting in the rotation. An operation whose answer is at hand when it is taken (the
+        # usual case: a source waits while the operation before runs) addresses the memories
+        # in its LOOKUP from a register; one whose key is presented only as it is taken spends
+        # a cycle more in LOOKUP, to register the CAM's answer.
+        #
+        # An answer is dropped when its source's head is taken (the next one has another key),
+        # when a frame starts or stops being held (the frame's key then moves between the held
+        # descriptor and the stream's head) and when the CAM is written, together with an answer
+        # still on its way: it may predate the write.
+        sources = list(_Op)
+        resolved    = Signal()         # the operation in flight has its CAM answer registered
+        ask         = Signal(_Op)      # whose key is presented this cycle
+        asked       = Signal(_Op)      # whose key was presented last cycle ...
+        asked_valid = Signal()         # ... and the CAM's answer now is still that key's
+        known       = Signal(len(sources))
+        found_hit   = [Signal(name=f"found_hit_{op.name.lower()}") for op in sources]
+        found_index = [Signal(p.index_bits, name=f"found_index_{op.name.lower()}")
+                       for op in sources]
+        answering = Cat((asked_valid & (asked == op)) for op in sources)  # answered this cycle
+        at_hand   = known | answering
+        frame_key_moves = Signal()  # a frame's DECIDE that changes or keeps ``holding``
+
         delegate = self.command.payload.body.delegate
-        with m.Switch(choice):
+        with m.Switch(ask):
             with m.Case(_Op.FRAME):
-                m.d.comb += self.cam_key.eq(Mux(holding, desc.key, self.descriptor.payload.key))
+                head = Mux(self.descriptor.valid, self.descriptor.payload.key, self.next_key)
+                m.d.comb += self.cam_key.eq(Mux(holding, desc.key, head))
             with m.Case(_Op.CMD):
                 m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
                              self.cam_key.remote_ip.eq(delegate.remote_ip),
@@ -305,11 +333,62 @@ class RxEngine(wiring.Component):
             with m.Case(_Op.TX):
                 m.d.comb += self.cam_key.eq(self.tx_update.payload.key)
 
+        # The source to ask about: the choice if its answer is not at hand, else the first other
+        # source waiting without one, in the rotation after the choice. A frame about to reach
+        # an empty descriptor stream counts as waiting: its key is asked about a cycle early.
+        askable = Cat(waiting[_Op.FRAME] | self.next_key_valid, waiting[_Op.CMD],
+                      waiting[_Op.TX])
+        m.d.comb += ask.eq(choice)
+        with m.Switch(choice):
+            for first in sources:
+                with m.Case(first):
+                    start = sources.index(first)
+                    others = sources[start + 1:] + sources[:start]
+                    with m.If(at_hand[first.value]):
+                        for number, other in enumerate(others):
+                            with (m.If if number == 0 else m.Elif)(
+                                    askable[other.value] & ~at_hand[other.value]):
+                                m.d.comb += ask.eq(other)
+
+        taken = Signal(len(sources))  # the head of each source leaves this cycle
+        writing_cam = self.cam_write_en
+        m.d.sync += [asked.eq(ask),
+                     asked_valid.eq(askable.bit_select(ask.as_value(), 1)
+                                    & ~taken.bit_select(ask.as_value(), 1) & ~writing_cam
+                                    & ~(frame_key_moves & (ask == _Op.FRAME)))]
+        for op_ in sources:
+            number = op_.value
+            with m.If(answering[number] & ~known[number]):
+                m.d.sync += [known[number].eq(1), found_hit[number].eq(self.cam_hit),
+                             found_index[number].eq(self.cam_index)]
+            dropped = taken[number] | writing_cam
+            if op_ == _Op.FRAME:
+                dropped = dropped | frame_key_moves
+            with m.If(dropped):
+                m.d.sync += known[number].eq(0)
+
+        # The choice's answer, at hand or arriving this cycle.
+        choice_known = Signal()
+        choice_hit   = Signal()
+        choice_index = Signal(p.index_bits)
+        with m.Switch(choice):
+            for op_ in sources:
+                with m.Case(op_):
+                    number = op_.value
+                    m.d.comb += [
+                        choice_known.eq(at_hand[number]),
+                        choice_hit.eq(Mux(known[number], found_hit[number], self.cam_hit)),
+                        choice_index.eq(Mux(known[number], found_index[number], self.cam_index)),
+                    ]
+
         def take():
             """Start the operation ``choice``, if any source waits (in a cycle that allows it)."""
             m.d.comb += op_take.eq(any_waiting)
             with m.If(any_waiting):
-                m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD)]
+                m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD),
+                             resolved.eq(choice_known), hit.eq(choice_hit),
+                             index.eq(Mux(choice == _Op.CMD, self.command.payload.index,
+                                          choice_index))]
                 m.next = "LOOKUP"
             with m.If(any_waiting & (choice == _Op.FRAME) & ~holding):
                 m.d.comb += self.descriptor.ready.eq(1)
@@ -317,6 +396,7 @@ class RxEngine(wiring.Component):
                 m.d.comb += self.command.ready.eq(1)
             with m.If(any_waiting & (choice == _Op.TX)):
                 m.d.comb += self.tx_update.ready.eq(1)
+            m.d.comb += taken.eq(Mux(any_waiting, Cat(choice == op_ for op_ in sources), 0))
 
         # The input registers load from their stream's head in every cycle in which an operation
         # may be taken and no operation uses them, whether that source is taken or not: their
@@ -330,7 +410,7 @@ class RxEngine(wiring.Component):
         with m.If(inputs_free | tx_lookup):
             m.d.sync += command.eq(self.command.payload)
         # A transmit update of no connection ends in its LOOKUP and may be followed at once.
-        with m.If(inputs_free | tx_lookup & ~self.cam_hit):
+        with m.If(inputs_free | tx_lookup & resolved & ~hit):
             m.d.sync += update.eq(self.tx_update.payload)
 
         with m.FSM():
@@ -341,18 +421,21 @@ class RxEngine(wiring.Component):
 
             with m.State("LOOKUP"):
                 m.d.comb += tx_lookup.eq(op == _Op.TX)
-                entry = Mux(by_index, command.index, self.cam_index)
-                m.d.sync += [hit.eq(self.cam_hit), index.eq(entry)]
-                m.d.comb += [state_rd.addr.eq(entry), buffer_rd.addr.eq(entry)]
-                with m.If((op == _Op.TX) & ~self.cam_hit):
+                with m.If(~resolved):
+                    # Taken with its key: the CAM answers now.
+                    m.d.sync += [resolved.eq(1), hit.eq(self.cam_hit),
+                                 index.eq(Mux(by_index, command.index, self.cam_index))]
+                with m.Elif((op == _Op.TX) & ~hit):
                     # A segment of no delegated connection changes nothing: the operation ends.
                     m.d.comb += op_done.eq(1)
                     m.next = "IDLE"
                     take()
                 with m.Else():
+                    m.d.comb += [state_rd.addr.eq(index), buffer_rd.addr.eq(index)]
                     m.next = "LOAD"
 
             with m.State("LOAD"):
+                m.d.comb += self.op_load.eq(1)
                 m.d.sync += [state.eq(state_rd.data), queue.eq(buffer_rd.data),
                              high_water.eq(self.high_water),
                              timed_out.eq(held_for >= self.buf_req_timeout),
@@ -379,6 +462,7 @@ class RxEngine(wiring.Component):
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
+                m.d.comb += frame_key_moves.eq((op == _Op.FRAME) & (holding | frame.hold))
                 frame_out.register(m, frame)
                 cmd_out.register(m, cmd)
                 report = Signal(event_layout)

@@ -198,6 +198,10 @@ class RxParser(wiring.Component):
         byte is stored and ``stored_beats`` the number of beats stored: all of the frame, except
         that a frame longer than ``max_frame_bytes`` keeps only ``ceil(max_frame_bytes / W)``
         beats.
+    next_key, next_key_valid : Out(ConnKey), Out(1)
+        While ``descriptor`` shows no descriptor, ``next_key_valid`` says that it shows one in
+        the next cycle, whose key is ``next_key``: the receive engine looks the key up a cycle
+        early, so that a frame reaching an idle engine is not slowed by its lookup.
     buffer : Out(PacketBufferWriteSignature(params))
         To :class:`tcpdct.rx_packet_buffer.RxPacketBuffer` ``write``.
 
@@ -216,6 +220,8 @@ class RxParser(wiring.Component):
         super().__init__({
             "rx":         In(stream.Signature(rx_beat_layout(params.data_width))),
             "descriptor": Out(stream.Signature(layouts.rx_descriptor_layout(params))),
+            "next_key":       Out(layouts.ConnKey),
+            "next_key_valid": Out(1),
             "buffer":     Out(PacketBufferWriteSignature(params)),
         })
 
@@ -566,5 +572,7 @@ class RxParser(wiring.Component):
             fifo.w_data.eq(desc.as_value()),
             # Never refused: rx.ready kept a FIFO place for every frame after stage 1.
             fifo.w_en.eq(c["valid"]),
+            self.next_key.eq(desc.key),
+            self.next_key_valid.eq(c["valid"] & ~fifo.r_rdy),
         ]
         return m

@@ -102,6 +102,8 @@ class TcpDct(wiring.Component):
 
         # Receive engine, with the match CAM's first lookup port.
         wiring.connect(m, parser.descriptor, engine.descriptor)
+        m.d.comb += [engine.next_key.eq(parser.next_key),
+                     engine.next_key_valid.eq(parser.next_key_valid)]
         engine.connect_match_cam(m, cam)
 
         cmd = self._flat("s_axis_cmd")

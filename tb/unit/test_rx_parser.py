@@ -246,7 +246,24 @@ def run_frames(params, cases, *, rng=None, idle_chance=0.0, stall_chance=0.0, em
             if valid and not ready:
                 refused["buffer_full" if room == 0 else "descriptors_full"] += 1
 
-    run_simulation(dut, mac, engine, monitors=[monitor])
+    announced = []
+
+    async def next_key(ctx):
+        # ``next_key_valid`` only while no descriptor is shown, and the descriptor shown in the
+        # next cycle has ``next_key``.
+        parser, before = dut.parser, None
+        async for _, _, valid, key, next_valid, next_key in ctx.tick().sample(
+                parser.descriptor.valid, parser.descriptor.payload.key, parser.next_key_valid,
+                parser.next_key):
+            if before is not None:
+                assert valid and key == before, f"announced {before}, shown {key if valid else None}"
+            assert not (next_valid and valid), "next_key_valid while a descriptor is shown"
+            before = next_key if next_valid else None
+            if next_valid:
+                announced.append(next_key)
+
+    run_simulation(dut, mac, engine, monitors=[monitor, next_key])
+    assert announced, "no descriptor reached an empty stream: next_key was never checked"
     return refused
 
 
