@@ -18,7 +18,8 @@ from amaranth.lib.wiring import In, Out
 
 from .headers import TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_URG
 from .layouts import FrameClass, JobKind, rx_descriptor_layout, dma_job_layout, event_layout
-from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
+from .dct_layouts import (conn_state_layout, buffer_queue_layout, legacy_buffer_layout,
+                          user_buffer_layout)
 from .records import EventType, LegacyReason, DropReason, NO_CONNECTION
 
 
@@ -135,6 +136,15 @@ class QueueFill(wiring.Component):
                 with m.Case(posted):
                     m.d.comb += fill.shortfall.eq(length - before[posted])
         return m
+
+
+def _any_of(values):
+    """The OR of ``values``."""
+    values = list(values)
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
 
 
 def _tree_sum(values):
@@ -326,13 +336,24 @@ class FrameDecision(wiring.Component):
         n_completed = Signal(range(depth + 1))
         m.d.comb += n_completed.eq(sum(completed[i] for i in range(depth)))
         m.d.comb += [self.queue_write.eq(place), self.new_queue.count.eq(queue.count - n_completed)]
+        # Slot ``i`` moves down by the number completed. That number is where the prefix of
+        # completed slots ends (a posted slot always has room: the command unit refuses an empty
+        # buffer, and a slot left without room is full, so completed), decoded from two
+        # neighbouring bits rather than counted and compared: the compaction's select was on the
+        # receive engine's critical path. Each new slot is then an AND-OR of its candidates.
+        moved_by = [Signal(name=f"moved_by{shift}") for shift in range(depth + 1)]
         for shift in range(depth + 1):
-            with m.If(n_completed == shift):
-                for i in range(depth - shift):
-                    src = queue.slots[i + shift]
-                    m.d.comb += [self.new_queue.slots[i].eq(src),
-                                 self.new_queue.slots[i].filled.eq(filled[i + shift]),
-                                 self.new_queue.slots[i].room.eq(src.room - take[i + shift])]
+            m.d.comb += moved_by[shift].eq((completed[shift - 1] if shift else 1)
+                                           & (~completed[shift] if shift < depth else 1))
+        moved = [Signal(user_buffer_layout, name=f"moved{i}") for i in range(depth)]
+        for i in range(depth):
+            src = queue.slots[i]
+            m.d.comb += [moved[i].eq(src), moved[i].filled.eq(filled[i]),
+                         moved[i].room.eq(src.room - take[i])]
+        for i in range(depth):
+            m.d.comb += self.new_queue.slots[i].eq(
+                _any_of(Mux(moved_by[shift], moved[i + shift].as_value(), 0)
+                        for shift in range(depth - i)))
 
         # DMA job: placed payload into the segments, a legacy frame whole, or nothing.
         job = self.job

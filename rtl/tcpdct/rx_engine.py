@@ -62,9 +62,9 @@ class RxEngine(wiring.Component):
     -------
     descriptor : In(stream of ``rx_descriptor_layout``)
         Parsed frames, in arrival order.
-    next_key, next_key_valid : In(ConnKey), In(1)
-        The key of the descriptor ``descriptor`` shows next cycle, while it shows none now
-        (:class:`tcpdct.rx_parser.RxParser`); looked up a cycle early. Both may be held at 0.
+    frame_key_ahead, frame_key_ahead_valid : In(ConnKey), In(1)
+        While ``descriptor`` shows none, the key of the next descriptor, if one is on its way
+        (:class:`tcpdct.rx_parser.RxParser` ``key_ahead``), looked up ahead. May be held at 0.
     command : In(stream of ``command_layout``)
         Command records.
     job : Out(stream of ``dma_job_layout``)
@@ -73,6 +73,9 @@ class RxEngine(wiring.Component):
         The events of each job, its first event marked.
     tx_update : In(stream of ``tx_update_layout``)
         Segments the host stack sent, to apply to their entries (R31–R33).
+    tx_key_ahead, tx_key_ahead_valid : In(ConnKey), In(1)
+        While ``tx_update`` shows none, the key of the next update, if one is on its way
+        (:class:`tcpdct.tx_engine.TxEngine` ``key_ahead``), looked up ahead. May be held at 0.
     tx_matched : Out(1)
         Pulses for each transmit update whose key hit.
     buf_req_timeout : In(32)
@@ -81,6 +84,7 @@ class RxEngine(wiring.Component):
         The receive packet buffer is at its high-water mark (register HWM_BYTES).
     cam_key, cam_hit, cam_index : Out, In, In
         Lookup port of the match CAM; the result answers the key of the previous cycle.
+        ``cam_key`` is a register.
     cam_valid : In(n_entries)
         Valid bits of the match portion.
     cam_write_en, cam_write_index, cam_write_key, cam_write_valid : Out
@@ -91,8 +95,8 @@ class RxEngine(wiring.Component):
         self._params = params
         super().__init__({
             "descriptor":      In(stream.Signature(rx_descriptor_layout(params))),
-            "next_key":        In(ConnKey),
-            "next_key_valid":  In(1),
+            "frame_key_ahead":       In(ConnKey),
+            "frame_key_ahead_valid": In(1),
             "command":         In(stream.Signature(command_layout)),
             "job":             Out(stream.Signature(dma_job_layout(params))),
             "event":           Out(stream.Signature(queued_event_layout)),
@@ -105,6 +109,8 @@ class RxEngine(wiring.Component):
             "cam_write_key":   Out(ConnKey),
             "cam_write_valid": Out(1),
             "tx_update":       In(stream.Signature(tx_update_layout)),
+            "tx_key_ahead":       In(ConnKey),
+            "tx_key_ahead_valid": In(1),
             "tx_matched":      Out(1),
             "buf_req_timeout": In(32),
             "high_water":      In(1),
@@ -292,70 +298,92 @@ class RxEngine(wiring.Component):
         # in LOAD and later) is read after this cycle's writes.
         op_take, op_done = self.op_take, self.op_done
 
-        # Keys are looked up ahead of the take. The CAM answers a cycle after a key is presented,
-        # through an OR tree over every entry; addressing the memories with that answer in the
-        # same cycle was the 64x64 core's critical path, and registering it first would cost
-        # every operation a cycle. Instead each source keeps the answer for the key at its head
-        # (``known``, ``found_hit``, ``found_index``), and the key presented is that of a
-        # source still unanswered: the one that would be taken if it is, else the next one
-        # waiting in the rotation. An operation whose answer is at hand when it is taken (the
-        # usual case: a source waits while the operation before runs) addresses the memories
-        # in its LOOKUP from a register; one whose key is presented only as it is taken spends
-        # a cycle more in LOOKUP, to register the CAM's answer.
+        # Keys are looked up ahead of the take. The CAM answers through an OR tree over every
+        # entry; addressing the memories with that answer in the cycle it comes was the 64x64
+        # core's critical path, and registering it first would cost every operation a cycle.
+        # Instead each source keeps the answer for the key at its head (``known``,
+        # ``found_hit``, ``found_index``), and the key looked up is that of a source still
+        # unanswered: the one that would be taken, if it is, else the next one waiting in the
+        # rotation. A lookup is a pipeline of its own, so that neither the choice of the key nor
+        # the compares nor the answer share a cycle with anything long: the key is chosen and
+        # registered (``lookup_key``, in cycle *c*), the CAM compares it (*c + 1*) and answers
+        # (*c + 2*). An operation whose answer is at hand when it is taken (the usual case: a
+        # source waits while the operation before runs) addresses the memories in its LOOKUP
+        # from a register; one whose key is still on its way spends one or two cycles more in
+        # LOOKUP, waiting for the answer.
         #
         # An answer is dropped when its source's head is taken (the next one has another key),
         # when a frame starts or stops being held (the frame's key then moves between the held
-        # descriptor and the stream's head) and when the CAM is written, together with an answer
-        # still on its way: it may predate the write.
+        # descriptor and the stream's head) and when the CAM is written, together with a lookup
+        # whose compare came before the write.
         sources = list(_Op)
-        resolved    = Signal()         # the operation in flight has its CAM answer registered
-        ask         = Signal(_Op)      # whose key is presented this cycle
-        asked       = Signal(_Op)      # whose key was presented last cycle ...
-        asked_valid = Signal()         # ... and the CAM's answer now is still that key's
+        resolved    = Signal()    # the operation in flight has its CAM answer registered ...
+        answer_due  = Signal()    # ... or, if not, gets it this cycle
+        ask         = Signal(_Op) # whose key is chosen this cycle
+        comparing   = Signal(_Op) # whose key the CAM compares this cycle ...
+        comparing_valid = Signal()  # ... and that is still the key at its head
+        asked       = Signal(_Op) # whose key the CAM answers this cycle ...
+        asked_valid = Signal()    # ... and that is still the key at its head
         known       = Signal(len(sources))
         found_hit   = [Signal(name=f"found_hit_{op.name.lower()}") for op in sources]
         found_index = [Signal(p.index_bits, name=f"found_index_{op.name.lower()}")
                        for op in sources]
-        answering = Cat((asked_valid & (asked == op)) for op in sources)  # answered this cycle
+        answering = Cat((asked_valid & (asked == op)) for op in sources)
+        in_compare = Cat((comparing_valid & (comparing == op)) for op in sources)
         at_hand   = known | answering
-        frame_key_moves = Signal()  # a frame's DECIDE that changes or keeps ``holding``
+        frame_key_moves = Signal()  # a frame's DECIDE that changes ``holding``
 
+        # A frame or a transmit update on its way to an empty stream is asked about already
+        # (``RxParser.key_ahead``, ``TxEngine.key_ahead``), so that it finds its answer at hand.
         delegate = self.command.payload.body.delegate
+        lookup_key = Signal(ConnKey)
         with m.Switch(ask):
             with m.Case(_Op.FRAME):
-                head = Mux(self.descriptor.valid, self.descriptor.payload.key, self.next_key)
-                m.d.comb += self.cam_key.eq(Mux(holding, desc.key, head))
+                head = Mux(self.descriptor.valid, self.descriptor.payload.key,
+                           self.frame_key_ahead)
+                m.d.comb += lookup_key.eq(Mux(holding, desc.key, head))
             with m.Case(_Op.CMD):
-                m.d.comb += [self.cam_key.local_ip.eq(delegate.local_ip),
-                             self.cam_key.remote_ip.eq(delegate.remote_ip),
-                             self.cam_key.local_port.eq(delegate.local_port),
-                             self.cam_key.remote_port.eq(delegate.remote_port)]
+                m.d.comb += [lookup_key.local_ip.eq(delegate.local_ip),
+                             lookup_key.remote_ip.eq(delegate.remote_ip),
+                             lookup_key.local_port.eq(delegate.local_port),
+                             lookup_key.remote_port.eq(delegate.remote_port)]
             with m.Case(_Op.TX):
-                m.d.comb += self.cam_key.eq(self.tx_update.payload.key)
+                m.d.comb += lookup_key.eq(Mux(self.tx_update.valid, self.tx_update.payload.key,
+                                              self.tx_key_ahead))
+        m.d.sync += self.cam_key.eq(lookup_key)
 
-        # The source to ask about: the choice if its answer is not at hand, else the first other
-        # source waiting without one, in the rotation after the choice. A frame about to reach
-        # an empty descriptor stream counts as waiting: its key is asked about a cycle early.
-        askable = Cat(waiting[_Op.FRAME] | self.next_key_valid, waiting[_Op.CMD],
-                      waiting[_Op.TX])
+        # The source to ask about: the choice if its answer is neither at hand nor on its way,
+        # else the first other source waiting (or on its way) without one, in the rotation after
+        # the choice. With nothing waiting the choice is a frame, which may not even be on its
+        # way: then the others are asked about too.
+        askable = Cat(waiting[_Op.FRAME] | self.frame_key_ahead_valid, waiting[_Op.CMD],
+                      waiting[_Op.TX] | self.tx_key_ahead_valid)
+        underway = at_hand | in_compare
         m.d.comb += ask.eq(choice)
         with m.Switch(choice):
             for first in sources:
                 with m.Case(first):
                     start = sources.index(first)
                     others = sources[start + 1:] + sources[:start]
-                    with m.If(at_hand[first.value]):
+                    with m.If(underway[first.value] | ~askable[first.value]):
                         for number, other in enumerate(others):
                             with (m.If if number == 0 else m.Elif)(
-                                    askable[other.value] & ~at_hand[other.value]):
+                                    askable[other.value] & ~underway[other.value]):
                                 m.d.comb += ask.eq(other)
 
         taken = Signal(len(sources))  # the head of each source leaves this cycle
         writing_cam = self.cam_write_en
-        m.d.sync += [asked.eq(ask),
-                     asked_valid.eq(askable.bit_select(ask.as_value(), 1)
-                                    & ~taken.bit_select(ask.as_value(), 1) & ~writing_cam
-                                    & ~(frame_key_moves & (ask == _Op.FRAME)))]
+        m.d.sync += [
+            comparing.eq(ask),
+            comparing_valid.eq(askable.bit_select(ask.as_value(), 1)
+                               & ~taken.bit_select(ask.as_value(), 1)
+                               & ~(frame_key_moves & (ask == _Op.FRAME))),
+            asked.eq(comparing),
+            # The CAM compares before this cycle's write: an answer to a key compared now is
+            # out of date.
+            asked_valid.eq(comparing_valid & ~taken.bit_select(comparing.as_value(), 1)
+                           & ~writing_cam & ~(frame_key_moves & (comparing == _Op.FRAME))),
+        ]
         for op_ in sources:
             number = op_.value
             with m.If(answering[number] & ~known[number]):
@@ -367,8 +395,9 @@ class RxEngine(wiring.Component):
             with m.If(dropped):
                 m.d.sync += known[number].eq(0)
 
-        # The choice's answer, at hand or arriving this cycle.
+        # The choice's answer, at hand or arriving this cycle; or whether it arrives next cycle.
         choice_known = Signal()
+        choice_soon  = Signal()
         choice_hit   = Signal()
         choice_index = Signal(p.index_bits)
         with m.Switch(choice):
@@ -377,6 +406,7 @@ class RxEngine(wiring.Component):
                     number = op_.value
                     m.d.comb += [
                         choice_known.eq(at_hand[number]),
+                        choice_soon.eq(in_compare[number]),
                         choice_hit.eq(Mux(known[number], found_hit[number], self.cam_hit)),
                         choice_index.eq(Mux(known[number], found_index[number], self.cam_index)),
                     ]
@@ -386,7 +416,8 @@ class RxEngine(wiring.Component):
             m.d.comb += op_take.eq(any_waiting)
             with m.If(any_waiting):
                 m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD),
-                             resolved.eq(choice_known), hit.eq(choice_hit),
+                             resolved.eq(choice_known), answer_due.eq(choice_soon),
+                             hit.eq(choice_hit),
                              index.eq(Mux(choice == _Op.CMD, self.command.payload.index,
                                           choice_index))]
                 m.next = "LOOKUP"
@@ -396,7 +427,9 @@ class RxEngine(wiring.Component):
                 m.d.comb += self.command.ready.eq(1)
             with m.If(any_waiting & (choice == _Op.TX)):
                 m.d.comb += self.tx_update.ready.eq(1)
-            m.d.comb += taken.eq(Mux(any_waiting, Cat(choice == op_ for op_ in sources), 0))
+            # A held frame decided again stays where it is, and so does its key.
+            m.d.comb += taken.eq(Cat(self.descriptor.ready, self.command.ready,
+                                     self.tx_update.ready))
 
         # The input registers load from their stream's head in every cycle in which an operation
         # may be taken and no operation uses them, whether that source is taken or not: their
@@ -422,9 +455,11 @@ class RxEngine(wiring.Component):
             with m.State("LOOKUP"):
                 m.d.comb += tx_lookup.eq(op == _Op.TX)
                 with m.If(~resolved):
-                    # Taken with its key: the CAM answers now.
-                    m.d.sync += [resolved.eq(1), hit.eq(self.cam_hit),
-                                 index.eq(Mux(by_index, command.index, self.cam_index))]
+                    # Taken before the answer for its key came: wait for it.
+                    with m.If(answer_due):
+                        m.d.sync += [resolved.eq(1), hit.eq(self.cam_hit),
+                                     index.eq(Mux(by_index, command.index, self.cam_index))]
+                    m.d.sync += answer_due.eq(1)
                 with m.Elif((op == _Op.TX) & ~hit):
                     # A segment of no delegated connection changes nothing: the operation ends.
                     m.d.comb += op_done.eq(1)
@@ -462,7 +497,7 @@ class RxEngine(wiring.Component):
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                m.d.comb += frame_key_moves.eq((op == _Op.FRAME) & (holding | frame.hold))
+                m.d.comb += frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold))
                 frame_out.register(m, frame)
                 cmd_out.register(m, cmd)
                 report = Signal(event_layout)

@@ -198,10 +198,13 @@ class RxParser(wiring.Component):
         byte is stored and ``stored_beats`` the number of beats stored: all of the frame, except
         that a frame longer than ``max_frame_bytes`` keeps only ``ceil(max_frame_bytes / W)``
         beats.
-    next_key, next_key_valid : Out(ConnKey), Out(1)
-        While ``descriptor`` shows no descriptor, ``next_key_valid`` says that it shows one in
-        the next cycle, whose key is ``next_key``: the receive engine looks the key up a cycle
-        early, so that a frame reaching an idle engine is not slowed by its lookup.
+    key_ahead, key_ahead_valid : Out(ConnKey), Out(1)
+        While ``descriptor`` shows no descriptor, ``key_ahead_valid`` says that a frame is in
+        the last three stages, and ``key_ahead`` is the connection key of the first of them:
+        the next descriptor's, one to three cycles from now. The receive engine looks it up
+        ahead, so that a frame reaching an idle engine is not slowed by its lookup. For a
+        frame that turns out not to be TCP, whose descriptor's key is 0, it is the key in its
+        headers until the last stage (the engine uses a lookup's answer only for TCP frames).
     buffer : Out(PacketBufferWriteSignature(params))
         To :class:`tcpdct.rx_packet_buffer.RxPacketBuffer` ``write``.
 
@@ -220,8 +223,8 @@ class RxParser(wiring.Component):
         super().__init__({
             "rx":         In(stream.Signature(rx_beat_layout(params.data_width))),
             "descriptor": Out(stream.Signature(layouts.rx_descriptor_layout(params))),
-            "next_key":       Out(layouts.ConnKey),
-            "next_key_valid": Out(1),
+            "key_ahead":       Out(layouts.ConnKey),
+            "key_ahead_valid": Out(1),
             "buffer":     Out(PacketBufferWriteSignature(params)),
         })
 
@@ -572,7 +575,15 @@ class RxParser(wiring.Component):
             fifo.w_data.eq(desc.as_value()),
             # Never refused: rx.ready kept a FIFO place for every frame after stage 1.
             fifo.w_en.eq(c["valid"]),
-            self.next_key.eq(desc.key),
-            self.next_key_valid.eq(c["valid"] & ~fifo.r_rdy),
+            self.key_ahead_valid.eq(~fifo.r_rdy & (c["valid"] | s["valid"] | stage["valid"])),
         ]
+        # The first frame in line: in stage 7 (the FIFO's head next cycle), 6 or 5 (three
+        # cycles from now).
+        with m.If(c["valid"]):
+            m.d.comb += self.key_ahead.eq(desc.key)
+        with m.Else():
+            for field, name in (("local_ip", "dst_ip"), ("remote_ip", "src_ip"),
+                                ("local_port", "dst_port"), ("remote_port", "src_port")):
+                m.d.comb += getattr(self.key_ahead, field).eq(
+                    Mux(s["valid"], s[name], stage[name]))
         return m

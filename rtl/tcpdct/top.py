@@ -102,8 +102,8 @@ class TcpDct(wiring.Component):
 
         # Receive engine, with the match CAM's first lookup port.
         wiring.connect(m, parser.descriptor, engine.descriptor)
-        m.d.comb += [engine.next_key.eq(parser.next_key),
-                     engine.next_key_valid.eq(parser.next_key_valid)]
+        m.d.comb += [engine.frame_key_ahead.eq(parser.key_ahead),
+                     engine.frame_key_ahead_valid.eq(parser.key_ahead_valid)]
         engine.connect_match_cam(m, cam)
 
         cmd = self._flat("s_axis_cmd")
@@ -159,6 +159,8 @@ class TcpDct(wiring.Component):
             tx.hold.eq(tx_eng.busy),
         ]
         wiring.connect(m, tx_eng.update, engine.tx_update)
+        m.d.comb += [engine.tx_key_ahead.eq(tx_eng.key_ahead),
+                     engine.tx_key_ahead_valid.eq(tx_eng.key_ahead_valid)]
 
         # Registers: settings of the receive engine, and counts of what leaves the core.
         m.d.comb += [

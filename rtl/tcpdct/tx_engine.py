@@ -16,7 +16,7 @@ from .checksum import network_order
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MAX_HEADER_BYTES,
                       IPV4_MIN_HEADER_BYTES, TCP_MIN_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN,
                       IP_PROTO_TCP, TCP_FIN, TCP_SYN, TCP_ACK)
-from .layouts import tx_update_layout
+from .layouts import ConnKey, tx_update_layout
 from .dct_layouts import conn_state_layout
 from .tx_path import beat_layout
 
@@ -75,6 +75,9 @@ class TxEngine(wiring.Component):
         taking frames from the host.
     update : Out(stream of ``tx_update_layout``)
         One update per IPv4/TCP segment the stack sent.
+    key_ahead, key_ahead_valid : Out(ConnKey), Out(1)
+        While the update FIFO is empty, ``key_ahead_valid`` says that an update enters it in
+        this cycle, whose key is ``key_ahead``: the receive engine looks the key up ahead.
     """
 
     def __init__(self, params):
@@ -84,6 +87,8 @@ class TxEngine(wiring.Component):
             "beat_valid": In(1),
             "busy":       Out(1),
             "update":     Out(stream.Signature(tx_update_layout)),
+            "key_ahead":       Out(ConnKey),
+            "key_ahead_valid": Out(1),
         })
 
     def elaborate(self, platform):
@@ -201,6 +206,8 @@ class TxEngine(wiring.Component):
             update.window.eq(tcp_field(14, 2)),
             update.payload_len.eq(s2_segment_len - data_offset * 4),
             fifo.w_en.eq(s2_valid & tcp),
+            self.key_ahead.eq(update.key),
+            self.key_ahead_valid.eq(s2_valid & tcp & (fifo.level == 0)),
             self.update.payload.eq(fifo.r_data),
             self.update.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.update.ready),

@@ -61,8 +61,9 @@ NEVER = (1 << 32) - 1
 TIMER_SLACK = 2
 
 #: Cycles without any transfer, decision or pending output after which the engine is idle: a
-#: held frame is decided again every six or seven cycles (``rtl/tcpdct/rx_engine.py``).
-QUIET_CYCLES = 8
+#: held frame is decided again every six cycles, eight the first time, when its key's lookup
+#: starts again (``rtl/tcpdct/rx_engine.py``).
+QUIET_CYCLES = 12
 
 
 # Harness -----------------------------------------------------------------------------------------
@@ -620,7 +621,7 @@ def replay(params, trace):
                     events = model.expire_buffer_request(reason)
         # The timer runs from the BUF_REQ that opened the current request.
         if model.held is not None and any(e.type == EventType.BUF_REQ for e in events):
-            hold_start = cycle
+            hold_start = trace.load_after(cycle)
         what = f"cycle {cycle}: {source} {describe(op) if op is not None else ''}"
         history.append(what)
         if source == REDECIDE and not events:
@@ -651,7 +652,7 @@ def _expiry(trace, cycle, hold_start, engine_jobs, next_job):
     decide = trace.load_after(cycle)      # the cycle the high-water mark and timer are sampled
     if trace.high_water[decide]:
         return LegacyReason.HWM          # wins over a timeout due together
-    held_for = cycle - hold_start
+    held_for = decide - hold_start        # the engine's timer runs from LOAD to LOAD
     timeout = trace.buf_req_timeout[decide]
     if held_for >= timeout + TIMER_SLACK:
         return LegacyReason.BUF_TIMEOUT

@@ -248,22 +248,27 @@ def run_frames(params, cases, *, rng=None, idle_chance=0.0, stall_chance=0.0, em
 
     announced = []
 
-    async def next_key(ctx):
-        # ``next_key_valid`` only while no descriptor is shown, and the descriptor shown in the
-        # next cycle has ``next_key``.
-        parser, before = dut.parser, None
-        async for _, _, valid, key, next_valid, next_key in ctx.tick().sample(
-                parser.descriptor.valid, parser.descriptor.payload.key, parser.next_key_valid,
-                parser.next_key):
-            if before is not None:
-                assert valid and key == before, f"announced {before}, shown {key if valid else None}"
-            assert not (next_valid and valid), "next_key_valid while a descriptor is shown"
-            before = next_key if next_valid else None
-            if next_valid:
-                announced.append(next_key)
+    async def key_ahead(ctx):
+        # While no descriptor is shown, ``key_ahead`` is the key of the next one (if it is a
+        # TCP frame's), which is shown within three cycles of the first announcement.
+        parser, expected = dut.parser, []
+        async for _, _, valid, desc, ahead_valid, ahead in ctx.tick().sample(
+                parser.descriptor.valid, parser.descriptor.payload, parser.key_ahead_valid,
+                parser.key_ahead):
+            if valid:
+                assert not ahead_valid, "key_ahead_valid while a descriptor is shown"
+                if desc.cls == FrameClass.TCP:
+                    assert all(key == desc.key for key in expected), \
+                        f"announced {expected}, shown {desc.key}"
+                expected = []
+            elif ahead_valid:
+                if not expected:
+                    announced.append(ahead)
+                expected.append(ahead)
+                assert len(expected) <= 3, "announced more than three cycles ahead"
 
-    run_simulation(dut, mac, engine, monitors=[monitor, next_key])
-    assert announced, "no descriptor reached an empty stream: next_key was never checked"
+    run_simulation(dut, mac, engine, monitors=[monitor, key_ahead])
+    assert announced, "no descriptor reached an empty stream: key_ahead was never checked"
     return refused
 
 

@@ -93,9 +93,28 @@ def test_updates_equal_parse_tx(data_width):
                 got.append(_update_fields(payload))
         ctx.set(dut.update.ready, 0)
 
-    run_simulation(dut, host, sequencer, max_cycles=50_000)
+    announced = []
+
+    async def key_ahead(ctx):
+        # While no update is shown, ``key_ahead`` is the next one's key, shown within two cycles.
+        waiting = []
+        async for _, _, valid, payload, ahead_valid, ahead in ctx.tick().sample(
+                dut.update.valid, dut.update.payload, dut.key_ahead_valid, dut.key_ahead):
+            if valid:
+                assert not ahead_valid, "key_ahead_valid while an update is shown"
+                assert all(key == payload.key for key in waiting), \
+                    f"announced {waiting}, shown {payload.key}"
+                waiting = []
+            elif ahead_valid:
+                if not waiting:
+                    announced.append(ahead)
+                waiting.append(ahead)
+            assert len(waiting) <= 2, "an update announced more than two cycles ahead"
+
+    run_simulation(dut, host, sequencer, monitors=[key_ahead], max_cycles=50_000)
     assert got == expected
     assert stalled[0] > 0, "the update FIFO never filled: busy was not exercised"
+    assert announced, "no update reached an empty FIFO: key_ahead was never checked"
 
 
 SEQ_CASES = [
