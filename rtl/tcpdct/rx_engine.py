@@ -10,18 +10,20 @@ which the sequencer took them, which the model and the replay can reproduce
 (``docs/architecture.md``, "Ordering rule" and "Transmit engine").
 
 An operation is a short pipeline run one stage per cycle, so that no cycle holds more than one
-step of it (``docs/performance.md``, "Critical paths"): IDLE (take the input, present its key to
-the match CAM), LOOKUP (the CAM's answer addresses the memories), LOAD (register what they
-read), SUM and MEASURE (frames only: the rooms of the posted buffers added up, then how the
+step of it (``docs/performance.md``, "Critical paths"): IDLE (take the input), LOOKUP (the
+CAM's answer for its key, looked up ahead and registered, addresses the memories), LOAD
+(register what they read), SUM and MEASURE (frames only: the rooms of the posted buffers added up, then how the
 payload fills them and every check but the room check, :mod:`.rx_decision`), DECIDE (the
 decision, registered), EMIT (write the memories, CAM and legacy ring from those registers, hand
 out the job and the events). The next operation is taken in the last cycle of the one before
 (instead of an IDLE cycle of its own) unless that one writes the CAM, so a frame of a
 delegated connection costs six cycles plus one per extra event, any other frame four (it skips
 SUM and MEASURE), a command or a matching transmit update four, a transmit update of no
-connection one (it ends in LOOKUP); a 64-byte frame is eight beats at 64 bits.
-Taking early is safe because the next operation reads nothing in its first cycle but the CAM:
-its memory reads come a cycle after the last one's writes. The frame's bytes meanwhile wait in
+connection one (it ends in LOOKUP); a 64-byte frame is eight beats at 64 bits. An operation
+whose key's answer is not yet at hand when it is taken waits for it in LOOKUP, one or two
+cycles (below, "Keys are looked up ahead of the take").
+Taking early is safe because the next operation reads nothing in its first cycle: its memory
+reads come a cycle after the last one's writes. The frame's bytes meanwhile wait in
 the packet buffer and are moved by the DMA writer.
 
 A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
@@ -293,7 +295,7 @@ class RxEngine(wiring.Component):
         # An operation is taken when the sequencer is idle, or in the last cycle of the one before
         # (its EMIT, or the LOOKUP of a transmit update of no connection), so that consecutive
         # operations leave no idle cycle between them. An operation that writes the CAM is not
-        # overlapped, so that the next one's lookup sees the CAM written (below). Everything
+        # overlapped: the answers at hand in the cycle of the write predate it (below). Everything
         # else the next one reads (the memories in LOOKUP, the legacy ring and CAM valid bits
         # in LOAD and later) is read after this cycle's writes.
         op_take, op_done = self.op_take, self.op_done
@@ -448,7 +450,6 @@ class RxEngine(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                # The CAM answers next cycle for the key presented now: the candidate's key.
                 m.d.comb += inputs_free.eq(1)
                 take()
 
