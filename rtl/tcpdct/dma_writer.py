@@ -205,6 +205,10 @@ class DmaWriter(wiring.Component):
                     bursts_fifo.w_en.eq(1),
                     bursts_fifo.w_data.eq(job_bursts),
                 ]
+                # Cleared as the count is handed over, whether a job follows or not. Cleared as
+                # the next job is taken, the enable went through the job queue to the receive
+                # engine's ``job_pending`` and back: the 64x64 core's critical path.
+                m.d.sync += job_bursts.eq(0)
                 with m.If(free_pending):
                     m.d.sync += [
                         self.free_valid.eq(1),
@@ -221,7 +225,6 @@ class DmaWriter(wiring.Component):
                     job.eq(self.job.payload),
                     seg_index.eq(0),
                     src_offset.eq(self.job.payload.src_offset),
-                    job_bursts.eq(0),
                     free_pending.eq(self.job.payload.kind != JobKind.FENCE),
                 ]
                 with m.If(self.job.payload.kind == JobKind.WRITE):
