@@ -16,6 +16,7 @@ from amaranth.hdl import Module, Signal, Mux, Cat, Const
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .logic import any_of
 from .headers import TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_URG
 from .layouts import FrameClass, JobKind, rx_descriptor_layout, dma_job_layout, event_layout
 from .dct_layouts import (conn_state_layout, buffer_queue_layout, legacy_buffer_layout,
@@ -136,15 +137,6 @@ class QueueFill(wiring.Component):
                 with m.Case(posted):
                     m.d.comb += fill.shortfall.eq(length - before[posted])
         return m
-
-
-def _any_of(values):
-    """The OR of ``values``."""
-    values = list(values)
-    result = values[0]
-    for value in values[1:]:
-        result = result | value
-    return result
 
 
 def _tree_sum(values):
@@ -352,7 +344,7 @@ class FrameDecision(wiring.Component):
                          moved[i].room.eq(src.room - take[i])]
         for i in range(depth):
             m.d.comb += self.new_queue.slots[i].eq(
-                _any_of(Mux(moved_by[shift], moved[i + shift].as_value(), 0)
+                any_of(Mux(moved_by[shift], moved[i + shift].as_value(), 0)
                         for shift in range(depth - i)))
 
         # DMA job: placed payload into the segments, a legacy frame whole, or nothing.

@@ -22,6 +22,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .checksum import network_order
+from .logic import any_of, all_of
 from .pipeline import register_stage
 from .headers import (TCP_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCPOPT_EOL, TCPOPT_NOP,
                       TCPOPT_TIMESTAMP, TCPOPT_TIMESTAMP_LEN)
@@ -31,20 +32,6 @@ __all__ = ["TCP_MAX_OPTION_BYTES", "TcpOptionScan"]
 
 
 TCP_MAX_OPTION_BYTES = TCP_MAX_HEADER_BYTES - TCP_MIN_HEADER_BYTES
-
-
-def _any(values):
-    result = Const(0)
-    for value in values:
-        result = result | value
-    return result
-
-
-def _all(values):
-    result = Const(1)
-    for value in values:
-        result = result & value
-    return result
 
 
 class TcpOptionScan(wiring.Component):
@@ -117,7 +104,7 @@ class TcpOptionScan(wiring.Component):
                     entry = entry | (stage[f"reach{k - TCPOPT_TIMESTAMP_LEN}"]
                                      & stage[f"ts{k - TCPOPT_TIMESTAMP_LEN}"])
                 source[k] = entry
-            return {f"reach{j}": _any(source[k] & _all(stage[f"nop{p}"] for p in range(k, j))
+            return {f"reach{j}": any_of(source[k] & all_of(stage[f"nop{p}"] for p in range(k, j))
                                       for k in positions if k <= j)
                     for j in positions}
 
@@ -128,13 +115,13 @@ class TcpOptionScan(wiring.Component):
             # concerns the positions folded before.
             starts = {i: stage[f"reach{i}"] & stage[f"ts{i}"] for i in positions
                       if i + TCPOPT_TIMESTAMP_LEN <= n}
-            here = _any(starts.values())
-            tsval = _any(Mux(s, network_order(stage["options"], i + 2, 4), 0)
+            here = any_of(starts.values())
+            tsval = any_of(Mux(s, network_order(stage["options"], i + 2, 4), 0)
                          for i, s in starts.items())
-            tsecr = _any(Mux(s, network_order(stage["options"], i + 6, 4), 0)
+            tsecr = any_of(Mux(s, network_order(stage["options"], i + 6, 4), 0)
                          for i, s in starts.items())
             return {
-                "bad": stage["bad"] | _any(stage[f"reach{i}"] & stage[f"other{i}"]
+                "bad": stage["bad"] | any_of(stage[f"reach{i}"] & stage[f"other{i}"]
                                            for i in positions),
                 "ts_present": stage["ts_present"] | here,
                 "tsval": Mux(here, tsval, stage["tsval"]),

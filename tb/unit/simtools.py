@@ -15,7 +15,8 @@ import random
 from amaranth.sim import Simulator
 
 
-__all__ = ["seeded_rng", "run_simulation", "stream_put", "stream_get", "idle", "axis_beats"]
+__all__ = ["seeded_rng", "run_simulation", "stream_put", "stream_get", "idle", "axis_beats",
+           "key_ahead_monitor"]
 
 
 def seeded_rng(salt=""):
@@ -132,3 +133,31 @@ def axis_beats(frame, data_bytes, *, user=0):
             "user": int(user) if last else 0,
         })
     return beats
+
+
+def key_ahead_monitor(stream, key_ahead, key_ahead_valid, *, cycles, announced,
+                      checked=lambda payload: True):
+    """A monitor of a block's ``key_ahead`` announcement for ``stream``.
+
+    While ``stream`` shows nothing, ``key_ahead_valid`` may say that ``key_ahead`` is the key of
+    the next payload shown, at most ``cycles`` cycles after the first announcement; every key
+    announced for it must equal its ``key`` (if ``checked(payload)``). Never while a payload is
+    shown. The first announcement of each payload is appended to ``announced``, so that the
+    caller can tell the check ran.
+    """
+    async def monitor(ctx):
+        waiting = []
+        async for _, _, valid, payload, ahead_valid, ahead in ctx.tick().sample(
+                stream.valid, stream.payload, key_ahead_valid, key_ahead):
+            if valid:
+                assert not ahead_valid, "key_ahead_valid while a payload is shown"
+                if checked(payload):
+                    assert all(key == payload.key for key in waiting), \
+                        f"announced {waiting}, shown {payload.key}"
+                waiting = []
+            elif ahead_valid:
+                if not waiting:
+                    announced.append(ahead)
+                waiting.append(ahead)
+            assert len(waiting) <= cycles, f"announced more than {cycles} cycles ahead"
+    return monitor

@@ -20,7 +20,8 @@ from tcpdct.layouts import packet_buffer_depth, FrameClass
 from tcpdct.rx_packet_buffer import RxPacketBuffer
 from tcpdct.rx_parser import RxParser
 from tcpdct.tcp_options import TcpOptionScan
-from unit.simtools import seeded_rng, run_simulation, stream_put, stream_get, idle, axis_beats
+from unit.simtools import (seeded_rng, run_simulation, stream_put, stream_get, idle, axis_beats,
+                           key_ahead_monitor)
 
 
 DESCRIPTOR_FIELDS = [
@@ -248,24 +249,10 @@ def run_frames(params, cases, *, rng=None, idle_chance=0.0, stall_chance=0.0, em
 
     announced = []
 
-    async def key_ahead(ctx):
-        # While no descriptor is shown, ``key_ahead`` is the key of the next one (if it is a
-        # TCP frame's), which is shown within three cycles of the first announcement.
-        parser, expected = dut.parser, []
-        async for _, _, valid, desc, ahead_valid, ahead in ctx.tick().sample(
-                parser.descriptor.valid, parser.descriptor.payload, parser.key_ahead_valid,
-                parser.key_ahead):
-            if valid:
-                assert not ahead_valid, "key_ahead_valid while a descriptor is shown"
-                if desc.cls == FrameClass.TCP:
-                    assert all(key == desc.key for key in expected), \
-                        f"announced {expected}, shown {desc.key}"
-                expected = []
-            elif ahead_valid:
-                if not expected:
-                    announced.append(ahead)
-                expected.append(ahead)
-                assert len(expected) <= 3, "announced more than three cycles ahead"
+    # The key of a frame that turns out not to be TCP is 0 in its descriptor only.
+    key_ahead = key_ahead_monitor(dut.parser.descriptor, dut.parser.key_ahead,
+                                  dut.parser.key_ahead_valid, cycles=3, announced=announced,
+                                  checked=lambda desc: desc.cls == FrameClass.TCP)
 
     run_simulation(dut, mac, engine, monitors=[monitor, key_ahead])
     assert announced, "no descriptor reached an empty stream: key_ahead was never checked"

@@ -12,7 +12,7 @@ from model.frame import parse_tx
 from tcpdct.params import Params
 from tcpdct.tx_engine import TxEngine, TxDecision
 
-from unit.simtools import seeded_rng, run_simulation, axis_beats
+from unit.simtools import seeded_rng, run_simulation, axis_beats, key_ahead_monitor
 from unit.test_rx_parser import tcp_frame, LINUX_TS
 
 
@@ -95,21 +95,8 @@ def test_updates_equal_parse_tx(data_width):
 
     announced = []
 
-    async def key_ahead(ctx):
-        # While no update is shown, ``key_ahead`` is the next one's key, shown within two cycles.
-        waiting = []
-        async for _, _, valid, payload, ahead_valid, ahead in ctx.tick().sample(
-                dut.update.valid, dut.update.payload, dut.key_ahead_valid, dut.key_ahead):
-            if valid:
-                assert not ahead_valid, "key_ahead_valid while an update is shown"
-                assert all(key == payload.key for key in waiting), \
-                    f"announced {waiting}, shown {payload.key}"
-                waiting = []
-            elif ahead_valid:
-                if not waiting:
-                    announced.append(ahead)
-                waiting.append(ahead)
-            assert len(waiting) <= 2, "an update announced more than two cycles ahead"
+    key_ahead = key_ahead_monitor(dut.update, dut.key_ahead, dut.key_ahead_valid, cycles=2,
+                                  announced=announced)
 
     run_simulation(dut, host, sequencer, monitors=[key_ahead], max_cycles=50_000)
     assert got == expected
