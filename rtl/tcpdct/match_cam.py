@@ -25,10 +25,16 @@ class MatchCam(wiring.Component):
       from registers (the per-entry compares and the valid bits, registered at the end of *t*):
       one OR tree of ``n_entries`` inputs, so a user may address a memory with the index in the
       same cycle. The key is sampled on every cycle; there is no enable.
-    * A write presented during cycle *t* (``write_en`` high) updates the entry at the edge that
-      ends cycle *t*. Lookup keys presented during cycle *t + 1* or later see the new contents;
-      a key presented during cycle *t* itself still sees the old contents. ``valid`` shows the
-      new valid bit from cycle *t + 1* on.
+    * A write presented during cycle *t* (``write_en`` high) stores the key presented on
+      ``lookup_key_0`` during cycle *t* and updates the entry at the edge that ends cycle *t*.
+      Lookup keys presented during cycle *t + 1* or later see the new contents; a key presented
+      during cycle *t* itself (the written key included) still sees the old contents. ``valid``
+      shows the new valid bit from cycle *t + 1* on.
+
+    The written key comes in on lookup port 0 rather than a port of its own because each key
+    bit reaches every entry: at 256 entries a second 96-bit broadcast beside the lookup key's
+    was more than nextpnr could route (docs/performance.md, "64x256"). The writer loses nothing:
+    a lookup in the cycle of a write is out of date by the next cycle anyway.
 
     Parameters
     ----------
@@ -47,10 +53,9 @@ class MatchCam(wiring.Component):
     lookup_index_<i> : Out(index_bits)
         Index of that entry; 0 on a miss.
     write_en : In(1)
-        Write ``write_key`` and ``write_valid`` into entry ``write_index``. An index of
-        ``n_entries`` or more writes nothing.
+        Write the key on ``lookup_key_0`` and ``write_valid`` into entry ``write_index``. An
+        index of ``n_entries`` or more writes nothing.
     write_index : In(index_bits)
-    write_key : In(ConnKey)
     write_valid : In(1)
         New valid bit of the entry; 0 invalidates it.
     valid : Out(n_entries)
@@ -81,7 +86,6 @@ class MatchCam(wiring.Component):
         members.update({
             "write_en":    In(1),
             "write_index": In(self.index_bits),
-            "write_key":   In(ConnKey),
             "write_valid": In(1),
             "valid":       Out(n_entries),
         })
@@ -98,7 +102,7 @@ class MatchCam(wiring.Component):
             for entry in range(self.n_entries):
                 with m.If(self.write_index == entry):
                     m.d.sync += [
-                        keys[entry].eq(self.write_key),
+                        keys[entry].eq(self.lookup_key_0),
                         valid[entry].eq(self.write_valid),
                     ]
 

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import (ConnKey, FrameClass, JobKind, command_layout, rx_descriptor_layout,
                       dma_job_layout, queued_event_layout, event_layout, tx_update_layout)
-from .records import EventType
+from .records import EventType, Opcode
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
 from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
                           room_sums_layout, queue_fill_layout, frame_checks_layout)
@@ -86,11 +86,12 @@ class RxEngine(wiring.Component):
         The receive packet buffer is at its high-water mark (register HWM_BYTES).
     cam_key, cam_hit, cam_index : Out, In, In
         Lookup port of the match CAM; the result answers the key of the previous cycle.
-        ``cam_key`` is a register.
+        ``cam_key`` is a register. In a cycle with ``cam_write_en`` it holds the key written.
     cam_valid : In(n_entries)
         Valid bits of the match portion.
-    cam_write_en, cam_write_index, cam_write_key, cam_write_valid : Out
-        Write port of the match CAM.
+    cam_write_en, cam_write_index, cam_write_valid : Out
+        Write port of the match CAM, which writes the key on its lookup port
+        (:class:`tcpdct.match_cam.MatchCam`).
     """
 
     def __init__(self, params):
@@ -108,7 +109,6 @@ class RxEngine(wiring.Component):
             "cam_valid":       In(params.n_entries),
             "cam_write_en":    Out(1),
             "cam_write_index": Out(params.index_bits),
-            "cam_write_key":   Out(ConnKey),
             "cam_write_valid": Out(1),
             "tx_update":       In(stream.Signature(tx_update_layout)),
             "tx_key_ahead":       In(ConnKey),
@@ -198,7 +198,6 @@ class RxEngine(wiring.Component):
         state_write  = Signal()
         queue_write  = Signal()
         cam_write    = Signal()
-        cam_key      = Signal(ConnKey)
         cam_valid    = Signal()
         legacy_push  = Signal()
         legacy_push_buffer = Signal(legacy_buffer_layout)
@@ -270,7 +269,6 @@ class RxEngine(wiring.Component):
             buffer_wr.data.eq(new_queue),
             self.cam_write_en.eq(cam_write),
             self.cam_write_index.eq(index),
-            self.cam_write_key.eq(cam_key),
             self.cam_write_valid.eq(cam_valid),
             legacy_ring.w_en.eq(legacy_push),
             legacy_ring.w_data.eq(legacy_push_buffer),
@@ -352,7 +350,14 @@ class RxEngine(wiring.Component):
             with m.Case(_Op.TX):
                 m.d.comb += lookup_key.eq(Mux(self.tx_update.valid, self.tx_update.payload.key,
                                               self.tx_key_ahead))
-        m.d.sync += self.cam_key.eq(lookup_key)
+        # The CAM writes the key on its lookup port (``MatchCam``), so a command that writes an
+        # entry puts its key there for the cycle of the write, its EMIT. What the CAM compares
+        # in that cycle is not an answer for anyone.
+        key_to_write = Signal()  # DECIDE of a command that may write the CAM
+        with m.If(key_to_write):
+            m.d.sync += self.cam_key.eq(cmd.cam_write_key)
+        with m.Else():
+            m.d.sync += self.cam_key.eq(lookup_key)
 
         # The source to ask about: the choice if its answer is neither at hand nor on its way,
         # else the first other source waiting (or on its way) without one, in the rotation after
@@ -378,7 +383,7 @@ class RxEngine(wiring.Component):
         m.d.sync += [
             comparing.eq(ask),
             comparing_valid.eq(askable.bit_select(ask.as_value(), 1)
-                               & ~taken.bit_select(ask.as_value(), 1)
+                               & ~taken.bit_select(ask.as_value(), 1) & ~key_to_write
                                & ~(frame_key_moves & (ask == _Op.FRAME))),
             asked.eq(comparing),
             # The CAM compares before this cycle's write: an answer to a key compared now is
@@ -498,7 +503,12 @@ class RxEngine(wiring.Component):
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                m.d.comb += frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold))
+                m.d.comb += [
+                    frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
+                    # By opcode alone, not the checks, to keep them off the key's path.
+                    key_to_write.eq((op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
+                                                       (command.code == Opcode.RECLAIM))),
+                ]
                 frame_out.register(m, frame)
                 cmd_out.register(m, cmd)
                 report = Signal(event_layout)
@@ -526,7 +536,6 @@ class RxEngine(wiring.Component):
                             queue_write.eq(cmd.queue_write),
                             pending.eq(cmd.event_valid),
                             cam_write.eq(cmd.cam_write),
-                            cam_key.eq(cmd.cam_write_key),
                             cam_valid.eq(cmd.cam_write_valid),
                             legacy_push.eq(cmd.legacy_push),
                             legacy_push_buffer.eq(cmd.legacy_push_buffer),
@@ -587,7 +596,6 @@ class RxEngine(wiring.Component):
             self.cam_valid.eq(cam.valid),
             cam.write_en.eq(self.cam_write_en),
             cam.write_index.eq(self.cam_write_index),
-            cam.write_key.eq(self.cam_write_key),
             cam.write_valid.eq(self.cam_write_valid),
         ]
 

@@ -59,14 +59,14 @@ class CamIgnoringValid(MatchCam):
 
     def elaborate(self, platform):
         m = Module()
-        keys = [Signal(self.write_key.shape(), name=f"key_{entry}")
+        keys = [Signal(self.lookup_key_0.shape(), name=f"key_{entry}")
                 for entry in range(self.n_entries)]
         valid = Signal(self.n_entries)
         m.d.comb += self.valid.eq(valid)
         with m.If(self.write_en):
             for entry in range(self.n_entries):
                 with m.If(self.write_index == entry):
-                    m.d.sync += [keys[entry].eq(self.write_key), valid[entry].eq(self.write_valid)]
+                    m.d.sync += [keys[entry].eq(self.lookup_key_0), valid[entry].eq(self.write_valid)]
         for port in range(self.n_lookup):
             lookup_key = getattr(self, f"lookup_key_{port}").as_value()
             match = Cat(keys[entry].as_value() == lookup_key for entry in range(self.n_entries))

@@ -94,9 +94,12 @@ def test_random_against_dict(n_entries):
             ctx.set(dut.write_en, write is not None)
             if write is not None:
                 ctx.set(dut.write_index, write[0])
-                ctx.set(dut.write_key.as_value(), write[1])
                 ctx.set(dut.write_valid, write[2])
 
+            if write is not None:
+                # The CAM writes the key on lookup port 0, which also looks it up.
+                keys[0] = write[1]
+                ctx.set(dut.lookup_key_0.as_value(), write[1])
             expected = [model.lookup(key) for key in keys]
             await ctx.tick()
             if write is not None:
@@ -138,10 +141,9 @@ def test_write_to_lookup_timing(n_entries):
         assert result() == [(0, 0)] * dut.n_lookup
         assert ctx.get(dut.valid) == 0
 
-        # Cycle t: insert, and look the key up in the same cycle.
+        # Cycle t: insert the key presented on port 0, and look it up in the same cycle.
         ctx.set(dut.write_en, 1)
         ctx.set(dut.write_index, index)
-        ctx.set(dut.write_key.as_value(), key)
         ctx.set(dut.write_valid, 1)
         await ctx.tick()
         ctx.set(dut.write_en, 0)
@@ -181,7 +183,7 @@ def test_ports_are_independent():
         ctx.set(dut.write_valid, 1)
         for index, key in keys.items():
             ctx.set(dut.write_index, index)
-            ctx.set(dut.write_key.as_value(), key)
+            ctx.set(dut.lookup_key_0.as_value(), key)
             await ctx.tick()
         ctx.set(dut.write_en, 0)
         ctx.set(dut.lookup_key_0.as_value(), keys[12])
