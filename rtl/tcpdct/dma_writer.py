@@ -118,24 +118,30 @@ class DmaWriter(wiring.Component):
 
         # -- Sequencer: one job at a time, one segment at a time ------------------------------
 
-        seg_index   = Signal(range(params.buffers_per_conn + 1))
+        # The job register's segments are a shift register: ``job.segments[0]`` is always the
+        # segment to set up next, and each segment set up (or skipped) shifts the rest down, so
+        # that no multiplexer by segment number sits between the job register and the
+        # segment's arithmetic. ``seg_data`` has bit k set while segment k (after the shifts)
+        # is one of the job's and has bytes to write.
+        n_segments  = params.buffers_per_conn
+        seg_data    = Signal(n_segments)
         src_offset  = Signal(16)   # frame byte that goes to the current segment's first byte
         # Set while the job's frame is still to be freed by the sequencer itself, rather than by
         # the data stage after the job's last read (a DISCARD, or a WRITE with nothing to write).
         free_pending = Signal()
 
-        def data_left_from(index):
-            return Cat((i >= index) & (i < job.n_segments) & (job.segments[i].length != 0)
-                       for i in range(params.buffers_per_conn)).any()
+        def next_segment():
+            m.d.sync += seg_data.eq(seg_data >> 1)
+            for i in range(n_segments - 1):
+                m.d.sync += job.segments[i].eq(job.segments[i + 1])
 
-        segment     = job.segments[seg_index]
+        segment     = job.segments[0]
         seg_lane0   = segment.address[:lane_bits]
         seg_lane_end = Signal(17)
         m.d.comb += seg_lane_end.eq(seg_lane0 + segment.length - 1)
         # Beats of the segment, and reads with the priming one: ``(lane_end >> lane_bits) + 1``
-        # and ``+ 2``, each as one adder whose small operand takes the constant, since the
-        # segment comes through the multiplexer by ``seg_index`` first (a length of at least 1
-        # makes the two forms equal).
+        # and ``+ 2``, each as one adder whose small operand takes the constant (a length of at
+        # least 1 makes the two forms equal).
         seg_beats   = Signal(range(seg_beats_max + 1))
         seg_reads   = Signal(range(seg_beats_max + 2))
         m.d.comb += [
@@ -220,14 +226,20 @@ class DmaWriter(wiring.Component):
 
         def accept_job():
             m.d.comb += self.job.ready.eq(1)
+            # Loaded whether a job is offered or not, so that the enable of the job's hundreds
+            # of bits depends on the writer's state alone, not on the job queue's level: that
+            # path, from the queue through the receive engine's side and back, was the 64x64
+            # core's critical path. Nothing reads these registers until a job is taken.
+            offered = self.job.payload
+            m.d.sync += [
+                job.eq(offered),
+                seg_data.eq(Cat((i < offered.n_segments) & (offered.segments[i].length != 0)
+                                for i in range(n_segments))),
+                src_offset.eq(offered.src_offset),
+                free_pending.eq(offered.kind != JobKind.FENCE),
+            ]
             with m.If(self.job.valid):
-                m.d.sync += [
-                    job.eq(self.job.payload),
-                    seg_index.eq(0),
-                    src_offset.eq(self.job.payload.src_offset),
-                    free_pending.eq(self.job.payload.kind != JobKind.FENCE),
-                ]
-                with m.If(self.job.payload.kind == JobKind.WRITE):
+                with m.If(offered.kind == JobKind.WRITE):
                     m.next = "SEGMENT"
                 with m.Else():
                     m.next = "FINISH"
@@ -244,15 +256,16 @@ class DmaWriter(wiring.Component):
                 accept_job()
 
             with m.State("SEGMENT"):
-                with m.If(~data_left_from(seg_index)):
+                with m.If(~seg_data.any()):
                     m.next = "FINISH"
-                with m.Elif(segment.length == 0):
-                    m.d.sync += seg_index.eq(seg_index + 1)
+                with m.Elif(~seg_data[0]):
+                    next_segment()
                 # The last segment's bursts are all accepted before STREAM comes back here, so
                 # the address channel is always idle now; saying so keeps a stalled burst's
                 # address still by construction (and lets the induction proof see it).
                 with m.Elif(~self.axi_awvalid):
-                    ends_reads = ~data_left_from(seg_index + 1)
+                    ends_reads = ~seg_data[1:].any()
+                    next_segment()
                     m.d.sync += [
                         aw_beat.eq(segment.address[lane_bits:]),
                         aw_left.eq(seg_beats),
@@ -268,7 +281,6 @@ class DmaWriter(wiring.Component):
                         rd_last_strb.eq(seg_last_strb),
                         rd_free.eq(ends_reads),
                         rd_free_beats.eq(job.frame_beats),
-                        seg_index.eq(seg_index + 1),
                         src_offset.eq(src_offset + segment.length),
                     ]
                     with m.If(ends_reads):
@@ -279,7 +291,7 @@ class DmaWriter(wiring.Component):
                 # The next segment is set up in the cycle after the last read is issued, not a
                 # cycle later: the read issue is idle by then, so nothing it holds is overwritten.
                 with m.If((aw_left == 0) & (rd_left == 0) | last_read_issued):
-                    with m.If(data_left_from(seg_index)):
+                    with m.If(seg_data.any()):
                         m.next = "SEGMENT"
                     with m.Else():
                         finish_job("FINISH")

@@ -133,7 +133,10 @@ class Harness(Elaboratable):
 
 def _job_payload(params, job):
     segments = [{"address": a, "length": n} for a, n in job.segments]
-    segments += [{"address": 0, "length": 0}] * (params.buffers_per_conn - len(segments))
+    # Segments past ``n_segments`` are not the job's: filled with lengths and addresses the
+    # writer must ignore, so that writing one shows up as bytes outside the segments.
+    segments += [{"address": 0x7000_0000 + (slot << 12), "length": 1 + slot}
+                 for slot in range(len(segments), params.buffers_per_conn)]
     return {
         "kind":        job.kind,
         "buf_start":   job.buf_start or 0,
