@@ -1,6 +1,8 @@
 """docs/interfaces.md is what the tables say, and what it says agrees with the codec."""
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,19 @@ def test_claims_map_names_existing_tests():
             f"docs/claims.md names {current}::{match.group(2)}, which does not exist"
         names += 1
     assert names > 28
+
+
+def test_documented_mutant_applies_to_the_rtl(tmp_path):
+    """docs/verification.md tells how to see the regression catch ``tb/mutants/*.patch``: each
+    patch must still apply to the RTL, and change it (applied to a copy, not the tree)."""
+    root = Path(__file__).resolve().parents[2]
+    patches = sorted((root / "tb" / "mutants").glob("*.patch"))
+    assert patches
+    for patch in patches:
+        assert f"tb/mutants/{patch.name}" in (root / "docs" / "verification.md").read_text()
+        target, = re.findall(r"^\+\+\+ b/(\S+)$", patch.read_text(), re.M)
+        copy = tmp_path / target
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / target, copy)
+        subprocess.run(["git", "apply", str(patch)], cwd=tmp_path, check=True)
+        assert copy.read_text() != (root / target).read_text()
