@@ -1686,6 +1686,21 @@ def test_answers_looked_up_before_a_delegate_are_dropped():
     assert model.counters["TX_MATCHED"] == 1
 
 
+def test_delegate_to_an_idle_engine_waits_for_its_answer():
+    """A DELEGATE reaching an idle engine is taken in the cycle it arrives, before the CAM has
+    answered for its key; it must wait for the answer to see that the key is in use. Only
+    DELEGATE waits: the other commands need no answer and are taken straight to their LOAD."""
+    conn, other = CONNS[0], CONNS[1]
+    ops = [delegate(0, conn, 1000), Settle(), delegate(1, conn, 1), Settle(),
+           delegate(1, other, 5), Settle(), query(0)]
+    trace = rtl_run(SMALL, ops)
+    ref, _ = check(SMALL, ops)
+    assert [outcome.events[-1].status for outcome in ref if outcome.events] == \
+        [CmdStatus.OK, CmdStatus.DUPLICATE_KEY, CmdStatus.OK, CmdStatus.OK]
+    takes = [entry.cycle for entry in trace.served if entry[0] == CMD]
+    assert [trace.load_after(cycle) - cycle for cycle in takes] == [4, 4, 4, 2]
+
+
 def test_held_frame_decided_after_each_command():
     """While a frame is held it is decided again after each command (docs/architecture.md,
     "Buffer requests"). A POST_BUFFER that makes room and an update acknowledging the held
