@@ -16,7 +16,8 @@ Why this shape:
   every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
 * The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
   address again until the beat moves on (so ``read_addr`` depends on ``axi_wready`` through
-  logic, never the other way round). Alignment may read the beat just before a frame and the beat
+  logic, never the other way round). The data read is registered before it is realigned, a
+  cycle that delays W (not AW, so not a frame's first write) and the write responses. Alignment may read the beat just before a frame and the beat
   just after its last needed byte; those bytes are never strobed.
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
@@ -196,6 +197,16 @@ class DmaWriter(wiring.Component):
         d_shift      = Signal(lane_bits)
         d_free       = Signal()                            # last read of the job: free after it
         d_free_beats = Signal(self._frame_beats_bits)
+
+        # The beat's data, registered straight from the packet buffer before the realignment
+        # uses it: the block RAM's output (no output register) is slow enough that a rotate
+        # after it was the 64x64 core's critical path.
+        e_valid      = Signal()
+        e_data       = Signal(params.data_width)
+        e_prime      = Signal()
+        e_strb       = Signal(data_bytes)
+        e_last       = Signal()
+        e_shift      = Signal(lane_bits)
         prev_data    = Signal(params.data_width)
 
         # -- Completion FIFO of per-job burst counts ------------------------------------------
@@ -339,8 +350,10 @@ class DmaWriter(wiring.Component):
         # -- Read issue, data stage and W channel ---------------------------------------------
 
         w_free  = ~self.axi_wvalid | self.axi_wready
-        d_take  = d_valid & (d_prime | w_free)
-        d_moves = ~d_valid | d_take
+        e_take  = e_valid & (e_prime | w_free)
+        e_moves = ~e_valid | e_take
+        d_take  = d_valid & e_moves
+        d_moves = ~d_valid | e_moves
         # The read port has no enable: a beat that stays in the data stage reads itself again.
         m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
         m.d.comb += last_read_issued.eq((aw_left == 0) & (rd_left == 1) & d_moves)
@@ -371,20 +384,30 @@ class DmaWriter(wiring.Component):
             with m.Else():
                 m.d.sync += d_valid.eq(0)
 
-        with m.If(d_take):
-            m.d.sync += prev_data.eq(self.read_data)
-            with m.If(d_free):
-                m.d.sync += [
-                    self.free_valid.eq(1),
-                    self.free_beats.eq(d_free_beats),
-                ]
-        with m.If(d_take & ~d_prime):
+        # A beat's data is read once it leaves the data stage: its frame may be freed then.
+        with m.If(e_moves):
+            m.d.sync += [
+                e_valid.eq(d_valid),
+                e_data.eq(self.read_data),
+                e_prime.eq(d_prime),
+                e_strb.eq(d_strb),
+                e_last.eq(d_last),
+                e_shift.eq(d_shift),
+            ]
+        with m.If(d_take & d_free):
+            m.d.sync += [
+                self.free_valid.eq(1),
+                self.free_beats.eq(d_free_beats),
+            ]
+        with m.If(e_take):
+            m.d.sync += prev_data.eq(e_data)
+        with m.If(e_take & ~e_prime):
             m.d.sync += [
                 self.axi_wvalid.eq(1),
-                self.axi_wdata.eq(Cat(prev_data, self.read_data)
-                                  .bit_select(d_shift * 8, params.data_width)),
-                self.axi_wstrb.eq(d_strb),
-                self.axi_wlast.eq(d_last),
+                self.axi_wdata.eq(Cat(prev_data, e_data)
+                                  .bit_select(e_shift * 8, params.data_width)),
+                self.axi_wstrb.eq(e_strb),
+                self.axi_wlast.eq(e_last),
             ]
         with m.Elif(self.axi_wready):
             m.d.sync += self.axi_wvalid.eq(0)
