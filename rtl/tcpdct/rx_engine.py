@@ -303,7 +303,8 @@ class RxEngine(wiring.Component):
         # core's critical path, and registering it first would cost every operation a cycle.
         # Instead each source keeps the answer for the key at its head (``known``,
         # ``found_hit``, ``found_index``), and the key looked up is that of a source still
-        # unanswered (below). A lookup is a pipeline of its own, so that neither the choice of the key nor
+        # unanswered: the one that would be taken, if it is, else the next one waiting in the
+        # rotation. A lookup is a pipeline of its own, so that neither the choice of the key nor
         # the compares nor the answer share a cycle with anything long: the key is chosen and
         # registered (``lookup_key``, in cycle *c*), the CAM compares it (*c + 1*) and answers
         # (*c + 2*). An operation whose answer is at hand when it is taken (the usual case: a
@@ -358,26 +359,30 @@ class RxEngine(wiring.Component):
         with m.Else():
             m.d.sync += self.cam_key.eq(lookup_key)
 
-        # The source to ask about: the first waiting (or on its way) without an answer at hand
-        # or on its way, frames first, then transmit updates, then commands; with none, a
-        # frame. Of the commands only a DELEGATE uses the answer (is its key in use?); the
-        # others are taken as answered. The order is fixed rather than the rotation's, so that
-        # the choice of the key, which steers all of its bits, does not wait for the rotation:
-        # it was the receive engine's critical path. Frames first, since a frame's decision is
-        # what every frame waits for.
+        # The source to ask about: the choice if its answer is neither at hand nor on its way,
+        # else the first other source waiting (or on its way) without one, in the rotation after
+        # the choice. With nothing waiting the choice is a frame, which may not even be on its
+        # way: then the others are asked about too. The choice comes first because an operation
+        # taken without its answer waits for the key asked about in the cycle it is taken (a
+        # fixed order, frames first, was tried: an update taken while a frame was asked about
+        # then read the frame's answer). Of the commands only a DELEGATE uses the answer (is its
+        # key in use?); the others need none, are never asked about and never wait.
         delegating = self.command.payload.code == Opcode.DELEGATE
         askable = Cat(waiting[_Op.FRAME] | self.frame_key_ahead_valid,
                       waiting[_Op.CMD] & delegating,
                       waiting[_Op.TX] | self.tx_key_ahead_valid)
-        unanswered = askable & ~(at_hand | in_compare)
-        with m.If(unanswered[_Op.FRAME.value]):
-            m.d.comb += ask.eq(_Op.FRAME)
-        with m.Elif(unanswered[_Op.TX.value]):
-            m.d.comb += ask.eq(_Op.TX)
-        with m.Elif(unanswered[_Op.CMD.value]):
-            m.d.comb += ask.eq(_Op.CMD)
-        with m.Else():
-            m.d.comb += ask.eq(_Op.FRAME)
+        underway = at_hand | in_compare
+        m.d.comb += ask.eq(choice)
+        with m.Switch(choice):
+            for first in sources:
+                with m.Case(first):
+                    start = sources.index(first)
+                    others = sources[start + 1:] + sources[:start]
+                    with m.If(underway[first.value] | ~askable[first.value]):
+                        for number, other in enumerate(others):
+                            with (m.If if number == 0 else m.Elif)(
+                                    askable[other.value] & ~underway[other.value]):
+                                m.d.comb += ask.eq(other)
 
         taken = Signal(len(sources))  # the head of each source leaves this cycle
         writing_cam = self.cam_write_en

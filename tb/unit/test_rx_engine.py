@@ -117,6 +117,9 @@ class Wait(NamedTuple):
 
 CONTROL = (Drive, Settle, Wait)
 
+#: A round of :func:`rtl_run`'s ``"rounds"`` mode that offers nothing for a cycle.
+IDLE_ROUND = (None, None, None)
+
 FRAME, CMD, TX, REDECIDE = "frame", "command", "tx", "redecide"
 
 #: The sequencer's rotation (docs/architecture.md, "Transmit engine"): the source after the one
@@ -269,7 +272,8 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
         independently; the engine's arbitration decides the order.
     ``"rounds"``
         ``ops`` is a list of rounds, each a tuple of at most one operation per stream, all
-        offered in the same cycle once the previous round has been taken.
+        offered in the same cycle once the previous round has been taken. A round of no
+        operation (``IDLE_ROUND``) is a cycle in which nothing is offered.
 
     Without ``rng`` every input is offered back to back and every output always ready. With it,
     inputs pause and outputs are back-pressured at random.
@@ -388,6 +392,8 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
                 ctx.set(stream.valid, 1)
                 ctx.set(stream.payload, payloads[source][number])
                 pending[source] = stream
+            if not pending:
+                await ctx.tick()
             while pending:
                 _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
                 for source, ready in zip(list(pending), readies):
@@ -1699,6 +1705,27 @@ def test_delegate_to_an_idle_engine_waits_for_its_answer():
         [CmdStatus.OK, CmdStatus.DUPLICATE_KEY, CmdStatus.OK, CmdStatus.OK]
     takes = [entry.cycle for entry in trace.served if entry[0] == CMD]
     assert [trace.load_after(cycle) - cycle for cycle in takes] == [4, 4, 4, 2]
+
+
+def test_operation_taken_unanswered_waits_for_its_own_key():
+    """A frame and a transmit update of two different connections reach an idle engine in the
+    same cycle, so neither was looked up ahead. The update goes first (the rotation after a
+    command) and waits in LOOKUP for the answer to the key asked about in the cycle it was
+    taken, which must be its own: asking about the frame first, as a fixed order of lookups
+    once did, gave the update the frame's entry (its state written into connection 1's)."""
+    conn, other = CONNS[0], CONNS[1]
+    rounds = [(None, legacy_slot(0), None), (None, delegate(1, conn, 100), None),
+              (None, delegate(2, other, 500, snd_nxt=0x2000), None)]
+    rounds += [IDLE_ROUND] * 12
+    rounds += [(rx(conn, 100), None, tx(other, 0x2000, 500, pattern(5))),
+               (None, query(1), None), (None, query(2), None)]
+    trace = rtl_run(SMALL, rounds, mode="rounds")
+    assert [source_of(op) for op in trace.taken[-4:]] == [TX, FRAME, CMD, CMD]
+    update_taken = [entry.cycle for entry in trace.served if entry[0] == TX][-1]
+    assert trace.load_after(update_taken) - update_taken == 4, "looked up ahead after all"
+    ref, _ = replay(SMALL, trace)
+    assert state_of(ref[-2]).snd_nxt == 0x51000000
+    assert state_of(ref[-1]).snd_nxt == 0x2005
 
 
 def test_held_frame_decided_after_each_command():
