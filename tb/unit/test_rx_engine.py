@@ -1400,7 +1400,6 @@ def random_ops(params, rng, count, *, controls=True):
     conns = [Conn(f"10.1.0.{n + 2}", 30000 + n) for n in range(params.n_entries + 1)]
     keys = [(ip_int(c.local_ip), ip_int(c.remote_ip), c.local_port, c.remote_port) for c in conns]
     ops = []
-    high_water_used = timed_out = False
 
     def emit(op):
         ops.append(op)
@@ -1441,6 +1440,18 @@ def random_ops(params, rng, count, *, controls=True):
 
     for index in range(params.n_entries - 1):
         emit(delegate(index, conns[index], rng.getrandbits(32)))
+    # First a hold that the high-water mark ends (with ``controls``), then one that the timer
+    # ends (the next frame waits it out), each with a legacy buffer its frame fits, so that
+    # every run reaches each way a hold can end whatever its seed: later holds may meet only
+    # smaller legacy buffers, and their frames are dropped, with no LEGACY event to show why.
+    emit(legacy_slot(0, params.max_frame_bytes))
+    emit(legacy_slot(1, params.max_frame_bytes))
+    if controls:
+        emit(rx(conns[0], planner.entries[0].rcv_nxt, pattern(rng.randint(1, 200))))
+        ops.extend(expire_by_high_water())
+        planner.expire_buffer_request(LegacyReason.HWM)
+    emit(rx(conns[1], planner.entries[1].rcv_nxt, pattern(rng.randint(1, 200))))
+    emit(random_frame(params, rng, rng.choice(conns), rng.getrandbits(32)))
 
     tag = 0
     while len(ops) < count:
@@ -1490,23 +1501,11 @@ def random_ops(params, rng, count, *, controls=True):
                 [rng.getrandbits(32), (1 << 32) - rng.randint(1, 2000)])))
         else:
             emit(rng.choice([0, 8, 0x7f]) | index << 16)
-        # The first hold a run sees whose frame the legacy ring can take ends by the
-        # high-water mark and the next one by the timer (the next frame waits it out), so that
-        # every run reaches each way a hold can end, whatever its seed. (A frame the ring cannot
-        # take is dropped, with no LEGACY event to show the reason.)
         if controls and planner.held is not None and not planner.legacy_ring:
             emit(legacy_slot(tag, params.max_frame_bytes))
-        ring_takes_it = planner.held is not None and planner.legacy_ring and \
-            planner.legacy_ring[0].length >= len(planner.held.frame)
-        if controls and planner.held is not None and \
-                (not high_water_used and ring_takes_it or rng.random() < 0.3):
+        if controls and planner.held is not None and rng.random() < 0.3:
             ops.extend(expire_by_high_water())
             planner.expire_buffer_request(LegacyReason.HWM)
-            high_water_used = high_water_used or ring_takes_it
-        elif planner.held is not None and high_water_used and not timed_out:
-            conn, _ = conn_of(valid)
-            emit(random_frame(params, rng, conn, rng.getrandbits(32)))
-            timed_out = True
         for index in delegated():
             entry = planner.entries[index]
             if entry.sync_req and rng.random() < 0.3:
