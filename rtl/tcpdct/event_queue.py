@@ -25,7 +25,8 @@ class EventQueue(wiring.Component):
     params : :class:`tcpdct.params.Params`
         Build parameters (unused today; taken for symmetry with the other blocks).
     depth : int
-        Events the queue holds, not counting the one on the output.
+        Events the queue holds, not counting the one registered on the input and the one on
+        the output.
     completion_depth : int or None
         Completions the queue holds before the first event of their job has left. ``None``
         means ``depth``. A completion is pending from the DMA writer's ``done`` pulse until its
@@ -77,10 +78,19 @@ class EventQueue(wiring.Component):
             width=layouts.queued_event_layout.size, depth=self._depth)
         m.submodules.completions = completions = SyncFIFO(width=1, depth=self._completion_depth)
 
+        # A pushed event is registered before the FIFO's LUT RAM takes it: the receive engine's
+        # choice of the event to push (by pending slot, in its EMIT) straight into the RAM's
+        # write port was the 64x64 core's critical path. It costs each event a cycle.
+        in_valid = Signal()
+        in_event = Signal(layouts.queued_event_layout)
         m.d.comb += [
-            events.w_en.eq(self.push.valid),
-            events.w_data.eq(self.push.payload.as_value()),
-            self.push.ready.eq(events.w_rdy),
+            events.w_en.eq(in_valid),
+            events.w_data.eq(in_event.as_value()),
+            self.push.ready.eq(~in_valid | events.w_rdy),
+        ]
+        with m.If(self.push.ready):
+            m.d.sync += [in_valid.eq(self.push.valid), in_event.eq(self.push.payload)]
+        m.d.comb += [
             completions.w_en.eq(self.done_valid),
             completions.w_data.eq(self.done_error),
         ]

@@ -167,7 +167,8 @@ def test_holds_until_completion():
 
 def test_full_queue_back_pressures():
     """With the output stalled, the queue takes exactly ``depth`` events plus the one on the
-    output, then holds ``push.ready`` low; everything comes out once the output moves."""
+    input register and the one on the output, then holds ``push.ready`` low; everything comes
+    out once the output moves."""
     rng = _rng("event-queue-full")
     depth = 8
     jobs = [([rng.getrandbits(EVENT_BITS)], False) for _ in range(3 * depth)]
@@ -176,5 +177,5 @@ def test_full_queue_back_pressures():
         stall_output_until=300)
     check(jobs, events, done_cycles, outputs)
     taken_while_stalled = sum(cycle < 300 for cycle in push_cycles)
-    assert taken_while_stalled == depth + 1, \
+    assert taken_while_stalled == depth + 2, \
         f"{taken_while_stalled} events taken while the output was stalled"
