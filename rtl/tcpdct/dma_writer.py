@@ -173,7 +173,6 @@ class DmaWriter(wiring.Component):
 
         aw_beat      = Signal(beat_bits)                   # next host beat to cover
         aw_left      = Signal(range(seg_beats_max + 1))    # beats of the segment not yet covered
-        aw_done      = Signal(init=1)                      # aw_left == 0
         aw_span_left = Signal(range(burst_span + 1))       # beats from aw_beat to its span's end
         job_bursts   = Signal(range(job_bursts_max + 1))
 
@@ -181,11 +180,6 @@ class DmaWriter(wiring.Component):
 
         rd_addr      = Signal(self._addr_bits)             # next packet-buffer beat to read
         rd_left      = Signal(range(seg_beats_max + 2))    # reads left, priming read included
-        # ``rd_left`` == 0 and == 1, kept in registers of their own: the next job is taken in the
-        # cycle of the segment's last read, and comparing the counts there put two more levels
-        # of logic in front of the job register's enable (the 64x64 core's critical path).
-        rd_done      = Signal(init=1)
-        rd_last      = Signal()
         rd_prime     = Signal()                            # next read only primes the realigner
         rd_phase     = Signal(range(burst_span))          # burst phase of the next output beat
         rd_first     = Signal()                            # next output beat is the segment's first
@@ -286,13 +280,10 @@ class DmaWriter(wiring.Component):
                     m.d.sync += [
                         aw_beat.eq(segment.address[lane_bits:]),
                         aw_left.eq(seg_beats),
-                        aw_done.eq(0),
                         aw_span_left.eq(burst_span -
                                         segment.address[lane_bits:lane_bits + phase_bits]),
                         rd_addr.eq(seg_read_start),
                         rd_left.eq(seg_reads),
-                        rd_done.eq(0),
-                        rd_last.eq(0),         # a segment takes at least two reads
                         rd_prime.eq(1),
                         rd_first.eq(1),
                         rd_phase.eq(segment.address[lane_bits:lane_bits + phase_bits]),
@@ -310,7 +301,7 @@ class DmaWriter(wiring.Component):
             with m.State("STREAM"):
                 # The next segment is set up in the cycle after the last read is issued, not a
                 # cycle later: the read issue is idle by then, so nothing it holds is overwritten.
-                with m.If(aw_done & rd_done | last_read_issued):
+                with m.If((aw_left == 0) & (rd_left == 0) | last_read_issued):
                     with m.If(seg_data.any()):
                         m.next = "SEGMENT"
                     with m.Else():
@@ -344,7 +335,7 @@ class DmaWriter(wiring.Component):
         # by a cycle. It stays still while stalled because the registers move only when a burst
         # is accepted.
         m.d.comb += [
-            self.axi_awvalid.eq(~aw_done),
+            self.axi_awvalid.eq(aw_left != 0),
             self.axi_awaddr.eq(Cat(C(0, lane_bits), aw_beat)),
             self.axi_awlen.eq(burst_beats - 1),
         ]
@@ -352,7 +343,6 @@ class DmaWriter(wiring.Component):
             m.d.sync += [
                 aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
                 aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
-                aw_done.eq(last_burst),
                 aw_span_left.eq(burst_span),
                 job_bursts.eq(job_bursts + 1),
             ]
@@ -366,11 +356,11 @@ class DmaWriter(wiring.Component):
         d_moves = ~d_valid | e_moves
         # The read port has no enable: a beat that stays in the data stage reads itself again.
         m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
-        m.d.comb += last_read_issued.eq(aw_done & rd_last & d_moves)
+        m.d.comb += last_read_issued.eq((aw_left == 0) & (rd_left == 1) & d_moves)
 
         with m.If(d_moves):
-            with m.If(~rd_done):
-                is_last_beat = rd_last
+            with m.If(rd_left != 0):
+                is_last_beat = rd_left == 1
                 strb = Mux(rd_first, rd_first_strb, C((1 << data_bytes) - 1, data_bytes)) & \
                        Mux(is_last_beat, rd_last_strb, C((1 << data_bytes) - 1, data_bytes))
                 m.d.sync += [
@@ -384,8 +374,6 @@ class DmaWriter(wiring.Component):
                     d_free_beats.eq(rd_free_beats),
                     rd_addr.eq(rd_addr + 1),
                     rd_left.eq(rd_left - 1),
-                    rd_done.eq(rd_last),
-                    rd_last.eq(rd_left == 2),
                     rd_prime.eq(0),
                 ]
                 with m.If(~rd_prime):
