@@ -4,7 +4,7 @@ The checks run in the order ``docs/architecture.md`` gives ("Commands"); the fir
 the status, and a failed command changes nothing (R41). Every command ends with CMD_DONE (R40).
 """
 
-from amaranth.hdl import Module, Signal, Mux
+from amaranth.hdl import Cat, Module, Signal, Mux
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,7 +14,12 @@ from .records import Opcode, CmdStatus, EventType
 from .rx_decision import event_slots
 
 
-__all__ = ["CommandChecks", "CommandDecision", "command_checks_layout"]
+__all__ = ["CommandChecks", "CommandDecision", "command_checks_layout", "delegate_key"]
+
+
+def delegate_key(delegate):
+    """The :class:`ConnKey` a DELEGATE body names, as a value to assign to a ``ConnKey``."""
+    return Cat(delegate.local_ip, delegate.remote_ip, delegate.local_port, delegate.remote_port)
 
 
 #: The checks of a command that depend on the command record alone (and on the valid bits):
@@ -133,10 +138,7 @@ class CommandDecision(wiring.Component):
         m.d.comb += [
             self.new_state.eq(state),
             self.new_queue.eq(queue),
-            self.cam_write_key.local_ip.eq(delegate.local_ip),
-            self.cam_write_key.remote_ip.eq(delegate.remote_ip),
-            self.cam_write_key.local_port.eq(delegate.local_port),
-            self.cam_write_key.remote_port.eq(delegate.remote_port),
+            self.cam_write_key.eq(delegate_key(delegate)),
             self.legacy_push_buffer.address.eq(post.address),
             self.legacy_push_buffer.length.eq(post.length),
             self.legacy_push_buffer.tag.eq(post.tag),

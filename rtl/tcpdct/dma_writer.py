@@ -29,7 +29,7 @@ Why this shape:
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -189,24 +189,25 @@ class DmaWriter(wiring.Component):
         rd_free      = Signal()                            # segment ends the job's reads
         rd_free_beats = Signal(self._frame_beats_bits)
 
-        d_valid      = Signal()
+        # What the W channel needs of a beat, carried from the data stage (``d_beat``, the cycle
+        # its read is presented) to the stage that holds its data (``e_beat``).
+        beat_layout = data.StructLayout({
+            "valid": 1,
+            "prime": 1,              # the priming read: fills ``prev_data``, writes nothing
+            "strb":  data_bytes,
+            "last":  1,
+            "shift": lane_bits,
+        })
+        d_beat       = Signal(beat_layout)
         d_addr       = Signal(self._addr_bits)
-        d_prime      = Signal()
-        d_strb       = Signal(data_bytes)
-        d_last       = Signal()
-        d_shift      = Signal(lane_bits)
         d_free       = Signal()                            # last read of the job: free after it
         d_free_beats = Signal(self._frame_beats_bits)
 
         # The beat's data, registered straight from the packet buffer before the realignment
         # uses it: the block RAM's output (no output register) is slow enough that a rotate
         # after it was the 64x64 core's critical path.
-        e_valid      = Signal()
+        e_beat       = Signal(beat_layout)
         e_data       = Signal(params.data_width)
-        e_prime      = Signal()
-        e_strb       = Signal(data_bytes)
-        e_last       = Signal()
-        e_shift      = Signal(lane_bits)
         prev_data    = Signal(params.data_width)
 
         # -- Completion FIFO of per-job burst counts ------------------------------------------
@@ -217,7 +218,7 @@ class DmaWriter(wiring.Component):
         def finish_job(waiting_state):
             # Freeing lets the parser overwrite the frame, so a frame without reads is freed
             # only once the data stage holds no earlier job's beat.
-            with m.If(bursts_fifo.w_rdy & (~free_pending | ~d_valid)):
+            with m.If(bursts_fifo.w_rdy & (~free_pending | ~d_beat.valid)):
                 m.d.comb += [
                     bursts_fifo.w_en.eq(1),
                     bursts_fifo.w_data.eq(job_bursts),
@@ -350,10 +351,10 @@ class DmaWriter(wiring.Component):
         # -- Read issue, data stage and W channel ---------------------------------------------
 
         w_free  = ~self.axi_wvalid | self.axi_wready
-        e_take  = e_valid & (e_prime | w_free)
-        e_moves = ~e_valid | e_take
-        d_take  = d_valid & e_moves
-        d_moves = ~d_valid | e_moves
+        e_take  = e_beat.valid & (e_beat.prime | w_free)
+        e_moves = ~e_beat.valid | e_take
+        d_take  = d_beat.valid & e_moves
+        d_moves = ~d_beat.valid | e_moves
         # The read port has no enable: a beat that stays in the data stage reads itself again.
         m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
         m.d.comb += last_read_issued.eq((aw_left == 0) & (rd_left == 1) & d_moves)
@@ -364,12 +365,12 @@ class DmaWriter(wiring.Component):
                 strb = Mux(rd_first, rd_first_strb, C((1 << data_bytes) - 1, data_bytes)) & \
                        Mux(is_last_beat, rd_last_strb, C((1 << data_bytes) - 1, data_bytes))
                 m.d.sync += [
-                    d_valid.eq(1),
+                    d_beat.valid.eq(1),
                     d_addr.eq(rd_addr),
-                    d_prime.eq(rd_prime),
-                    d_strb.eq(strb),
-                    d_last.eq(is_last_beat | (rd_phase == burst_span - 1)),
-                    d_shift.eq(rd_shift),
+                    d_beat.prime.eq(rd_prime),
+                    d_beat.strb.eq(strb),
+                    d_beat.last.eq(is_last_beat | (rd_phase == burst_span - 1)),
+                    d_beat.shift.eq(rd_shift),
                     d_free.eq(rd_free & is_last_beat),
                     d_free_beats.eq(rd_free_beats),
                     rd_addr.eq(rd_addr + 1),
@@ -382,18 +383,11 @@ class DmaWriter(wiring.Component):
                         rd_phase.eq(rd_phase + 1),
                     ]
             with m.Else():
-                m.d.sync += d_valid.eq(0)
+                m.d.sync += d_beat.valid.eq(0)
 
         # A beat's data is read once it leaves the data stage: its frame may be freed then.
         with m.If(e_moves):
-            m.d.sync += [
-                e_valid.eq(d_valid),
-                e_data.eq(self.read_data),
-                e_prime.eq(d_prime),
-                e_strb.eq(d_strb),
-                e_last.eq(d_last),
-                e_shift.eq(d_shift),
-            ]
+            m.d.sync += [e_beat.eq(d_beat), e_data.eq(self.read_data)]
         with m.If(d_take & d_free):
             m.d.sync += [
                 self.free_valid.eq(1),
@@ -401,13 +395,13 @@ class DmaWriter(wiring.Component):
             ]
         with m.If(e_take):
             m.d.sync += prev_data.eq(e_data)
-        with m.If(e_take & ~e_prime):
+        with m.If(e_take & ~e_beat.prime):
             m.d.sync += [
                 self.axi_wvalid.eq(1),
                 self.axi_wdata.eq(Cat(prev_data, e_data)
-                                  .bit_select(e_shift * 8, params.data_width)),
-                self.axi_wstrb.eq(e_strb),
-                self.axi_wlast.eq(e_last),
+                                  .bit_select(e_beat.shift * 8, params.data_width)),
+                self.axi_wstrb.eq(e_beat.strb),
+                self.axi_wlast.eq(e_beat.last),
             ]
         with m.Elif(self.axi_wready):
             m.d.sync += self.axi_wvalid.eq(0)

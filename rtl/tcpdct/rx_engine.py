@@ -46,7 +46,7 @@ from .records import EventType, Opcode
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
 from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
                           room_sums_layout, queue_fill_layout, frame_checks_layout)
-from .cmd_unit import CommandChecks, CommandDecision, command_checks_layout
+from .cmd_unit import CommandChecks, CommandDecision, command_checks_layout, delegate_key
 from .tx_engine import TxDecision, segment_end
 
 
@@ -343,10 +343,7 @@ class RxEngine(wiring.Component):
                            self.frame_key_ahead)
                 m.d.comb += lookup_key.eq(Mux(holding, desc.key, head))
             with m.Case(_Op.CMD):
-                m.d.comb += [lookup_key.local_ip.eq(delegate.local_ip),
-                             lookup_key.remote_ip.eq(delegate.remote_ip),
-                             lookup_key.local_port.eq(delegate.local_port),
-                             lookup_key.remote_port.eq(delegate.remote_port)]
+                m.d.comb += lookup_key.eq(delegate_key(delegate))
             with m.Case(_Op.TX):
                 m.d.comb += lookup_key.eq(Mux(self.tx_update.valid, self.tx_update.payload.key,
                                               self.tx_key_ahead))
