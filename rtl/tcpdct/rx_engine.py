@@ -92,6 +92,8 @@ class RxEngine(wiring.Component):
     cam_write_en, cam_write_index, cam_write_valid : Out
         Write port of the match CAM, which writes the key on its lookup port
         (:class:`tcpdct.match_cam.MatchCam`).
+    cam_write_busy : In(1)
+        The CAM is still storing the last key written; a DELEGATE is not taken until it is done.
     """
 
     def __init__(self, params):
@@ -110,6 +112,7 @@ class RxEngine(wiring.Component):
             "cam_write_en":    Out(1),
             "cam_write_index": Out(params.index_bits),
             "cam_write_valid": Out(1),
+            "cam_write_busy":  In(1),
             "tx_update":       In(stream.Signature(tx_update_layout)),
             "tx_key_ahead":       In(ConnKey),
             "tx_key_ahead_valid": In(1),
@@ -276,9 +279,13 @@ class RxEngine(wiring.Component):
         ]
 
         # Which source goes next: the first one waiting, in the rotation after the last served.
-        # A held frame is always waiting: it is decided again after every other operation.
+        # A held frame is always waiting: it is decided again after every other operation. A
+        # DELEGATE waits for the CAM to finish storing the key written before (the only other
+        # command that writes the CAM, RECLAIM, only clears a valid bit, which the CAM takes in
+        # any cycle).
+        delegating = self.command.payload.code == Opcode.DELEGATE
         waiting = {_Op.FRAME: holding | self.descriptor.valid,
-                   _Op.CMD:   self.command.valid,
+                   _Op.CMD:   self.command.valid & ~(delegating & self.cam_write_busy),
                    _Op.TX:    self.tx_update.valid}
         choice = Signal(_Op)
         any_waiting = Signal()
@@ -364,7 +371,6 @@ class RxEngine(wiring.Component):
         # fixed order, frames first, was tried: an update taken while a frame was asked about
         # then read the frame's answer). Of the commands only a DELEGATE uses the answer (is its
         # key in use?); the others need none, are never asked about and never wait.
-        delegating = self.command.payload.code == Opcode.DELEGATE
         askable = Cat(waiting[_Op.FRAME] | self.frame_key_ahead_valid,
                       waiting[_Op.CMD] & delegating,
                       waiting[_Op.TX] | self.tx_key_ahead_valid)
@@ -602,6 +608,7 @@ class RxEngine(wiring.Component):
             cam.write_en.eq(self.cam_write_en),
             cam.write_index.eq(self.cam_write_index),
             cam.write_valid.eq(self.cam_write_valid),
+            self.cam_write_busy.eq(cam.write_busy),
         ]
 
     @staticmethod

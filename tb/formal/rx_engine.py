@@ -23,6 +23,9 @@ or the write ports of the engine's memories. Properties:
    (a command always answers, R40). A frame may be held for a user buffer and decided again
    later without a job, and a transmit update answers only with RESYNC, so for those only the
    "at most one" of 3 applies.
+5. No key is written to the CAM while it is still storing the one before (``cam_write_busy``;
+   the CAM would ignore it). The environment's CAM raises ``cam_write_busy`` only in the cycle
+   after a key write, as :class:`tcpdct.match_cam.MatchCam` does, and drops it at will.
 
 Every input stream the engine has is an operation source; a new one is checked by 1–3 without
 a change here. The environment obeys the stream rules on the inputs; every other input is free,
@@ -30,10 +33,11 @@ including the CAM's answers (the sequencing must not depend on them). Bounded: a
 wait for ``ready`` for ever, so the harness counters are not inductive.
 """
 
-from amaranth.hdl import Assert, Cover, Elaboratable, Signal
+from amaranth.hdl import Assert, Assume, Cover, Elaboratable, Signal
 from amaranth.lib import wiring
 
 from tcpdct.params import Params
+from tcpdct.records import Opcode
 from tcpdct.rx_engine import RxEngine
 
 from .common import (drive_inputs, elaborate, harness_module, past, signals_named,
@@ -170,8 +174,21 @@ class RxEngineHarness(Elaboratable):
         m.d.comb += Assert(~(ended & answered) | ((jobs_now == 1) & (events_now != 0)),
                            "a command ended without its job and event")
 
+        # 5. One key write at a time.
+        busy = engine.cam_write_busy
+        delegate_offered = engine.command.valid & (engine.command.payload.code == Opcode.DELEGATE)
+        key_write = engine.cam_write_en & engine.cam_write_valid
+        m.d.comb += [
+            Assume(~busy | started & (past(m, busy, "cam_was_busy")
+                                      | past(m, key_write, "cam_key_written"))),
+            Assert(~(key_write & busy), "key written to the CAM while it is busy"),
+        ]
+
         m.d.comb += [
             Cover(ended & answered),
+            # A DELEGATE that waited for the CAM is taken once it is free.
+            Cover(delegate_offered & engine.command.ready
+                  & past(m, delegate_offered & busy, "delegate_waited")),
             Cover(ended & (events_now == 0)),
             Cover(ended & op_take),
         ]

@@ -8,7 +8,7 @@ nothing about the real one.
 """
 
 import pytest
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Signal, Value
 
 from tcpdct.dma_writer import DmaWriter
 from tcpdct.event_queue import EventQueue
@@ -59,8 +59,7 @@ class CamIgnoringValid(MatchCam):
 
     def elaborate(self, platform):
         m = Module()
-        keys = [Signal(self.lookup_key_0.shape(), name=f"key_{entry}")
-                for entry in range(self.n_entries)]
+        keys = [Signal(self.key_bits, name=f"key_{entry}") for entry in range(self.n_entries)]
         valid = Signal(self.n_entries)
         m.d.comb += self.valid.eq(valid)
         with m.If(self.write_en):
@@ -68,8 +67,8 @@ class CamIgnoringValid(MatchCam):
                 with m.If(self.write_index == entry):
                     m.d.sync += [keys[entry].eq(self.lookup_key_0), valid[entry].eq(self.write_valid)]
         for port in range(self.n_lookup):
-            lookup_key = getattr(self, f"lookup_key_{port}").as_value()
-            match = Cat(keys[entry].as_value() == lookup_key for entry in range(self.n_entries))
+            lookup_key = Value.cast(getattr(self, f"lookup_key_{port}"))
+            match = Cat(keys[entry] == lookup_key for entry in range(self.n_entries))
             index = Cat(Cat(0, *(match[entry] for entry in range(self.n_entries)
                                  if entry >> bit & 1)).any()
                         for bit in range(self.index_bits))

@@ -312,14 +312,20 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
     async def observe(ctx):
         sampled = [streams[s].valid for s in ROTATION] + [streams[s].ready for s in ROTATION] + [
             engine.op_take, engine.high_water, engine.buf_req_timeout, engine.tx_matched,
-            engine.job.valid, engine.job.ready, engine.event.valid, engine.op_load]
+            engine.job.valid, engine.job.ready, engine.event.valid, engine.op_load,
+            engine.command.payload.code, engine.cam_write_busy]
         while True:
             _, _, *values = await ctx.tick().sample(*sampled)
             valid, ready = dict(zip(ROTATION, values[:3])), dict(zip(ROTATION, values[3:6]))
             (op_take, high_water, timeout, matched, job_valid, job_ready, event_valid,
-             load) = values[6:]
+             load, code, cam_busy) = values[6:]
             cycle = clock["now"]
-            waiting = frozenset(s for s in ROTATION if valid[s])
+            # A DELEGATE waits while the CAM still stores the key written before.
+            delegate_waits = code == Opcode.DELEGATE and cam_busy
+            assert not (delegate_waits and ready[CMD]), \
+                f"cycle {cycle}: a DELEGATE was taken while the CAM was busy"
+            waiting = frozenset(s for s in ROTATION
+                                if valid[s] and not (s == CMD and delegate_waits))
             for source in ROTATION:
                 if valid[source] and ready[source]:
                     served.append(Served(source, taken[source], cycle, waiting))
