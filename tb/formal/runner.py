@@ -79,6 +79,8 @@ class Proof:
         Part of ``make test`` (``tb/unit/test_formal.py``), not only of ``make formal``.
     description : str
         The property, in one line, for the table.
+    timeout : int
+        Seconds each tool run may take before the proof is an ``ERROR``.
     """
     name: str
     harness: object
@@ -86,6 +88,7 @@ class Proof:
     depth: int
     quick: bool = False
     description: str = ""
+    timeout: int = 600
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -206,12 +209,14 @@ def _failure_detail(output, messages):
     return "; ".join(dict.fromkeys(details))[:300]
 
 
-def run_proof(proof, workdir=DEFAULT_WORKDIR, *, timeout=600):
-    """Run one proof and return its :class:`Result`.
+def run_proof(proof, workdir=DEFAULT_WORKDIR, *, timeout=None):
+    """Run one proof and return its :class:`Result`; each tool run may take ``timeout``
+    seconds, ``proof.timeout`` unless given.
 
     The work directory ``<workdir>/<proof.name>`` keeps ``design.il``, ``design.smt2``,
     ``proof.log`` and, on failure, the counterexample ``trace.vcd``.
     """
+    timeout = proof.timeout if timeout is None else timeout
     workdir = Path(workdir)
     proof_dir = workdir / proof.name
     if proof_dir.exists():
