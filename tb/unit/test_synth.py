@@ -194,22 +194,23 @@ def test_parse_critical_path():
     assert synth.parse_critical_path(LOG, clock="other") is None
 
 
-def _record(config, lut4, ff, n_entries=None):
+def _record(config, lut4, ff, n_entries=None, lutram=0):
     return {"config": config, "kind": "match_cam" if n_entries else "top",
             "params": {"n_entries": n_entries} if n_entries else {"data_width": 64},
-            "resources": {"lut4_equivalent": lut4, "ff": ff, "dp16kd": 0, "lutram": 0},
+            "resources": {"lut4_equivalent": lut4, "ff": ff, "dp16kd": 0, "lutram": lutram},
             "fmax_mhz": 150.0, "target_met": False, "status": "timing_failed",
             "stage": "done", "wall_seconds": {"total": 12.0}}
 
 
 def test_cam_cost_per_entry():
-    records = [_record("cam16", 1700, 1562, 16), _record("cam64", 6500, 6226, 64),
+    records = [_record("cam16", 1700, 1562, 16, 96), _record("cam64", 6500, 6226, 64, 384),
                _record("64x16", 30000, 9000)]
     cost = synth.cam_cost_per_entry(records)
-    assert cost["average"] == {16: {"lut4_per_entry": 106.2, "ff_per_entry": 97.6},
-                               64: {"lut4_per_entry": 101.6, "ff_per_entry": 97.3}}
+    assert cost["average"] == {
+        16: {"lut4_per_entry": 106.2, "ff_per_entry": 97.6, "lutram_per_entry": 6.0},
+        64: {"lut4_per_entry": 101.6, "ff_per_entry": 97.3, "lutram_per_entry": 6.0}}
     assert cost["marginal"] == {"from": 16, "to": 64, "lut4_per_entry": 100.0,
-                                "ff_per_entry": 97.2}
+                                "ff_per_entry": 97.2, "lutram_per_entry": 6.0}
     assert synth.cam_cost_per_entry(records[:1])["marginal"] is None
 
 
