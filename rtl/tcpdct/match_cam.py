@@ -159,14 +159,14 @@ class MatchCam(wiring.Component):
         # -- Writes --------------------------------------------------------------------------
         busy       = Signal()
         step       = Signal(range(self._last_step + 1))
-        new_key    = Signal(self.key_bits)       # the key being written ...
+        new_key    = Signal(self.key_bits)    # the key being written ...
         new_entry  = Signal(self.index_bits)  # ... into this entry ...
         overridden = Signal(width)            # ... compared from new_key, not the tables
         group_en   = Signal(n_groups)         # the group whose words are rewritten
         m.d.comb += self.write_busy.eq(busy)
 
         in_range = self.write_index < self.n_entries
-        writes_key = self.write_en & self.write_valid & in_range
+        starts_rewrite = self.write_en & self.write_valid & in_range & ~busy
         with m.If(self.write_en & in_range & ~(self.write_valid & busy)):
             m.d.sync += valid.bit_select(self.write_index, 1).eq(self.write_valid)
 
@@ -175,9 +175,9 @@ class MatchCam(wiring.Component):
         store_wr = key_store.write_port()
         store_rd = key_store.read_port()
         m.d.comb += [store_wr.addr.eq(self.write_index), store_wr.data.eq(self.lookup_key_0),
-                     store_wr.en.eq(writes_key & ~busy)]
+                     store_wr.en.eq(starts_rewrite)]
 
-        with m.If(writes_key & ~busy):
+        with m.If(starts_rewrite):
             m.d.sync += [busy.eq(1), step.eq(0), new_key.eq(self.lookup_key_0),
                          new_entry.eq(self.write_index),
                          overridden.eq(1 << self.write_index),

@@ -146,14 +146,19 @@ def _result(ctx, dut):
             for port in range(dut.n_lookup)]
 
 
+def _present_write(ctx, dut, index, key, valid=1):
+    """Present a write of ``key`` (on lookup port 0) and ``valid`` into entry ``index``."""
+    ctx.set(dut.write_en, 1)
+    ctx.set(dut.write_index, index)
+    ctx.set(dut.write_valid, valid)
+    ctx.set(dut.lookup_key_0.as_value(), key)
+
+
 async def _write_key(ctx, dut, index, key):
     """Write ``key`` into entry ``index`` and wait for the table rewrite to end, checking that
     ``write_busy`` is high for exactly ``write_cycles`` cycles."""
     assert not ctx.get(dut.write_busy)
-    ctx.set(dut.write_en, 1)
-    ctx.set(dut.write_index, index)
-    ctx.set(dut.write_valid, 1)
-    ctx.set(dut.lookup_key_0.as_value(), key)
+    _present_write(ctx, dut, index, key)
     await ctx.tick()
     ctx.set(dut.write_en, 0)
     for _ in range(dut.write_cycles):
@@ -179,9 +184,7 @@ def test_write_to_lookup_timing(n_entries):
         assert ctx.get(dut.valid) == 0
 
         # Cycle t: insert the key presented on port 0, and look it up in the same cycle.
-        ctx.set(dut.write_en, 1)
-        ctx.set(dut.write_index, index)
-        ctx.set(dut.write_valid, 1)
+        _present_write(ctx, dut, index, key)
         await ctx.tick()
         ctx.set(dut.write_en, 0)
         assert _result(ctx, dut) == [(0, 0)] * dut.n_lookup, \
@@ -199,8 +202,7 @@ def test_write_to_lookup_timing(n_entries):
 
         # Invalidate while looking the key up in the same cycle: still a hit, then a miss.
         _present(ctx, dut, key)
-        ctx.set(dut.write_en, 1)
-        ctx.set(dut.write_valid, 0)
+        _present_write(ctx, dut, index, key, valid=0)
         await ctx.tick()
         ctx.set(dut.write_en, 0)
         assert _result(ctx, dut) == [(1, index)] * dut.n_lookup
@@ -218,13 +220,9 @@ def test_key_write_while_busy_is_ignored():
     first, second = 0x123, 0x456
 
     async def testbench(ctx):
-        ctx.set(dut.write_en, 1)
-        ctx.set(dut.write_valid, 1)
-        ctx.set(dut.write_index, 2)
-        ctx.set(dut.lookup_key_0.as_value(), first)
+        _present_write(ctx, dut, 2, first)
         await ctx.tick()
-        ctx.set(dut.write_index, 5)
-        ctx.set(dut.lookup_key_0.as_value(), second)
+        _present_write(ctx, dut, 5, second)
         await ctx.tick()
         assert ctx.get(dut.valid) == 1 << 2, "a key write during the rewrite must be ignored"
         ctx.set(dut.write_en, 0)
@@ -238,12 +236,9 @@ def test_key_write_while_busy_is_ignored():
         assert _result(ctx, dut)[0] == (1, 2)
         # Invalidations are taken during a rewrite.
         await _write_key(ctx, dut, 7, second)
-        ctx.set(dut.write_en, 1)
-        ctx.set(dut.write_index, 1)
-        ctx.set(dut.lookup_key_0.as_value(), first)
+        _present_write(ctx, dut, 1, first)
         await ctx.tick()
-        ctx.set(dut.write_valid, 0)
-        ctx.set(dut.write_index, 7)
+        _present_write(ctx, dut, 7, first, valid=0)
         await ctx.tick()
         ctx.set(dut.write_en, 0)
         assert ctx.get(dut.valid) == 1 << 1 | 1 << 2
@@ -264,10 +259,7 @@ def test_group_neighbours_hit_through_a_rewrite():
     async def testbench(ctx):
         for index, key in keys.items():
             await _write_key(ctx, dut, index, key)
-        ctx.set(dut.write_en, 1)
-        ctx.set(dut.write_index, 6)
-        ctx.set(dut.write_valid, 1)
-        ctx.set(dut.lookup_key_0.as_value(), replacement)
+        _present_write(ctx, dut, 6, replacement)
         await ctx.tick()
         ctx.set(dut.write_en, 0)
         order = [4, 5, 7, 6, None]
