@@ -215,10 +215,24 @@ class DmaWriter(wiring.Component):
         m.submodules.job_bursts_fifo = bursts_fifo = \
             SyncFIFO(width=len(job_bursts), depth=self._jobs_in_flight)
 
-        def finish_job(waiting_state):
+        # The job register and ``src_offset`` load from the job queue's head in every cycle in
+        # which the job they hold is no longer needed (``job_locked`` low), whether a job is
+        # taken or not, so that the enable of their hundreds of bits is one register (or, in
+        # FINISH, a gate on registers) and not the end of the read issue's handshake: when the
+        # next job is taken in the cycle of the last read, the register already follows the
+        # queue. A job is needed from its take until its last segment with data is set up (or,
+        # for a job with nothing to read, until it finishes in FINISH).
+        job_locked = Signal()
+        finishing  = Signal()   # FINISH ends the job this cycle
+        with m.If(~job_locked | finishing):
+            m.d.sync += [job.eq(self.job.payload), src_offset.eq(self.job.payload.src_offset)]
+
+        def finish_job(waiting_state, *, in_finish=False):
             # Freeing lets the parser overwrite the frame, so a frame without reads is freed
             # only once the data stage holds no earlier job's beat.
             with m.If(bursts_fifo.w_rdy & (~free_pending | ~d_beat.valid)):
+                if in_finish:
+                    m.d.comb += finishing.eq(1)
                 m.d.comb += [
                     bursts_fifo.w_en.eq(1),
                     bursts_fifo.w_data.eq(job_bursts),
@@ -238,17 +252,16 @@ class DmaWriter(wiring.Component):
 
         def accept_job():
             m.d.comb += self.job.ready.eq(1)
-            # Loaded whether a job is offered or not, so that the enable of the job's hundreds
-            # of bits depends on the writer's state alone, not on the job queue's level: that
-            # path, from the queue through the receive engine's side and back, was the 64x64
-            # core's critical path. Nothing reads these registers until a job is taken.
+            # Loaded whether a job is offered or not, so that these enables depend on the
+            # writer's state, not on the job queue's level: that path, from the queue through
+            # the receive engine's side and back, was the 64x64 core's critical path. Nothing
+            # reads these registers until a job is taken. (The job itself is loaded above.)
             offered = self.job.payload
             m.d.sync += [
-                job.eq(offered),
                 seg_data.eq(Cat((i < offered.n_segments) & (offered.segments[i].length != 0)
                                 for i in range(n_segments))),
-                src_offset.eq(offered.src_offset),
                 free_pending.eq(offered.kind != JobKind.FENCE),
+                job_locked.eq(self.job.valid),
             ]
             with m.If(self.job.valid):
                 with m.If(offered.kind == JobKind.WRITE):
@@ -281,6 +294,7 @@ class DmaWriter(wiring.Component):
                     m.d.sync += [
                         aw_beat.eq(segment.address[lane_bits:]),
                         aw_left.eq(seg_beats),
+                        self.axi_awvalid.eq(1),   # a segment with data has a beat
                         aw_span_left.eq(burst_span -
                                         segment.address[lane_bits:lane_bits + phase_bits]),
                         rd_addr.eq(seg_read_start),
@@ -296,7 +310,9 @@ class DmaWriter(wiring.Component):
                         src_offset.eq(src_offset + segment.length),
                     ]
                     with m.If(ends_reads):
-                        m.d.sync += free_pending.eq(0)
+                        # The job's last reads are set up: nothing reads the job register
+                        # after this cycle.
+                        m.d.sync += [free_pending.eq(0), job_locked.eq(0)]
                     m.next = "STREAM"
 
             with m.State("STREAM"):
@@ -309,7 +325,7 @@ class DmaWriter(wiring.Component):
                         finish_job("FINISH")
 
             with m.State("FINISH"):
-                finish_job("FINISH")
+                finish_job("FINISH", in_finish=True)
 
         # -- AW channel -----------------------------------------------------------------------
 
@@ -335,8 +351,10 @@ class DmaWriter(wiring.Component):
         # sequencer sets the segment up: a registered copy would delay every frame's first write
         # by a cycle. It stays still while stalled because the registers move only when a burst
         # is accepted.
+        # ``awvalid`` is ``aw_left != 0`` kept as a register, so that the AW generator's enable
+        # is a gate on a register and the port: the compare in front of it, then the enable's
+        # fan-out, was the 64x64 core's critical path.
         m.d.comb += [
-            self.axi_awvalid.eq(aw_left != 0),
             self.axi_awaddr.eq(Cat(C(0, lane_bits), aw_beat)),
             self.axi_awlen.eq(burst_beats - 1),
         ]
@@ -344,6 +362,7 @@ class DmaWriter(wiring.Component):
             m.d.sync += [
                 aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
                 aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
+                self.axi_awvalid.eq(~last_burst),
                 aw_span_left.eq(burst_span),
                 job_bursts.eq(job_bursts + 1),
             ]

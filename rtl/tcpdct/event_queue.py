@@ -86,10 +86,23 @@ class EventQueue(wiring.Component):
         m.d.comb += [
             events.w_en.eq(in_valid),
             events.w_data.eq(in_event.as_value()),
-            self.push.ready.eq(~in_valid | events.w_rdy),
         ]
         with m.If(self.push.ready):
             m.d.sync += [in_valid.eq(self.push.valid), in_event.eq(self.push.payload)]
+        # ``push.ready`` is a register: the receive engine ends an operation on it, and a
+        # compare of the FIFO's level there sat on the path to the engine's next take. The
+        # queue is full when the input register and the FIFO are: ``held`` counts both, and
+        # ``full`` follows it from a compare of the registered count, so that it equals
+        # ``~in_valid | events.w_rdy`` in every cycle.
+        held = Signal(range(self._depth + 2))
+        full = Signal()
+        pushed = self.push.valid & self.push.ready
+        popped = events.r_en & events.r_rdy
+        m.d.sync += [
+            held.eq(held + pushed - popped),
+            full.eq(Mux(pushed == popped, full, pushed & (held == self._depth))),
+        ]
+        m.d.comb += self.push.ready.eq(~full)
         m.d.comb += [
             completions.w_en.eq(self.done_valid),
             completions.w_data.eq(self.done_error),

@@ -37,9 +37,10 @@ class PacketBufferWriteSignature(wiring.Signature):
         The beat, byte 0 in bits [7:0].
     addr : In(addr_bits)
         Where the next beat will be stored (the head of the ring).
-    room : In(range(depth + 1))
-        Free beats. The writer may assert ``en`` only while ``room`` is non-zero; it counts the
-        writes of earlier cycles, and at most one beat is written per cycle.
+    full : In(1)
+        No beat is free. The writer may assert ``en`` only while ``full`` is low; it counts the
+        writes and frees of earlier cycles, and at most one beat is written per cycle. A
+        register, so that the writer's ``ready`` to the MAC is a gate on registers.
     """
 
     def __init__(self, params):
@@ -48,7 +49,7 @@ class PacketBufferWriteSignature(wiring.Signature):
             "en":   Out(1),
             "data": Out(params.data_width),
             "addr": In(buffer_addr_bits(params)),
-            "room": In(range(depth + 1)),
+            "full": In(1),
         })
 
 
@@ -107,6 +108,11 @@ class RxPacketBuffer(wiring.Component):
         head = Signal.like(self.write.addr)
         used = Signal.like(self.used_beats)
         freed = Mux(self.free_valid, self.free_beats, 0)
+        # The ring is full next cycle if nothing is freed and it is full now, or one beat short
+        # and written: a compare of the registered level, not of the level being computed, so
+        # that the write enable's path ends in two gates.
+        full = Signal()
+        one_short = used == self._depth - 1
 
         m.d.comb += [
             write_port.addr.eq(head),
@@ -115,12 +121,13 @@ class RxPacketBuffer(wiring.Component):
             read_port.addr.eq(self.read_addr),
             self.read_data.eq(read_port.data),
             self.write.addr.eq(head),
-            self.write.room.eq(self._depth - used),
+            self.write.full.eq(full),
             self.used_beats.eq(used),
         ]
         # The depth is a power of two, so the head wraps by overflowing its width.
         m.d.sync += [
             head.eq(head + self.write.en),
             used.eq(used + self.write.en - freed),
+            full.eq((freed == 0) & (full | one_short & self.write.en)),
         ]
         return m

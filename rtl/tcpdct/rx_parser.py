@@ -5,12 +5,14 @@ Stages that never stall once a beat is accepted, numbered by the cycle they take
 1. *Accept*: the beat is written to the packet buffer and, if it lies in the first
    ``MAX_HEADER_BYTES``, captured into the header register at its place.
 2. *Locate*, one cycle later: from the header register, the offsets where the IPv4 header, the
-   TCP header and the IPv4 packet's end fall. A word's place in the sums depends on header fields
+   TCP header and the IPv4 packet's end fall, each split into the beat it falls in and the
+   places before it in that beat. A word's place in the sums depends on header fields
    (EtherType, IHL, total length) at byte offsets no later than the word itself, so by now the
    header register holds them, however wide the beat.
-3. *Mask*: each of the beat's 16-bit words compared with those offsets, kept or zeroed for
-   the IPv4-header and the TCP checksum, and added in pairs.
-4. *Sum*: the pairs added to the two accumulators; after a frame's last beat, its sums.
+3. *Mask*: the beat's index compared with those beats, once for all words, and each of the
+   beat's 16-bit words kept or zeroed for the IPv4-header and the TCP checksum (beats of more
+   than four words also add them in pairs).
+4. *Sum*: the words added to the two accumulators; after a frame's last beat, its sums.
    Done in one cycle, stages 2 to 4 were the core's critical path (header register, offset
    adders, word compares, adder tree, accumulator). Splitting them costs neither latency nor
    FIFO places: the sums are first needed in stage 6, below, and join the frame's
@@ -36,10 +38,10 @@ without a free place for every frame that may still be in stages 2 to 7.
 
 from amaranth.hdl import Module, Signal, Const, Cat, Mux
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from . import headers, layouts
+from .fifo import SyncFIFOFlagged
 from .checksum import tree_sum, ones_complement_fold, network_order
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MIN_HEADER_BYTES,
                       IPV4_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCP_MAX_HEADER_BYTES,
@@ -240,7 +242,10 @@ class RxParser(wiring.Component):
         desc_layout = layouts.rx_descriptor_layout(params)
 
         fifo_depth = self._descriptor_depth
-        m.submodules.descriptor_fifo = fifo = SyncFIFO(width=desc_layout.size, depth=fifo_depth)
+        # Its ``r_rdy``, the descriptor stream's ``valid``, is a register: the receive engine's
+        # choice of its next operation starts from it.
+        m.submodules.descriptor_fifo = fifo = SyncFIFOFlagged(width=desc_layout.size,
+                                                              depth=fifo_depth)
         m.d.comb += [
             self.descriptor.payload.eq(fifo.r_data),
             self.descriptor.valid.eq(fifo.r_rdy),
@@ -277,10 +282,19 @@ class RxParser(wiring.Component):
         frame_start_addr = Mux(start_of_frame, self.buffer.addr, start_addr)
         stored_beats = Mux(beat_index + nonempty > max_beats, max_beats, beat_index + nonempty)
 
-        m.d.sync += reserved.eq(reserved + (accept & beat.last)
-                                - (self.descriptor.valid & self.descriptor.ready))
+        # Whether every place is taken next cycle, from this cycle's flag and a compare of the
+        # registered count rather than of the count being computed: the descriptor's read
+        # comes late in the cycle, from the receive engine's choice of operation.
+        reserved_full = Signal()
+        reserving = accept & beat.last
+        releasing = self.descriptor.valid & self.descriptor.ready
+        m.d.sync += [
+            reserved.eq(reserved + reserving - releasing),
+            reserved_full.eq(Mux(reserving == releasing, reserved_full,
+                                 reserving & (reserved == fifo_depth - 1))),
+        ]
         m.d.comb += [
-            self.rx.ready.eq((self.buffer.room != 0) & (reserved < fifo_depth)),
+            self.rx.ready.eq(~self.buffer.full & ~reserved_full),
             accept.eq(self.rx.valid & self.rx.ready),
             self.buffer.data.eq(beat.data),
             self.buffer.en.eq(accept & nonempty & (beat_index < max_beats)),
@@ -334,51 +348,70 @@ class RxParser(wiring.Component):
         located = _Header(m, header, "locate")
 
         # ---- stage 3: mask ---------------------------------------------------------------------
+        # A word's offset is its beat's index and its place in the beat side by side, so it is
+        # below an offset T when the index is below T's beat, or at T's beat with the place
+        # below T's place in it. The places below T's are decoded here, from T alone, so that
+        # the mask stage compares the index with T's beat once for all words (a compare of the
+        # whole offset per word, then the adders, was the parser's critical path).
+        index_shift = (beat_bytes - 1).bit_length()
+
+        def split_offset(name, offset):
+            # No place is below T's in its beat when T's is the beat's last.
+            below = {f"{name}_below{j}": offset[:index_shift] > j if j < beat_bytes - 1
+                     else Const(0) for j in range(beat_bytes)}
+            return {f"{name}_beat": offset[index_shift:], **below}
+
         words = register_stage(m, "mask", {
             "valid": locate_valid,
             "last": locate_last,
             "data": locate_data,
             "index": locate_index,
             "vlan": located.vlan,
-            "tcp_start": located.tcp_start,
-            "ip_end": located.ip_end,
+            **split_offset("tcp_start", located.tcp_start),
+            **split_offset("ip_end", located.ip_end),
         })
-        index_shift = (beat_bytes - 1).bit_length()
+
+        offsets = ("tcp_start", "ip_end")
+        before_beat = {name: words["index"] < words[f"{name}_beat"] for name in offsets}
+        at_beat = {name: words["index"] == words[f"{name}_beat"] for name in offsets}
+
+        def below(name, j):
+            """The byte at place ``j`` of this beat lies before the offset ``name``."""
+            return before_beat[name] | at_beat[name] & words[f"{name}_below{j}"]
+
         ip_words, tcp_words = [], []
         for k in range(width // 16):
-            # Beats start at a multiple of the beat size, so a word's offset and the offset of
-            # its second byte are bits put side by side, not sums.
             offset = Cat(Const(2 * k, index_shift), words["index"])
-            second_offset = Cat(Const(2 * k + 1, index_shift), words["index"])
             first = words["data"][16 * k:16 * k + 8]
             second = words["data"][16 * k + 8:16 * k + 16]
-            # The IPv4 header starts at one of two offsets: compares with constants, not with a
-            # register.
+            # The IPv4 header starts at one of two offsets: compares with constants.
             in_ip_header = (Mux(words["vlan"], offset >= ETH_HEADER_BYTES + VLAN_TAG_BYTES,
                                 offset >= ETH_HEADER_BYTES)
-                            & (offset < words["tcp_start"]))
+                            & below("tcp_start", 2 * k))
             # The segment may end in the middle of a word: the byte after it is Ethernet
             # padding, and the model counts a zero in its place.
-            in_segment = (offset >= words["tcp_start"]) & (offset < words["ip_end"])
-            second_in_segment = in_segment & (second_offset < words["ip_end"])
+            in_segment = ~below("tcp_start", 2 * k) & below("ip_end", 2 * k)
+            second_in_segment = in_segment & below("ip_end", 2 * k + 1)
             ip_words.append(Mux(in_ip_header, Cat(second, first), 0))
             tcp_words.append(Cat(Mux(second_in_segment, second, 0), Mux(in_segment, first, 0)))
 
         # ---- stage 4: sum ----------------------------------------------------------------------
-        # The adder tree's first level is added in stage 3, after the masks, so that this stage
-        # holds one adder less in front of the accumulators.
+        # Up to four words a beat, the masked words are added in this stage, two levels of
+        # adders and the accumulator's. Wider beats add their words in pairs in stage 3,
+        # after the masks, so that this stage keeps one level of adders less.
         def pair_sums(terms):
             return [terms[i] + terms[i + 1] for i in range(0, len(terms), 2)]
 
-        pairs = len(ip_words) // 2
+        if len(ip_words) > 4:
+            ip_words, tcp_words = pair_sums(ip_words), pair_sums(tcp_words)
         kept = register_stage(m, "sum", {
             "valid": words["valid"],
             "last": words["last"],
-            **{f"ip_pair{i}": value for i, value in enumerate(pair_sums(ip_words))},
-            **{f"tcp_pair{i}": value for i, value in enumerate(pair_sums(tcp_words))},
+            **{f"ip{i}": value for i, value in enumerate(ip_words)},
+            **{f"tcp{i}": value for i, value in enumerate(tcp_words)},
         })
-        beat_ip_sum = tree_sum(kept[f"ip_pair{i}"] for i in range(pairs))
-        beat_tcp_sum = tree_sum(kept[f"tcp_pair{i}"] for i in range(pairs))
+        beat_ip_sum = tree_sum(kept[f"ip{i}"] for i in range(len(ip_words)))
+        beat_tcp_sum = tree_sum(kept[f"tcp{i}"] for i in range(len(tcp_words)))
         # 32 bits hold the sum of any frame up to 16383 bytes (params limit) plus the
         # pseudo-header; longer frames are oversize and their sums unused.
         ip_acc = Signal(32)

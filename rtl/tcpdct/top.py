@@ -2,8 +2,8 @@
 
 from amaranth.hdl import Module, Const
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 
+from .fifo import SyncFIFOFlagged
 from .params import Params, RX_DESCRIPTOR_DEPTH
 from .ports import top_ports, axi4_write_master, axil_slave
 from .layouts import dma_job_layout
@@ -85,8 +85,9 @@ class TcpDct(wiring.Component):
         # Unbuffered: a job reaches the DMA writer the cycle after the engine hands it over (a
         # buffered FIFO's output register would add a cycle to every frame's first write).
         # Both ends are registers, the engine's job and the writer's, so the LUT RAM's
-        # asynchronous read sits between two registers.
-        m.submodules.job_queue     = jobs    = SyncFIFO(
+        # asynchronous read sits between two registers; so are its flags, which the engine's
+        # end of an operation and the writer's take of a job start from.
+        m.submodules.job_queue     = jobs    = SyncFIFOFlagged(
             width=dma_job_layout(p).size, depth=JOB_QUEUE_DEPTH)
 
         # Receive port.

@@ -1,6 +1,6 @@
 """RxPacketBuffer against a Python ring: random frame writes, reads and in-order frees.
 
-Every cycle checks the head address, the room and ``used_beats`` the writer and the engine see,
+Every cycle checks the head address, whether the ring is full and ``used_beats`` the writer and the engine see,
 and the beat the read port returns one cycle after its address. The ring is small so that the
 run wraps around it many times. Random stimulus is seeded from ``SEED`` (printed).
 """
@@ -50,7 +50,7 @@ def test_random_against_ring(data_width):
         written = 0
         while written < 6 * depth:
             assert ctx.get(dut.write.addr) == model.head
-            assert ctx.get(dut.write.room) == depth - model.used
+            assert ctx.get(dut.write.full) == (model.used == depth)
             assert ctx.get(dut.used_beats) == model.used
 
             write = model.used < depth and rng.random() < 0.7
@@ -80,7 +80,7 @@ def test_random_against_ring(data_width):
 
 
 def test_full_ring_holds_until_freed():
-    """Fill the ring exactly, check room is 0 and the contents survive; one free of a frame
+    """Fill the ring exactly, check it is full and the contents survive; one free of a frame
     gives its beats back and the head has wrapped to the start."""
     params = Params(data_width=64, max_frame_bytes=64, rx_buffer_bytes=256)
     depth = packet_buffer_depth(params)
@@ -92,7 +92,7 @@ def test_full_ring_holds_until_freed():
             ctx.set(dut.write.data, 0x1000 + i)
             await ctx.tick()
         ctx.set(dut.write.en, 0)
-        assert ctx.get(dut.write.room) == 0
+        assert ctx.get(dut.write.full)
         assert ctx.get(dut.used_beats) == depth
         assert ctx.get(dut.write.addr) == 0
         for i in range(depth):
@@ -103,7 +103,7 @@ def test_full_ring_holds_until_freed():
         ctx.set(dut.free_beats, 8)
         await ctx.tick()
         ctx.set(dut.free_valid, 0)
-        assert ctx.get(dut.write.room) == 8
+        assert not ctx.get(dut.write.full)
         assert ctx.get(dut.used_beats) == depth - 8
 
     run_simulation(dut, testbench)

@@ -242,10 +242,10 @@ def run_frames(params, cases, *, rng=None, idle_chance=0.0, stall_chance=0.0, em
         assert ctx.get(dut.buffer.used_beats) == 0
 
     async def monitor(ctx):
-        async for _, _, valid, ready, room in ctx.tick().sample(
-                dut.parser.rx.valid, dut.parser.rx.ready, dut.buffer.write.room):
+        async for _, _, valid, ready, full in ctx.tick().sample(
+                dut.parser.rx.valid, dut.parser.rx.ready, dut.buffer.write.full):
             if valid and not ready:
-                refused["buffer_full" if room == 0 else "descriptors_full"] += 1
+                refused["buffer_full" if full else "descriptors_full"] += 1
 
     announced = []
 
