@@ -38,9 +38,11 @@ class PacketBufferWriteSignature(wiring.Signature):
     addr : In(addr_bits)
         Where the next beat will be stored (the head of the ring).
     full : In(1)
-        No beat is free. The writer may assert ``en`` only while ``full`` is low; it counts the
-        writes and frees of earlier cycles, and at most one beat is written per cycle. A
-        register, so that the writer's ``ready`` to the MAC is a gate on registers.
+        No beat may be written. The writer may assert ``en`` only while ``full`` is low; at most
+        one beat is written per cycle. A register, so that the writer's ``ready`` to the MAC is
+        a gate on registers; it counts every beat written up to the cycle before as stored, so
+        that it never depends on this cycle's ``en``, and may therefore refuse the last free
+        beat of the ring (:class:`RxPacketBuffer`).
     """
 
     def __init__(self, params):
@@ -69,15 +71,26 @@ class RxPacketBuffer(wiring.Component):
         Beat to read.
     read_data : Out(data_width)
         Contents of ``read_addr`` as sampled one cycle earlier (synchronous port, always
-        enabled). Reading a beat in the same cycle as it is written is never needed, since a
-        frame is read only after its descriptor, so the port is not transparent.
+        enabled). A beat is stored in the block RAM the cycle after it is written here (below),
+        and readable the cycle after that; a frame is read only after its descriptor, many
+        cycles later, so the port is not transparent.
     free_valid : In(1)
         Return ``free_beats`` beats at the oldest end of the ring to the free space this cycle.
         Frames are freed in the order they were written.
     free_beats : In(frame_beats_bits)
         Beats to free: a frame's ``stored_beats``.
     used_beats : Out(range(depth + 1))
-        Beats holding frames not yet freed: what the high-water mark (R19) is compared with.
+        Beats holding frames not yet freed, from the cycle after they are stored: what the
+        high-water mark (R19) is compared with.
+
+    A written beat is registered (data, and the write itself) and stored in the block RAM and
+    counted in ``used_beats`` in the next cycle. The ring's block RAMs and its fill count then
+    take their inputs from registers rather than from the writer's handshake with the MAC,
+    which crossed the die to them and was the 64x64 core's critical path. ``write.full`` is
+    worked out from the count including the beat in flight plus one more (the writer's ``en``
+    of this cycle is not waited for): the ring refuses a beat when one beat is free and the
+    writer did not write in the cycle before, so it holds at least ``depth - 1`` beats, and
+    ``depth`` when written beat after beat.
     """
 
     def __init__(self, params):
@@ -105,29 +118,33 @@ class RxPacketBuffer(wiring.Component):
         write_port = storage.write_port()
         read_port = storage.read_port(transparent_for=())
 
-        head = Signal.like(self.write.addr)
+        # The beat written last cycle, on its way to the block RAM.
+        stored_en   = Signal()
+        stored_data = Signal.like(self.write.data)
+        m.d.sync += [stored_en.eq(self.write.en), stored_data.eq(self.write.data)]
+
+        head = Signal.like(self.write.addr)     # where the beat on its way is stored
         used = Signal.like(self.used_beats)
         freed = Mux(self.free_valid, self.free_beats, 0)
-        # The ring is full next cycle if nothing is freed and it is full now, or one beat short
-        # and written: a compare of the registered level, not of the level being computed, so
-        # that the write enable's path ends in two gates.
+        used_next = Signal.like(used)
         full = Signal()
-        one_short = used == self._depth - 1
+        m.d.comb += used_next.eq(used + stored_en - freed)
 
         m.d.comb += [
             write_port.addr.eq(head),
-            write_port.data.eq(self.write.data),
-            write_port.en.eq(self.write.en),
+            write_port.data.eq(stored_data),
+            write_port.en.eq(stored_en),
             read_port.addr.eq(self.read_addr),
             self.read_data.eq(read_port.data),
-            self.write.addr.eq(head),
+            # The depth is a power of two, so addresses wrap by overflowing their width.
+            self.write.addr.eq(head + stored_en),
             self.write.full.eq(full),
             self.used_beats.eq(used),
         ]
-        # The depth is a power of two, so the head wraps by overflowing its width.
         m.d.sync += [
-            head.eq(head + self.write.en),
-            used.eq(used + self.write.en - freed),
-            full.eq((freed == 0) & (full | one_short & self.write.en)),
+            head.eq(head + stored_en),
+            used.eq(used_next),
+            # Next cycle the ring holds ``used_next`` beats and at most one on its way.
+            full.eq(used_next >= self._depth - 1),
         ]
         return m

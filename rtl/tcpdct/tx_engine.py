@@ -61,9 +61,9 @@ class TxEngine(wiring.Component):
        and the 64 bytes after its fixed part (where the TCP header starts, at an offset that
        depends on IHL alone from here) are copied out of the header register, which the next
        frame's first beat overwrites.
-    2. The TCP header is selected by IHL (11 places), the IPv4 checks are made and the segment
-       length worked out.
-    3. The TCP checks, the payload length, and the update into the FIFO.
+    2. The TCP header is selected by IHL (11 places), the IPv4 checks and the TCP header's
+       length checks are made and the segment length worked out.
+    3. The payload length, and the update into the FIFO.
 
     Members
     -------
@@ -101,6 +101,13 @@ class TxEngine(wiring.Component):
                                                     depth=TX_UPDATE_DEPTH)
         # A place is kept for each frame in a parse stage and for one ending this cycle.
         m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - TX_PARSE_STAGES)
+        # Whether the FIFO is empty, as a register that follows its level (the buffered FIFO's
+        # level is a sum): a key is announced ahead only into an empty FIFO.
+        fifo_empty = Signal(init=1)
+        with m.If(fifo.w_en & fifo.w_rdy):
+            m.d.sync += fifo_empty.eq(0)
+        with m.Elif(fifo.r_en & fifo.r_rdy):
+            m.d.sync += fifo_empty.eq(fifo.level == 1)
 
         header    = Signal(8 * TX_HEADER_BYTES)
         beat_index = Signal(range(header_beats + 1))
@@ -171,8 +178,24 @@ class TxEngine(wiring.Component):
                         s1_ip[32 * words:32 * words + 8 * TCP_MIN_HEADER_BYTES])
         # An IHL below 5 fails ``ip_ok``: its TCP header is left 0.
 
+        # The TCP header's length checks, made here for each of the IHL's places and chosen by
+        # it, so that stage 3 finds them in a register: whether an update is on its way (the key
+        # announced ahead, which the receive engine's choice of key starts from) is then a gate
+        # on registers. With the IPv4 checks passed (the total length covers the IPv4 header),
+        # a data offset of at least 5 words within the segment is 4 * (data offset + IHL) <=
+        # total length; the segment's 20 bytes follow from it.
+        tcp_lengths_ok = Signal()
+        with m.Switch(ihl):
+            for words in range(IPV4_MIN_HEADER_BYTES // 4, IPV4_MAX_HEADER_BYTES // 4 + 1):
+                with m.Case(words):
+                    offset_words = s1_ip[32 * words + 8 * 12 + 4:32 * words + 8 * 12 + 8]
+                    m.d.comb += tcp_lengths_ok.eq(
+                        (offset_words >= TCP_MIN_HEADER_BYTES // 4) &
+                        (offset_words + words <= total_length[2:]))
+
         s2_valid       = Signal()
         s2_ip_ok       = Signal()
+        s2_tcp_ok      = Signal()
         s2_segment_len = Signal(16)
         s2_local_ip    = Signal(32)
         s2_remote_ip   = Signal(32)
@@ -180,6 +203,7 @@ class TxEngine(wiring.Component):
         m.d.sync += [
             s2_valid.eq(s1_valid),
             s2_ip_ok.eq(ip_ok),
+            s2_tcp_ok.eq(tcp_lengths_ok),
             s2_segment_len.eq(total_length - ip_header_bytes),
             s2_local_ip.eq(ip_field(12, 4)),
             s2_remote_ip.eq(ip_field(16, 4)),
@@ -191,8 +215,7 @@ class TxEngine(wiring.Component):
             return network_order(s2_tcp, offset, size)
 
         data_offset = s2_tcp[8 * 12 + 4:8 * 12 + 8]
-        tcp = (s2_ip_ok & (s2_segment_len >= TCP_MIN_HEADER_BYTES) & (data_offset >= 5) &
-               (data_offset * 4 <= s2_segment_len))
+        tcp = s2_ip_ok & s2_tcp_ok
 
         update = data.View(tx_update_layout, fifo.w_data)
         m.d.comb += [
@@ -207,7 +230,7 @@ class TxEngine(wiring.Component):
             update.payload_len.eq(s2_segment_len - data_offset * 4),
             fifo.w_en.eq(s2_valid & tcp),
             self.key_ahead.eq(update.key),
-            self.key_ahead_valid.eq(s2_valid & tcp & (fifo.level == 0)),
+            self.key_ahead_valid.eq(s2_valid & tcp & fifo_empty),
             self.update.payload.eq(fifo.r_data),
             self.update.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.update.ready),
