@@ -86,9 +86,11 @@ distclean: clean
 # make synth: resource use and Fmax on an ECP5 (sim/synth.py --help); SYNTH_CONFIGS picks a
 # subset, e.g. SYNTH_CONFIGS="64x16 cam16". The YoWASP Yosys and nextpnr are installed into
 # .venv only here, so that `make test` does not download them. SYNTH_ROUTER=router2 routes the
-# largest configurations (64x256) in a fraction of router1's time.
+# largest configurations (64x256) in a fraction of router1's time. SYNTH_PORT_REGISTERS=1 places
+# the whole core with a register on every port, as in a design (sim/synth.py --port-registers).
 SYNTH_CONFIGS ?=
 SYNTH_ROUTER  ?=
+SYNTH_PORT_REGISTERS ?=
 SYNTH_STAMP   := $(VENV)/.synth-installed
 
 .PHONY: synth
@@ -100,7 +102,7 @@ $(SYNTH_STAMP): $(STAMP)
 synth: $(SYNTH_STAMP)
 	PYTHONPATH=$(CURDIR)/tb:$(CURDIR)/sim $(PY) sim/synth.py \
 		$(strip $(call opt,--configs,$(SYNTH_CONFIGS)) $(call opt,--router,$(SYNTH_ROUTER)) \
-		-o $(BUILD_DIR)/synth)
+		$(if $(SYNTH_PORT_REGISTERS),--port-registers) -o $(BUILD_DIR)/synth)
 
 # make bench: line-rate figures of the RTL through the compiled harness (sim/bench.py --help).
 bench: $(STAMP)

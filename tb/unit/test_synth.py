@@ -8,13 +8,21 @@ included, is checked on a real elaboration of a small match CAM.
 
 import json
 import stat
+import subprocess
 import sys
 import textwrap
 
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Shape
+from amaranth.lib.wiring import In
 
 import synth
+from cocotb_build import REPO_ROOT
+from tcpdct import cli
+from tcpdct.params import Params
+from tcpdct.top import TcpDct
+from toolchain import verilator_env
 
 
 # `stat -json` of a flattened design (Yosys 0.70).
@@ -327,3 +335,27 @@ def test_reread_applies_the_parsers_again(tmp_path, stand_in_tools):
     assert json.loads((out / "cam4.json").read_text()) == again
     with pytest.raises(FileNotFoundError):
         synth.reread_config(synth.parse_config("cam8"), out, synth.Device())
+
+
+def test_port_register_wrapper_registers_every_port(tmp_path):
+    """The wrapper of ``--port-registers``: one register per port bit but clk and rst, the core
+    fed only from the input registers and read only into the output registers; the whole lints
+    clean with the core."""
+    params = Params(data_width=64, n_entries=4)
+    top = TcpDct(params)
+    verilog, _ = cli.write_verilog(top, params, tmp_path / "tcpdct.v")
+    wrapper, bits = synth.port_register_wrapper(top, "tcpdct", "tcpdct_registered")
+    members = top.signature.members
+    assert bits == sum(Shape.cast(member.shape).width for member in members.values())
+    for port, member in members.items():
+        inner = f"{port}_q" if member.flow == In else f"{port}_d"
+        assert f".{port}({inner})" in wrapper
+        registered = f"{port}_q <= {port};" if member.flow == In else f"{port} <= {port}_d;"
+        assert registered in wrapper
+    assert ".clk(clk)" in wrapper and ".rst(rst)" in wrapper
+    verilog.write_text(verilog.read_text() + "\n" + wrapper)
+    lint = subprocess.run(
+        ["verilator", "--lint-only", "-Wall", "--top-module", "tcpdct_registered",
+         str(REPO_ROOT / "rtl" / "tcpdct" / "lint.vlt"), str(verilog)],
+        env=verilator_env(), capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stderr[-4000:]
