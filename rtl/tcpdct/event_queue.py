@@ -12,6 +12,7 @@ from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .fifo import full_flag
 
 
 __all__ = ["EventQueue"]
@@ -95,13 +96,10 @@ class EventQueue(wiring.Component):
         # ``full`` follows it from a compare of the registered count, so that it equals
         # ``~in_valid | events.w_rdy`` in every cycle.
         held = Signal(range(self._depth + 2))
-        full = Signal()
         pushed = self.push.valid & self.push.ready
         popped = events.r_en & events.r_rdy
-        m.d.sync += [
-            held.eq(held + pushed - popped),
-            full.eq(Mux(pushed == popped, full, pushed & (held == self._depth))),
-        ]
+        m.d.sync += held.eq(held + pushed - popped)
+        full = full_flag(m, held, self._depth + 1, pushed, popped, name="full")
         m.d.comb += self.push.ready.eq(~full)
         m.d.comb += [
             completions.w_en.eq(self.done_valid),

@@ -1,19 +1,37 @@
-"""A synchronous FIFO whose ``w_rdy`` and ``r_rdy`` are registers.
+"""A synchronous FIFO whose ``w_rdy`` and ``r_rdy`` are registers, and the flags it keeps them
+with (:func:`full_flag`, :func:`empty_flag`), which other counts of places use too.
 
 Amaranth's :class:`~amaranth.lib.fifo.SyncFIFO` works them out each cycle from its level, a
 compare of a register. Where the flag starts a long decision in the block at the other end (the
 receive engine's choice of its next operation reads the descriptor FIFO's ``r_rdy`` and the job
 queue's ``w_rdy``), that compare and the wire that carries it add to the decision's path. Here
-each flag is kept as a register that follows the level: written and not read, the FIFO is non-empty
-and full if it was one short; read and not written, it has room and is empty if it held one. The
-compares are of the registered level, off the path of the handshake.
+each flag is kept as a register that follows the level: written and not read, the FIFO is
+non-empty and full if it was one short; read and not written, it has room and is empty if it
+held one. The compares are of the registered level, off the path of the handshake.
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.lib.fifo import SyncFIFO
 
 
-__all__ = ["SyncFIFOFlagged"]
+__all__ = ["full_flag", "empty_flag", "SyncFIFOFlagged"]
+
+
+def full_flag(m, level, capacity, added, removed, *, name):
+    """A register equal to ``level == capacity`` in every cycle, for a ``level`` register (reset
+    to 0) that each cycle gains ``added`` and loses ``removed``, one bit each. It follows the
+    level from a compare of the registered level, so that the handshake that moves the level
+    reaches it through one gate rather than through the level's adder and a compare."""
+    full = Signal(name=name)
+    m.d.sync += full.eq(Mux(added == removed, full, added & (level == capacity - 1)))
+    return full
+
+
+def empty_flag(m, level, added, removed, *, name):
+    """A register equal to ``level == 0`` in every cycle, for a level as in :func:`full_flag`."""
+    empty = Signal(name=name, init=1)
+    m.d.sync += empty.eq(Mux(added == removed, empty, removed & (level == 1)))
+    return empty
 
 
 class SyncFIFOFlagged(Elaboratable):
@@ -37,7 +55,7 @@ class SyncFIFOFlagged(Elaboratable):
         self.depth = depth
         self.w_data = Signal(width)
         self.w_en   = Signal()
-        self.w_rdy  = Signal(init=1)
+        self.w_rdy  = Signal()
         self.r_data = Signal(width)
         self.r_en   = Signal()
         self.r_rdy  = Signal()
@@ -55,8 +73,7 @@ class SyncFIFOFlagged(Elaboratable):
         ]
         written = self.w_en & self.w_rdy
         read    = self.r_en & self.r_rdy
-        with m.If(written & ~read):
-            m.d.sync += [self.r_rdy.eq(1), self.w_rdy.eq(fifo.level != self.depth - 1)]
-        with m.If(read & ~written):
-            m.d.sync += [self.w_rdy.eq(1), self.r_rdy.eq(fifo.level != 1)]
+        full  = full_flag(m, fifo.level, self.depth, written, read, name="full")
+        empty = empty_flag(m, fifo.level, written, read, name="empty")
+        m.d.comb += [self.w_rdy.eq(~full), self.r_rdy.eq(~empty)]
         return m

@@ -41,7 +41,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import headers, layouts
-from .fifo import SyncFIFOFlagged
+from .fifo import SyncFIFOFlagged, full_flag
 from .checksum import tree_sum, ones_complement_fold, network_order
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MIN_HEADER_BYTES,
                       IPV4_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCP_MAX_HEADER_BYTES,
@@ -285,14 +285,11 @@ class RxParser(wiring.Component):
         # Whether every place is taken next cycle, from this cycle's flag and a compare of the
         # registered count rather than of the count being computed: the descriptor's read
         # comes late in the cycle, from the receive engine's choice of operation.
-        reserved_full = Signal()
         reserving = accept & beat.last
         releasing = self.descriptor.valid & self.descriptor.ready
-        m.d.sync += [
-            reserved.eq(reserved + reserving - releasing),
-            reserved_full.eq(Mux(reserving == releasing, reserved_full,
-                                 reserving & (reserved == fifo_depth - 1))),
-        ]
+        m.d.sync += reserved.eq(reserved + reserving - releasing)
+        reserved_full = full_flag(m, reserved, fifo_depth, reserving, releasing,
+                                  name="reserved_full")
         m.d.comb += [
             self.rx.ready.eq(~self.buffer.full & ~reserved_full),
             accept.eq(self.rx.valid & self.rx.ready),

@@ -13,6 +13,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .checksum import network_order
+from .fifo import empty_flag
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MAX_HEADER_BYTES,
                       IPV4_MIN_HEADER_BYTES, TCP_MIN_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN,
                       IP_PROTO_TCP, TCP_FIN, TCP_SYN, TCP_ACK)
@@ -103,11 +104,8 @@ class TxEngine(wiring.Component):
         m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - TX_PARSE_STAGES)
         # Whether the FIFO is empty, as a register that follows its level (the buffered FIFO's
         # level is a sum): a key is announced ahead only into an empty FIFO.
-        fifo_empty = Signal(init=1)
-        with m.If(fifo.w_en & fifo.w_rdy):
-            m.d.sync += fifo_empty.eq(0)
-        with m.Elif(fifo.r_en & fifo.r_rdy):
-            m.d.sync += fifo_empty.eq(fifo.level == 1)
+        fifo_empty = empty_flag(m, fifo.level, fifo.w_en & fifo.w_rdy, fifo.r_en & fifo.r_rdy,
+                                name="fifo_empty")
 
         header    = Signal(8 * TX_HEADER_BYTES)
         beat_index = Signal(range(header_beats + 1))
