@@ -8,24 +8,33 @@ write responses are back.
 Why this shape:
 
 * Realignment uses the previous source beat and a byte rotate by
-  ``(src_offset - address) mod W/8``; output beat *n* of a segment is the rotate of source beats
-  *q+n* and *q+n+1*, so one extra "priming" read per segment is all the alignment costs and a long
-  segment streams one W beat per cycle.
+  ``(src_offset - address) mod W/8``: each output beat is the rotate of two consecutive source
+  beats. A segment reads exactly the source beats that hold its bytes. When its first bytes sit
+  at a higher lane in the source than in the host, its first read only "primes" the realigner;
+  when its last output beat needs nothing of a further source beat, that beat is "flushed" in a
+  step without a read, which shares its cycle with the next segment's priming read if it has one.
+  So segments and jobs stream back to back at one read per cycle: a frame costs the writer its
+  beats, not its beats plus two.
 * Bursts end on every ``min(4 KiB, max_burst_beats * W/8)``-aligned boundary. Both AW and W derive
   the burst ends from the host address alone, so no burst-length FIFO is needed between them,
   every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
 * The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
   address again until the beat moves on (so ``read_addr`` depends on ``axi_wready`` through
   logic, never the other way round). The data read is registered before it is realigned, a
-  cycle that delays W (not AW, so not a frame's first write) and the write responses. Alignment may read the beat just before a frame and the beat
-  just after its last needed byte; those bytes are never strobed.
+  cycle that delays W (not AW, so not a frame's first write) and the write responses. Every read
+  is of a beat holding bytes of the segment, but a flush step presents an address it does not
+  use.
+* The next segment (of the same job, or the first of the next job when the job register already
+  holds it) is set up in the cycle of the current one's last read, so the read issue never waits
+  for the sequencer.
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
 * Write responses (single ID, so in order) are matched against a FIFO of per-job burst counts, so
   a job's writes never wait for earlier jobs' responses. ``bready`` drops for the cycle in which a
   job is retired (and for each job without bursts), so a response of a later job is never counted
-  for the job being retired.
+  for the job being retired. A FENCE (every command's job) that follows a job while it streams is
+  taken at once and marked on that job's count, and is done the cycle after it.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal
@@ -53,7 +62,9 @@ class DmaWriter(wiring.Component):
         Build parameters (data width, packet buffer size, segments per job, burst length).
     jobs_in_flight : int
         Jobs whose bursts are all issued but whose write responses are not all back, beyond which
-        the writer stops taking jobs. A power of two is not required.
+        the writer stops taking jobs. A power of two is not required. A FENCE taken while a job
+        streams rides on that job's count and is not counted, so the writer may hold up to
+        ``2 * (jobs_in_flight + 1)`` jobs whose done pulses are still to come.
 
     Members
     -------
@@ -136,36 +147,45 @@ class DmaWriter(wiring.Component):
             for i in range(n_segments - 1):
                 m.d.sync += job.segments[i].eq(job.segments[i + 1])
 
+        def segments_with_data(payload):
+            return Cat((i < payload.n_segments) & (payload.segments[i].length != 0)
+                       for i in range(n_segments))
+
+        all_lanes   = C((1 << data_bytes) - 1, data_bytes)
         segment     = job.segments[0]
         seg_lane0   = segment.address[:lane_bits]
+        src_lane0   = src_offset[:lane_bits]
         seg_lane_end = Signal(17)
         m.d.comb += seg_lane_end.eq(seg_lane0 + segment.length - 1)
-        # Beats of the segment, and reads with the priming one: ``(lane_end >> lane_bits) + 1``
-        # and ``+ 2``, each as one adder whose small operand takes the constant (a length of at
-        # least 1 makes the two forms equal).
+        # Beats written, ``(lane_end >> lane_bits) + 1``, and source beats read, the same of the
+        # source's lanes; each one adder whose small operand takes the constant (a length of at
+        # least 1 makes the forms equal).
         seg_beats   = Signal(range(seg_beats_max + 1))
-        seg_reads   = Signal(range(seg_beats_max + 2))
+        seg_reads   = Signal(range(seg_beats_max + 1))
         m.d.comb += [
             seg_beats.eq((segment.length + (seg_lane0 + (data_bytes - 1))) >> lane_bits),
-            seg_reads.eq((segment.length + (seg_lane0 + (2 * data_bytes - 1))) >> lane_bits),
+            seg_reads.eq((segment.length + (src_lane0 + (data_bytes - 1))) >> lane_bits),
         ]
         seg_shift   = Signal(lane_bits)
-        m.d.comb += seg_shift.eq(src_offset[:lane_bits] - seg_lane0)
-        # The first read is of source beat q, the one holding the bytes rotated into the low
-        # lanes of output beat 0: the beat of ``src_offset``, or the one before it (whose bytes
-        # are then never strobed) when the segment starts at a higher lane than the source.
-        # Both candidates come from registers alone, so the segment's lane only chooses.
-        read_base = Signal(self._addr_bits)
-        read_before = Signal(self._addr_bits)
+        m.d.comb += seg_shift.eq(src_lane0 - seg_lane0)
+        # Output beat n is the rotate of the source beats read n and n+1 (``prime``: the
+        # segment's first bytes sit at a higher lane in the source than in the host, so the
+        # first read only fills the realigner) or n-1 and n (the lanes taken from the read
+        # before the first are never strobed). The last output beat needs no further read
+        # (``flush``) when its last lane comes from the earlier of its two source beats, that is
+        # when the lane plus the shift does not carry.
+        seg_prime   = Signal()
+        seg_flush   = Signal()
+        end_plus_shift = Signal(lane_bits + 1)
         m.d.comb += [
-            read_base.eq(job.buf_start + (src_offset >> lane_bits)),
-            read_before.eq(job.buf_start + (src_offset >> lane_bits) - 1),
+            seg_prime.eq(src_lane0 >= seg_lane0),
+            end_plus_shift.eq(seg_lane_end[:lane_bits] + seg_shift),
+            seg_flush.eq(~end_plus_shift[lane_bits]),
         ]
         seg_read_start = Signal(self._addr_bits)
-        m.d.comb += seg_read_start.eq(Mux(src_offset[:lane_bits] < seg_lane0,
-                                          read_before, read_base))
+        m.d.comb += seg_read_start.eq(job.buf_start + (src_offset >> lane_bits))
         seg_first_strb = Signal(data_bytes)
-        m.d.comb += seg_first_strb.eq(C((1 << data_bytes) - 1, data_bytes) << seg_lane0)
+        m.d.comb += seg_first_strb.eq(all_lanes << seg_lane0)
         seg_last_strb = Signal(data_bytes)
         m.d.comb += seg_last_strb.eq((C(2, data_bytes + 1) << seg_lane_end[:lane_bits]) - 1)
 
@@ -179,9 +199,10 @@ class DmaWriter(wiring.Component):
         # -- Read issue / data stage state ----------------------------------------------------
 
         rd_addr      = Signal(self._addr_bits)             # next packet-buffer beat to read
-        rd_left      = Signal(range(seg_beats_max + 2))    # reads left, priming read included
+        rd_left      = Signal(range(seg_beats_max + 1))    # reads left
         rd_prime     = Signal()                            # next read only primes the realigner
-        rd_phase     = Signal(range(burst_span))          # burst phase of the next output beat
+        rd_flush     = Signal()                            # the segment ends with a flush step
+        rd_phase     = Signal(range(burst_span))           # burst phase of the next output beat
         rd_first     = Signal()                            # next output beat is the segment's first
         rd_shift     = Signal(lane_bits)
         rd_first_strb = Signal(data_bytes)
@@ -189,11 +210,17 @@ class DmaWriter(wiring.Component):
         rd_free      = Signal()                            # segment ends the job's reads
         rd_free_beats = Signal(self._frame_beats_bits)
 
+        # A segment's flush, due once its last read is issued: its last output beat, made of the
+        # realigner's previous beat alone.
+        fl_valid     = Signal()
+        fl_shift     = Signal(lane_bits)
+        fl_strb      = Signal(data_bytes)
+
         # What the W channel needs of a beat, carried from the data stage (``d_beat``, the cycle
         # its read is presented) to the stage that holds its data (``e_beat``).
         beat_layout = data.StructLayout({
             "valid": 1,
-            "prime": 1,              # the priming read: fills ``prev_data``, writes nothing
+            "prime": 1,              # fills ``prev_data``, writes nothing
             "strb":  data_bytes,
             "last":  1,
             "shift": lane_bits,
@@ -210,24 +237,162 @@ class DmaWriter(wiring.Component):
         e_data       = Signal(params.data_width)
         prev_data    = Signal(params.data_width)
 
+        # -- Read issue, data stage and W channel ---------------------------------------------
+
+        # This comes before the sequencer, whose set-up of the next segment in the cycle of the
+        # current one's last read must win over the read issue's own update of its registers.
+        w_free  = ~self.axi_wvalid | self.axi_wready
+        e_take  = e_beat.valid & (e_beat.prime | w_free)
+        e_moves = ~e_beat.valid | e_take
+        d_take  = d_beat.valid & e_moves
+        d_moves = ~d_beat.valid | e_moves
+        # The read port has no enable: a beat that stays in the data stage reads itself again.
+        m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
+
+        # A step of the read issue reads the segment's next source beat, or flushes the segment
+        # before (no read), or both at once when the next read only primes.
+        read_step = (rd_left != 0) & (~fl_valid | rd_prime)
+        is_last_read = rd_left == 1
+        # The segment's last read leaves the read issue in this cycle, and its last burst's
+        # address has been accepted (``awvalid`` is ``aw_left != 0``).
+        last_read_issued = Signal()
+        m.d.comb += last_read_issued.eq(~self.axi_awvalid & is_last_read & read_step & d_moves)
+
+        with m.If(d_moves):
+            ends_segment = is_last_read & ~rd_flush
+            m.d.sync += [
+                d_beat.valid.eq(read_step | fl_valid),
+                d_addr.eq(rd_addr),
+                d_free.eq(read_step & rd_free & is_last_read),
+                d_free_beats.eq(rd_free_beats),
+            ]
+            with m.If(fl_valid):
+                m.d.sync += [
+                    d_beat.prime.eq(0),
+                    d_beat.strb.eq(fl_strb),
+                    d_beat.last.eq(1),
+                    d_beat.shift.eq(fl_shift),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    d_beat.prime.eq(rd_prime),
+                    d_beat.strb.eq(Mux(rd_first, rd_first_strb, all_lanes) &
+                                   Mux(ends_segment, rd_last_strb, all_lanes)),
+                    d_beat.last.eq(ends_segment | (rd_phase == burst_span - 1)),
+                    d_beat.shift.eq(rd_shift),
+                ]
+            with m.If(read_step):
+                m.d.sync += [
+                    rd_addr.eq(rd_addr + 1),
+                    rd_left.eq(rd_left - 1),
+                    rd_prime.eq(0),
+                ]
+                with m.If(~rd_prime):
+                    m.d.sync += [
+                        rd_first.eq(0),
+                        rd_phase.eq(rd_phase + 1),
+                    ]
+            with m.If(read_step & is_last_read & rd_flush):
+                # Nothing written yet after a last read that primes: the flush is also the
+                # segment's first output beat.
+                m.d.sync += [
+                    fl_valid.eq(1),
+                    fl_shift.eq(rd_shift),
+                    fl_strb.eq(rd_last_strb & Mux(rd_first & rd_prime, rd_first_strb, all_lanes)),
+                ]
+            with m.Else():
+                m.d.sync += fl_valid.eq(0)
+
+        # A beat's data is read once it leaves the data stage: its frame may be freed then. Any
+        # beat may become ``prev_data``: after a flush it is replaced by a priming read, or it
+        # feeds only lanes that are not strobed.
+        with m.If(e_moves):
+            m.d.sync += [e_beat.eq(d_beat), e_data.eq(self.read_data)]
+        m.d.sync += self.free_valid.eq(0)
+        with m.If(d_take & d_free):
+            m.d.sync += [
+                self.free_valid.eq(1),
+                self.free_beats.eq(d_free_beats),
+            ]
+        with m.If(e_take):
+            m.d.sync += prev_data.eq(e_data)
+        with m.If(e_take & ~e_beat.prime):
+            m.d.sync += [
+                self.axi_wvalid.eq(1),
+                self.axi_wdata.eq(Cat(prev_data, e_data)
+                                  .bit_select(e_beat.shift * 8, params.data_width)),
+                self.axi_wstrb.eq(e_beat.strb),
+                self.axi_wlast.eq(e_beat.last),
+            ]
+        with m.Elif(self.axi_wready):
+            m.d.sync += self.axi_wvalid.eq(0)
+
         # -- Completion FIFO of per-job burst counts ------------------------------------------
 
+        # An entry also says whether a FENCE came right after the job: a FENCE taken while a
+        # job streams (``fence_after``) rides on that job's entry and is reported done the
+        # cycle after it, so that it costs the sequencer no cycle of its own.
+        entry_layout = data.StructLayout({"bursts": len(job_bursts), "fence_after": 1})
         m.submodules.job_bursts_fifo = bursts_fifo = \
-            SyncFIFO(width=len(job_bursts), depth=self._jobs_in_flight)
+            SyncFIFO(width=entry_layout.size, depth=self._jobs_in_flight)
+        fence_after = Signal()
 
         # The job register and ``src_offset`` load from the job queue's head in every cycle in
-        # which the job they hold is no longer needed (``job_locked`` low), whether a job is
-        # taken or not, so that the enable of their hundreds of bits is one register (or, in
-        # FINISH, a gate on registers) and not the end of the read issue's handshake: when the
-        # next job is taken in the cycle of the last read, the register already follows the
-        # queue. A job is needed from its take until its last segment with data is set up (or,
-        # for a job with nothing to read, until it finishes in FINISH).
-        job_locked = Signal()
-        finishing  = Signal()   # FINISH ends the job this cycle
+        # which they hold no job that is needed (``job_locked`` low), whether a job is taken or
+        # not, so that the enable of their hundreds of bits is one register (or, in FINISH, a
+        # gate on registers) and not the end of the read issue's handshake. A job is needed
+        # from its take until its last segment with data is set up (or, for a job with nothing
+        # to read, until it finishes in FINISH). While the current job's last segment streams,
+        # the register catches the next job and keeps it (``job_held``), so that its first
+        # segment can be set up in the cycle the current job's last read is issued.
+        job_locked  = Signal()
+        job_held    = Signal()             # holds the job queue's head, not yet taken
+        held_direct = Signal()             # ... a WRITE whose first segment has data
+        held_fence  = Signal()             # ... a FENCE
+        held_rest   = Signal(n_segments - 1)   # ... its later segments with data
+        finishing   = Signal()             # FINISH ends the job this cycle
         with m.If(~job_locked | finishing):
-            m.d.sync += [job.eq(self.job.payload), src_offset.eq(self.job.payload.src_offset)]
+            offered = self.job.payload
+            offered_data = segments_with_data(offered)
+            m.d.sync += [
+                job.eq(offered),
+                src_offset.eq(offered.src_offset),
+                job_locked.eq(self.job.valid),
+                job_held.eq(self.job.valid),
+                held_direct.eq((offered.kind == JobKind.WRITE) & offered_data[0]),
+                held_fence.eq(offered.kind == JobKind.FENCE),
+                held_rest.eq(offered_data[1:]),
+            ]
 
-        def finish_job(waiting_state, *, in_finish=False):
+        def set_up_segment(ends_reads):
+            # Set up ``job.segments[0]``, which has data; the AW generator and the read issue
+            # are idle, or become so in this cycle.
+            next_segment()
+            m.d.sync += [
+                aw_beat.eq(segment.address[lane_bits:]),
+                aw_left.eq(seg_beats),
+                self.axi_awvalid.eq(1),   # a segment with data has a beat
+                aw_span_left.eq(burst_span -
+                                segment.address[lane_bits:lane_bits + phase_bits]),
+                rd_addr.eq(seg_read_start),
+                rd_left.eq(seg_reads),
+                rd_prime.eq(seg_prime),
+                rd_flush.eq(seg_flush),
+                rd_first.eq(1),
+                rd_phase.eq(segment.address[lane_bits:lane_bits + phase_bits]),
+                rd_shift.eq(seg_shift),
+                rd_first_strb.eq(seg_first_strb),
+                rd_last_strb.eq(seg_last_strb),
+                rd_free.eq(ends_reads),
+                rd_free_beats.eq(job.frame_beats),
+                src_offset.eq(src_offset + segment.length),
+            ]
+            with m.If(ends_reads):
+                # The job's last reads are set up: nothing reads the job register after this
+                # cycle.
+                m.d.sync += [free_pending.eq(0), job_locked.eq(0)]
+
+        def finish_job(waiting_state, *, in_finish=False, chain=False):
             # Freeing lets the parser overwrite the frame, so a frame without reads is freed
             # only once the data stage holds no earlier job's beat.
             with m.If(bursts_fifo.w_rdy & (~free_pending | ~d_beat.valid)):
@@ -235,20 +400,40 @@ class DmaWriter(wiring.Component):
                     m.d.comb += finishing.eq(1)
                 m.d.comb += [
                     bursts_fifo.w_en.eq(1),
-                    bursts_fifo.w_data.eq(job_bursts),
+                    bursts_fifo.w_data.eq(Cat(job_bursts, fence_after)),
                 ]
                 # Cleared as the count is handed over, whether a job follows or not. Cleared as
                 # the next job is taken, the enable went through the job queue to the receive
                 # engine's ``job_pending`` and back: the 64x64 core's critical path.
-                m.d.sync += job_bursts.eq(0)
+                m.d.sync += [job_bursts.eq(0), fence_after.eq(0)]
                 with m.If(free_pending):
                     m.d.sync += [
                         self.free_valid.eq(1),
                         self.free_beats.eq(job.frame_beats),
                     ]
-                accept_job()
+                if chain:
+                    with m.If(job_held & held_direct):
+                        take_and_set_up()
+                    with m.Else():
+                        accept_job()
+                else:
+                    accept_job()
             with m.Else():
                 m.next = waiting_state
+
+        def take_and_set_up():
+            # The job register holds the next job, a WRITE with data in its first segment: take
+            # it and set that segment up at once, as the current job's last read is issued.
+            ends_reads = ~held_rest.any()
+            m.d.comb += self.job.ready.eq(1)
+            set_up_segment(ends_reads)
+            m.d.sync += [
+                seg_data.eq(held_rest),
+                free_pending.eq(~ends_reads),
+                job_locked.eq(~ends_reads),
+                job_held.eq(0),
+            ]
+            m.next = "STREAM"
 
         def accept_job():
             m.d.comb += self.job.ready.eq(1)
@@ -258,10 +443,10 @@ class DmaWriter(wiring.Component):
             # reads these registers until a job is taken. (The job itself is loaded above.)
             offered = self.job.payload
             m.d.sync += [
-                seg_data.eq(Cat((i < offered.n_segments) & (offered.segments[i].length != 0)
-                                for i in range(n_segments))),
+                seg_data.eq(segments_with_data(offered)),
                 free_pending.eq(offered.kind != JobKind.FENCE),
                 job_locked.eq(self.job.valid),
+                job_held.eq(0),
             ]
             with m.If(self.job.valid):
                 with m.If(offered.kind == JobKind.WRITE):
@@ -270,11 +455,6 @@ class DmaWriter(wiring.Component):
                     m.next = "FINISH"
             with m.Else():
                 m.next = "IDLE"
-
-        m.d.sync += self.free_valid.eq(0)
-
-        # The segment's last read leaves the read issue in this cycle (driven below).
-        last_read_issued = Signal()
 
         with m.FSM(name="sequencer"):
             with m.State("IDLE"):
@@ -289,40 +469,30 @@ class DmaWriter(wiring.Component):
                 # the address channel is always idle now; saying so keeps a stalled burst's
                 # address still by construction (and lets the induction proof see it).
                 with m.Elif(~self.axi_awvalid):
-                    ends_reads = ~seg_data[1:].any()
-                    next_segment()
-                    m.d.sync += [
-                        aw_beat.eq(segment.address[lane_bits:]),
-                        aw_left.eq(seg_beats),
-                        self.axi_awvalid.eq(1),   # a segment with data has a beat
-                        aw_span_left.eq(burst_span -
-                                        segment.address[lane_bits:lane_bits + phase_bits]),
-                        rd_addr.eq(seg_read_start),
-                        rd_left.eq(seg_reads),
-                        rd_prime.eq(1),
-                        rd_first.eq(1),
-                        rd_phase.eq(segment.address[lane_bits:lane_bits + phase_bits]),
-                        rd_shift.eq(seg_shift),
-                        rd_first_strb.eq(seg_first_strb),
-                        rd_last_strb.eq(seg_last_strb),
-                        rd_free.eq(ends_reads),
-                        rd_free_beats.eq(job.frame_beats),
-                        src_offset.eq(src_offset + segment.length),
-                    ]
-                    with m.If(ends_reads):
-                        # The job's last reads are set up: nothing reads the job register
-                        # after this cycle.
-                        m.d.sync += [free_pending.eq(0), job_locked.eq(0)]
+                    set_up_segment(~seg_data[1:].any())
                     m.next = "STREAM"
 
             with m.State("STREAM"):
-                # The next segment is set up in the cycle after the last read is issued, not a
-                # cycle later: the read issue is idle by then, so nothing it holds is overwritten.
-                with m.If((aw_left == 0) & (rd_left == 0) | last_read_issued):
-                    with m.If(seg_data.any()):
+                # The next segment is set up in the cycle the last read is issued: the read
+                # issue is done with its registers by then, and a pending flush has its own.
+                # The address channel is idle (as in SEGMENT, said with ``awvalid``).
+                with m.If(~self.axi_awvalid & (rd_left == 0) | last_read_issued):
+                    with m.If(seg_data[0]):
+                        set_up_segment(~seg_data[1:].any())
+                    with m.Elif(seg_data.any()):
                         m.next = "SEGMENT"
                     with m.Else():
-                        finish_job("FINISH")
+                        finish_job("FINISH", chain=True)
+                # A FENCE behind the job streaming its last segment is taken at once: it has no
+                # frame and writes nothing, and its done pulse follows the job's. The job
+                # register then follows the queue again, to catch the job after it in time.
+                with m.Elif(job_held & held_fence & ~fence_after):
+                    m.d.comb += self.job.ready.eq(1)
+                    m.d.sync += [
+                        fence_after.eq(1),
+                        job_held.eq(0),
+                        job_locked.eq(0),
+                    ]
 
             with m.State("FINISH"):
                 finish_job("FINISH", in_finish=True)
@@ -367,71 +537,15 @@ class DmaWriter(wiring.Component):
                 job_bursts.eq(job_bursts + 1),
             ]
 
-        # -- Read issue, data stage and W channel ---------------------------------------------
-
-        w_free  = ~self.axi_wvalid | self.axi_wready
-        e_take  = e_beat.valid & (e_beat.prime | w_free)
-        e_moves = ~e_beat.valid | e_take
-        d_take  = d_beat.valid & e_moves
-        d_moves = ~d_beat.valid | e_moves
-        # The read port has no enable: a beat that stays in the data stage reads itself again.
-        m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
-        m.d.comb += last_read_issued.eq((aw_left == 0) & (rd_left == 1) & d_moves)
-
-        with m.If(d_moves):
-            with m.If(rd_left != 0):
-                is_last_beat = rd_left == 1
-                strb = Mux(rd_first, rd_first_strb, C((1 << data_bytes) - 1, data_bytes)) & \
-                       Mux(is_last_beat, rd_last_strb, C((1 << data_bytes) - 1, data_bytes))
-                m.d.sync += [
-                    d_beat.valid.eq(1),
-                    d_addr.eq(rd_addr),
-                    d_beat.prime.eq(rd_prime),
-                    d_beat.strb.eq(strb),
-                    d_beat.last.eq(is_last_beat | (rd_phase == burst_span - 1)),
-                    d_beat.shift.eq(rd_shift),
-                    d_free.eq(rd_free & is_last_beat),
-                    d_free_beats.eq(rd_free_beats),
-                    rd_addr.eq(rd_addr + 1),
-                    rd_left.eq(rd_left - 1),
-                    rd_prime.eq(0),
-                ]
-                with m.If(~rd_prime):
-                    m.d.sync += [
-                        rd_first.eq(0),
-                        rd_phase.eq(rd_phase + 1),
-                    ]
-            with m.Else():
-                m.d.sync += d_beat.valid.eq(0)
-
-        # A beat's data is read once it leaves the data stage: its frame may be freed then.
-        with m.If(e_moves):
-            m.d.sync += [e_beat.eq(d_beat), e_data.eq(self.read_data)]
-        with m.If(d_take & d_free):
-            m.d.sync += [
-                self.free_valid.eq(1),
-                self.free_beats.eq(d_free_beats),
-            ]
-        with m.If(e_take):
-            m.d.sync += prev_data.eq(e_data)
-        with m.If(e_take & ~e_beat.prime):
-            m.d.sync += [
-                self.axi_wvalid.eq(1),
-                self.axi_wdata.eq(Cat(prev_data, e_data)
-                                  .bit_select(e_beat.shift * 8, params.data_width)),
-                self.axi_wstrb.eq(e_beat.strb),
-                self.axi_wlast.eq(e_beat.last),
-            ]
-        with m.Elif(self.axi_wready):
-            m.d.sync += self.axi_wvalid.eq(0)
-
         # -- B channel: count responses against the oldest unfinished job ---------------------
 
         b_count = Signal.like(job_bursts)   # responses of the oldest unfinished job so far
         b_error = Signal()
-        head_has_bursts = bursts_fifo.r_data != 0
-        head_complete = ~head_has_bursts | (b_count == bursts_fifo.r_data)
-        job_complete = bursts_fifo.r_rdy & head_complete
+        head = data.View(entry_layout, bursts_fifo.r_data)
+        fence_due = Signal()                # the FENCE after the job retired last cycle is done
+        head_has_bursts = head.bursts != 0
+        head_complete = ~head_has_bursts | (b_count == head.bursts)
+        job_complete = bursts_fifo.r_rdy & head_complete & ~fence_due
         # A response may be counted only while it surely belongs to the oldest unfinished job:
         # not while that job (or one without bursts) is being retired, or a later job's
         # responses would be counted for it.
@@ -440,7 +554,8 @@ class DmaWriter(wiring.Component):
 
         m.d.comb += bursts_fifo.r_en.eq(job_complete)
         m.d.sync += [
-            self.done_valid.eq(job_complete),
+            fence_due.eq(job_complete & head.fence_after),
+            self.done_valid.eq(job_complete | fence_due),
             self.done_error.eq(job_complete & head_has_bursts & b_error),
         ]
         with m.If(job_complete):

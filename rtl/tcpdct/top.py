@@ -31,8 +31,9 @@ EVENT_QUEUE_DEPTH = 32
 #: Completions arrive without back-pressure. The engine may hand a job over before its first
 #: event is queued, so every job the job queue and the DMA writer can hold may complete ahead of
 #: its events: the completion FIFO is sized for all of them, and for the event queue's input
-#: register.
-EVENT_COMPLETION_DEPTH = EVENT_QUEUE_DEPTH + 1 + JOB_QUEUE_DEPTH + DMA_JOBS_IN_FLIGHT + 1
+#: register. The DMA writer holds up to twice its jobs in flight plus one, a FENCE riding on
+#: each (``DmaWriter``).
+EVENT_COMPLETION_DEPTH = EVENT_QUEUE_DEPTH + 1 + JOB_QUEUE_DEPTH + 2 * (DMA_JOBS_IN_FLIGHT + 1)
 
 
 class TcpDct(wiring.Component):

@@ -359,3 +359,65 @@ def test_throughput_one_write_job():
     rate = beats / cycles
     print(f"{beats} W beats in {cycles} cycles: {rate:.3f} beats/cycle")
     assert rate >= 0.95, f"{rate:.3f} W beats per cycle"
+
+
+@pytest.mark.parametrize("frame_bytes", [574, 1514])
+def test_back_to_back_jobs_cost_their_source_beats(frame_bytes):
+    """Jobs queued back to back cost the writer one cycle per source beat read, and nothing
+    per job or per segment, at 512 bits with an always-ready slave. The exceptions: a segment
+    whose last output beat needs no further source beat (a flush) costs a cycle more, unless the
+    next segment starts with a read that only primes the realigner and so has a cycle to spare;
+    and a segment of fewer reads than its bursts plus one waits for its last address. Segments
+    start at random lanes (the harness tells jobs apart by the beats they write, so no two share
+    a beat), a fifth of the payloads split over two buffers."""
+    params = Params(data_width=512)
+    data_bytes = params.data_bytes
+    rng = _rng(f"back-to-back-{frame_bytes}")
+    payload = frame_bytes - 54
+    jobs = []
+    address = 0x4000_0000 + rng.randrange(data_bytes)
+    for _ in range(40):
+        frame = rng.randbytes(frame_bytes)
+        if rng.random() < 0.2:
+            cut = rng.randrange(1, payload)
+            segments = [(address, cut), (address + 0x10_0000, payload - cut)]
+        else:
+            segments = [(address, payload)]
+        jobs.append(Job(JobKind.WRITE, frame, 54, segments))
+        if rng.random() < 0.3:
+            jobs.append(Job(JobKind.FENCE))   # a command's job
+        end = segments[-1][0] + segments[-1][1]
+        address = end + (-end) % data_bytes + rng.randrange(data_bytes)
+    slave, done, free, accepted = run_jobs(params, jobs, rng)
+    check_results(params, jobs, slave, done, free)
+
+    burst_bytes = min(4096, params.max_burst_beats * data_bytes)
+    steps = []   # (cycles, primes, flushes) per segment, in order
+    for job in jobs:
+        if job.kind == JobKind.FENCE:
+            # Taken while the job before it streams its last segment, so that the job after
+            # it is caught in time, if that segment is long enough; otherwise it costs the two
+            # cycles of a take and a set-up.
+            last_reads = steps[-1][0]
+            steps.append((2 if last_reads < 5 else 0, None, None))
+            continue
+        offset = job.src_offset
+        for host, length in job.segments:
+            src_lane, host_lane = offset % data_bytes, host % data_bytes
+            reads = -(-(src_lane + length) // data_bytes)
+            beats = -(-(host_lane + length) // data_bytes)
+            bursts = (host + length - 1) // burst_bytes - host // burst_bytes + 1
+            primes = src_lane >= host_lane
+            # The next segment is set up once the last read is issued and the last burst's
+            # address accepted, which takes a cycle after the set-up and one per burst.
+            steps.append((max(reads, bursts + 1), primes, beats - reads + primes))
+            offset += length
+    budget = sum(cycles for cycles, _, _ in steps)
+    writes = [step for step in steps if step[2] is not None]
+    budget += sum(flush and not next_primes
+                  for (_, _, flush), (_, next_primes, _) in zip(writes, writes[1:] + [(0, 0, 0)]))
+    cycles = slave.w_cycles[-1] - accepted[0]
+    print(f"{cycles} cycles for a budget of {budget}")
+    # The first job's set-up, the read port's latency and the two data stages come on top,
+    # once.
+    assert cycles <= budget + 4, f"{cycles} cycles for a budget of {budget}"
