@@ -39,10 +39,10 @@ Why this shape:
 
 from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from . import layouts, ports
+from .fifo import SyncFIFOFlagged
 from .layouts import JobKind
 
 
@@ -200,6 +200,11 @@ class DmaWriter(wiring.Component):
 
         rd_addr      = Signal(self._addr_bits)             # next packet-buffer beat to read
         rd_left      = Signal(range(seg_beats_max + 1))    # reads left
+        # ``rd_left != 0`` and ``rd_left == 1`` kept as registers: they start the set-up of the
+        # next segment, whose enable reaches every register of the AW generator and the read
+        # issue.
+        rd_any       = Signal()
+        rd_last      = Signal()
         rd_prime     = Signal()                            # next read only primes the realigner
         rd_flush     = Signal()                            # the segment ends with a flush step
         rd_phase     = Signal(range(burst_span))           # burst phase of the next output beat
@@ -251,8 +256,8 @@ class DmaWriter(wiring.Component):
 
         # A step of the read issue reads the segment's next source beat, or flushes the segment
         # before (no read), or both at once when the next read only primes.
-        read_step = (rd_left != 0) & (~fl_valid | rd_prime)
-        is_last_read = rd_left == 1
+        read_step = rd_any & (~fl_valid | rd_prime)
+        is_last_read = rd_last
         # The segment's last read leaves the read issue in this cycle, and its last burst's
         # address has been accepted (``awvalid`` is ``aw_left != 0``).
         last_read_issued = Signal()
@@ -285,6 +290,8 @@ class DmaWriter(wiring.Component):
                 m.d.sync += [
                     rd_addr.eq(rd_addr + 1),
                     rd_left.eq(rd_left - 1),
+                    rd_any.eq(~rd_last),
+                    rd_last.eq(rd_left == 2),
                     rd_prime.eq(0),
                 ]
                 with m.If(~rd_prime):
@@ -333,8 +340,10 @@ class DmaWriter(wiring.Component):
         # job streams (``fence_after``) rides on that job's entry and is reported done the
         # cycle after it, so that it costs the sequencer no cycle of its own.
         entry_layout = data.StructLayout({"bursts": len(job_bursts), "fence_after": 1})
+        # Its ``w_rdy`` is a register: it starts the take of the next job, and with it the set-up
+        # of that job's first segment.
         m.submodules.job_bursts_fifo = bursts_fifo = \
-            SyncFIFO(width=entry_layout.size, depth=self._jobs_in_flight)
+            SyncFIFOFlagged(width=entry_layout.size, depth=self._jobs_in_flight)
         fence_after = Signal()
 
         # The job register and ``src_offset`` load from the job queue's head in every cycle in
@@ -376,6 +385,8 @@ class DmaWriter(wiring.Component):
                                 segment.address[lane_bits:lane_bits + phase_bits]),
                 rd_addr.eq(seg_read_start),
                 rd_left.eq(seg_reads),
+                rd_any.eq(1),              # a segment with data has a source beat
+                rd_last.eq(seg_reads == 1),
                 rd_prime.eq(seg_prime),
                 rd_flush.eq(seg_flush),
                 rd_first.eq(1),
@@ -394,8 +405,10 @@ class DmaWriter(wiring.Component):
 
         def finish_job(waiting_state, *, in_finish=False, chain=False):
             # Freeing lets the parser overwrite the frame, so a frame without reads is freed
-            # only once the data stage holds no earlier job's beat.
-            with m.If(bursts_fifo.w_rdy & (~free_pending | ~d_beat.valid)):
+            # only once the data stage holds no earlier job's beat. A job that ends in STREAM
+            # (``chain``) had reads, and the data stage frees its frame.
+            may_free = 1 if chain else ~free_pending | ~d_beat.valid
+            with m.If(bursts_fifo.w_rdy & may_free):
                 if in_finish:
                     m.d.comb += finishing.eq(1)
                 m.d.comb += [
@@ -476,7 +489,7 @@ class DmaWriter(wiring.Component):
                 # The next segment is set up in the cycle the last read is issued: the read
                 # issue is done with its registers by then, and a pending flush has its own.
                 # The address channel is idle (as in SEGMENT, said with ``awvalid``).
-                with m.If(~self.axi_awvalid & (rd_left == 0) | last_read_issued):
+                with m.If(~self.axi_awvalid & ~rd_any | last_read_issued):
                     with m.If(seg_data[0]):
                         set_up_segment(~seg_data[1:].any())
                     with m.Elif(seg_data.any()):
