@@ -8,11 +8,11 @@ reaches the head of the event FIFO.
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .fifo import full_flag
+from .fifo import SyncFIFOFlagged, full_flag
 
 
 __all__ = ["EventQueue"]
@@ -77,7 +77,10 @@ class EventQueue(wiring.Component):
 
         m.submodules.events = events = SyncFIFOBuffered(
             width=layouts.queued_event_layout.size, depth=self._depth)
-        m.submodules.completions = completions = SyncFIFO(width=1, depth=self._completion_depth)
+        # ``r_rdy`` is a register: whether the head event's completion is in starts the event's
+        # move, which feeds back into this FIFO's level; a compare of that level sat on the path.
+        m.submodules.completions = completions = SyncFIFOFlagged(
+            width=1, depth=self._completion_depth)
 
         # A pushed event is registered before the FIFO's LUT RAM takes it: the receive engine's
         # choice of the event to push (by pending slot, in its EMIT) straight into the RAM's
