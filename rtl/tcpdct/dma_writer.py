@@ -121,8 +121,8 @@ class DmaWriter(wiring.Component):
         burst_span  = min(4096 // data_bytes, params.max_burst_beats)
         phase_bits  = (burst_span - 1).bit_length()
         beat_bits   = 64 - lane_bits
-        # A segment of 65535 bytes at the worst alignment spans this many beats, plus the priming
-        # read; a job spans at most that per segment.
+        # A segment of 65535 bytes at the worst alignment spans this many beats, in the host and
+        # in the source alike; a job has at most that many bursts per segment.
         seg_beats_max = (data_bytes - 1 + 0xFFFF) // data_bytes + 1
         job_bursts_max = params.buffers_per_conn * seg_beats_max
 
@@ -157,9 +157,9 @@ class DmaWriter(wiring.Component):
         src_lane0   = src_offset[:lane_bits]
         seg_lane_end = Signal(17)
         m.d.comb += seg_lane_end.eq(seg_lane0 + segment.length - 1)
-        # Beats written, ``(lane_end >> lane_bits) + 1``, and source beats read, the same of the
-        # source's lanes; each one adder whose small operand takes the constant (a length of at
-        # least 1 makes the forms equal).
+        # Beats written, ``(lane_end >> lane_bits) + 1``, and source beats read, the same counted
+        # from the source's first lane; each one adder whose small operand takes the constant (a
+        # length of at least 1 makes the two forms equal).
         seg_beats   = Signal(range(seg_beats_max + 1))
         seg_reads   = Signal(range(seg_beats_max + 1))
         m.d.comb += [
