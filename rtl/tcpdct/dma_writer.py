@@ -440,6 +440,8 @@ class DmaWriter(wiring.Component):
             ends_reads = ~held_rest.any()
             m.d.comb += self.job.ready.eq(1)
             set_up_segment(ends_reads)
+            # Over what the set-up shifted and cleared of the finished job: these are now the
+            # taken job's.
             m.d.sync += [
                 seg_data.eq(held_rest),
                 free_pending.eq(~ends_reads),

@@ -393,14 +393,14 @@ def test_back_to_back_jobs_cost_their_source_beats(frame_bytes):
     check_results(params, jobs, slave, done, free)
 
     burst_bytes = min(4096, params.max_burst_beats * data_bytes)
-    steps = []   # (cycles, primes, flushes) per segment, in order; a FENCE's has no flags
+    segments = []   # (cycles, primes, flushes) per segment, in order
+    fence_cycles = 0
     for job in jobs:
         if job.kind == JobKind.FENCE:
             # Taken while the job before it streams its last segment, so that the job after
             # it is caught in time, if that segment is long enough; otherwise it costs the two
             # cycles of a take and a set-up.
-            last_segment_cycles = steps[-1][0]
-            steps.append((2 if last_segment_cycles < 5 else 0, None, None))
+            fence_cycles += 2 if segments[-1][0] < 5 else 0
             continue
         offset = job.src_offset
         for host, length in job.segments:
@@ -411,12 +411,11 @@ def test_back_to_back_jobs_cost_their_source_beats(frame_bytes):
             primes = src_lane >= host_lane
             # The next segment is set up once the last read is issued and the last burst's
             # address accepted, which takes a cycle after the set-up and one per burst.
-            steps.append((max(reads, bursts + 1), primes, beats - reads + primes))
+            segments.append((max(reads, bursts + 1), primes, beats - reads + primes))
             offset += length
-    budget = sum(cycles for cycles, _, _ in steps)
-    writes = [step for step in steps if step[2] is not None]
-    budget += sum(flush and not next_primes
-                  for (_, _, flush), (_, next_primes, _) in zip(writes, writes[1:] + [(0, 0, 0)]))
+    budget = fence_cycles + sum(cycles for cycles, _, _ in segments)
+    budget += sum(flush and not next_primes for (_, _, flush), (_, next_primes, _)
+                  in zip(segments, segments[1:] + [(0, False, 0)]))
     cycles = slave.w_cycles[-1] - accepted[0]
     print(f"{cycles} cycles for a budget of {budget}")
     # The first job's set-up, the read port's latency and the two data stages come on top,
