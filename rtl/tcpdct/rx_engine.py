@@ -139,6 +139,7 @@ class RxEngine(wiring.Component):
         self.op_take = Signal()  # an operation starts: its input taken, its key at the CAM
         self.op_done = Signal()  # the last cycle of the operation in flight
         self.op_load = Signal()  # its LOAD: entry read, timer and high-water mark sampled
+        self.op_emit = Signal()  # an operation decided is handing out its writes, job and events
 
     def elaborate(self, platform):
         p = self._params
@@ -219,19 +220,38 @@ class RxEngine(wiring.Component):
         fence        = Signal(dma_job_layout(p))
         m.d.comb += fence.kind.eq(JobKind.FENCE)
 
-        # The operation's outcome, for EMIT. A transmit update writes no buffer queue, and its
-        # one event (RESYNC) is in the first slot.
-        new_state = Mux(op == _Op.FRAME, frame_out.new_state,
-                        Mux(op == _Op.CMD, cmd_out.new_state, tx_new_state))
-        new_queue = Mux(op == _Op.CMD, cmd_out.new_queue, frame_out.new_queue)
-        job       = Mux(op == _Op.FRAME, frame_out.job,
-                        Mux(op == _Op.CMD, cmd_out.job, fence))
-        events    = [Mux(op == _Op.CMD, cmd_out.events[slot],
-                         Mux((op == _Op.TX) & (slot == 0), tx_report, frame_out.events[slot]))
+        # The emitter: the operation decided last, its outcome handed out while the next one
+        # is looked up and loaded. ``emit_op`` and ``emit_index`` are its kind and entry;
+        # ``emitting`` holds until its job and events have left.
+        emitting   = self.op_emit
+        emit_op    = Signal(_Op)
+        emit_index = Signal.like(index)
+
+        # The emitted operation's outcome. A transmit update writes no buffer queue, and its one
+        # event (RESYNC) is in the first slot.
+        new_state = Mux(emit_op == _Op.FRAME, frame_out.new_state,
+                        Mux(emit_op == _Op.CMD, cmd_out.new_state, tx_new_state))
+        new_queue = Mux(emit_op == _Op.CMD, cmd_out.new_queue, frame_out.new_queue)
+        job       = Mux(emit_op == _Op.FRAME, frame_out.job,
+                        Mux(emit_op == _Op.CMD, cmd_out.job, fence))
+        events    = [Mux(emit_op == _Op.CMD, cmd_out.events[slot],
+                         Mux((emit_op == _Op.TX) & (slot == 0), tx_report,
+                             frame_out.events[slot]))
                      for slot in range(n_slots)]
+
+        # An operation taken in the DECIDE of the one before reads its entry in that one's
+        # first EMIT cycle, the cycle of its writes: what it reads is then the entry written,
+        # which the outcome registers still hold in its LOAD (the next DECIDE comes later).
+        forward_state = Signal()
+        forward_queue = Signal()
 
         with m.If(holding & ~held_for.all()):
             m.d.sync += held_for.eq(held_for + 1)
+        # Cycles since the operation's LOAD, where the timer is compared: a decision may wait for
+        # the emitter, and a request's timer runs from its LOAD all the same.
+        since_load = Signal(32)
+        with m.If(~since_load.all()):
+            m.d.sync += since_load.eq(since_load + 1)
 
         m.d.comb += [
             room_sums.queue.eq(queue),
@@ -264,14 +284,14 @@ class RxEngine(wiring.Component):
             tx.update.eq(update),
             tx.end.eq(tx_end),
             tx.state.eq(state),
-            state_wr.addr.eq(index),
+            state_wr.addr.eq(emit_index),
             state_wr.en.eq(state_write),
             state_wr.data.eq(new_state),
-            buffer_wr.addr.eq(index),
+            buffer_wr.addr.eq(emit_index),
             buffer_wr.en.eq(queue_write),
             buffer_wr.data.eq(new_queue),
             self.cam_write_en.eq(cam_write),
-            self.cam_write_index.eq(index),
+            self.cam_write_index.eq(emit_index),
             self.cam_write_valid.eq(cam_valid),
             legacy_ring.w_en.eq(legacy_push),
             legacy_ring.w_data.eq(legacy_push_buffer),
@@ -454,7 +474,7 @@ class RxEngine(wiring.Component):
         # enables then depend on the FSM state alone, rather than on the rotation and the
         # outputs' ready (which decide the take late in the cycle, too late to fan out to every
         # bit of a descriptor). The register of the source actually taken holds its input.
-        inputs_free = Signal()  # IDLE or EMIT: no operation reads desc, command or update
+        inputs_free = Signal()  # IDLE, or a DECIDE that takes: desc, command, update are free
         tx_lookup   = Signal()  # LOOKUP of a transmit update: desc and command are not in use
         with m.If((inputs_free | tx_lookup) & ~holding):
             m.d.sync += desc.eq(self.descriptor.payload)
@@ -467,7 +487,9 @@ class RxEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += inputs_free.eq(1)
-                take()
+                # Not in the cycle of a CAM write: the answers at hand predate it.
+                with m.If(~cam_write):
+                    take()
 
             with m.State("LOOKUP"):
                 m.d.comb += tx_lookup.eq(op == _Op.TX)
@@ -483,23 +505,32 @@ class RxEngine(wiring.Component):
                     m.next = "IDLE"
                     take()
                 with m.Else():
+                    # The entry's address, as the memories see it.
+                    address = slice(0, len(state_rd.addr))
+                    same_entry = emit_index[address] == index[address]
                     m.d.comb += [state_rd.addr.eq(index), buffer_rd.addr.eq(index)]
+                    m.d.sync += [forward_state.eq(state_write & same_entry),
+                                 forward_queue.eq(queue_write & same_entry)]
                     m.next = "LOAD"
 
             with m.State("LOAD"):
                 m.d.comb += self.op_load.eq(1)
-                m.d.sync += [state.eq(state_rd.data), queue.eq(buffer_rd.data),
+                m.d.sync += [state.eq(self._as_read(forward_state, new_state, state_rd.data)),
+                             queue.eq(self._as_read(forward_queue, new_queue, buffer_rd.data)),
                              high_water.eq(self.high_water),
                              timed_out.eq(held_for >= self.buf_req_timeout),
-                             cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update))]
+                             cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update)),
+                             since_load.eq(1)]
                 m.d.comb += self.tx_matched.eq((op == _Op.TX) & hit)
                 with m.If((op == _Op.FRAME) & hit & (desc.cls == FrameClass.TCP)):
                     m.next = "SUM"
                 with m.Elif(op == _Op.FRAME):
                     # A frame of no delegated connection goes to legacy or is dropped whatever
                     # the entry holds: its checks need only the descriptor, the CAM's answer and
-                    # the legacy ring (which only an EMIT changes, two cycles ago at the latest),
-                    # so it skips measuring the buffers. The legacy mix then fits the line.
+                    # the legacy ring, so it skips measuring the buffers. The legacy mix then
+                    # fits the line. The ring is read here a cycle after the last EMIT's pop
+                    # at the earliest, and two after a push (a POST_LEGACY is not overlapped),
+                    # which is when the ring shows them.
                     m.d.sync += checks.eq(frame_checks.checks)
                     m.next = "DECIDE"
                 with m.Else():
@@ -514,86 +545,99 @@ class RxEngine(wiring.Component):
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
+                writes_key = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
+                                                (command.code == Opcode.RECLAIM))
+                posts_legacy = (op == _Op.CMD) & (command.code == Opcode.POST_LEGACY)
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
                     # By opcode alone, not the checks, to keep them off the key's path.
-                    key_to_write.eq((op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
-                                                       (command.code == Opcode.RECLAIM))),
+                    key_to_write.eq(writes_key),
                 ]
-                frame_out.register(m, frame)
-                cmd_out.register(m, cmd)
-                report = Signal(event_layout)
-                m.d.comb += [
-                    report.code.eq(EventType.RESYNC),
-                    report.index.eq(index),
-                    report.body.resync.rcv_nxt.eq(tx.new_state.rcv_nxt),
-                ]
-                m.d.sync += [tx_new_state.eq(tx.new_state), tx_report.eq(report)]
-                with m.Switch(op):
-                    with m.Case(_Op.FRAME):
-                        m.d.sync += [state_write.eq(frame.state_write),
-                                     queue_write.eq(frame.queue_write),
-                                     pending.eq(frame.event_valid),
-                                     legacy_pop.eq(frame.legacy_pop),
-                                     job_pending.eq(frame.job_valid), holding.eq(frame.hold)]
-                        # The timer runs from the BUF_REQ that opened the request, counted from
-                        # that operation's LOAD, the cycle in which the timer is compared: three
-                        # cycles before this one (SUM, MEASURE).
-                        with m.If(frame.hold & frame.job_valid):
-                            m.d.sync += held_for.eq(3)
-                    with m.Case(_Op.CMD):
-                        m.d.sync += [
-                            state_write.eq(cmd.state_write),
-                            queue_write.eq(cmd.queue_write),
-                            pending.eq(cmd.event_valid),
-                            cam_write.eq(cmd.cam_write),
-                            cam_valid.eq(cmd.cam_write_valid),
-                            legacy_push.eq(cmd.legacy_push),
-                            legacy_push_buffer.eq(cmd.legacy_push_buffer),
-                            job_pending.eq(1),
-                        ]
-                    with m.Case(_Op.TX):
-                        m.d.sync += [
-                            state_write.eq(1),
-                            queue_write.eq(0),
-                            job_pending.eq(tx.resync),
-                            pending.eq(tx.resync),
-                        ]
-                m.d.sync += sent_any.eq(0)
-                m.next = "EMIT"
-
-            with m.State("EMIT"):
-                m.d.comb += inputs_free.eq(1)
-                # Written in the first cycle only.
-                m.d.sync += [state_write.eq(0), queue_write.eq(0), cam_write.eq(0),
-                             legacy_push.eq(0), legacy_pop.eq(0)]
-                m.d.comb += [self.job.valid.eq(job_pending), self.job.payload.eq(job)]
-                with m.If(self.job.ready):
-                    m.d.sync += job_pending.eq(0)
-
-                # The lowest pending slot goes next: slots are in the order the events must
-                # leave (docs/architecture.md, "Events and their order").
-                for slot in range(n_slots):
-                    with (m.If if slot == 0 else m.Elif)(pending[slot]):
-                        m.d.comb += [self.event.payload.event.eq(events[slot]),
-                                     self.event.payload.first.eq(~sent_any)]
-                        with m.If(self.event.ready):
-                            m.d.sync += pending[slot].eq(0)
-                m.d.comb += self.event.valid.eq(pending.any())
-                with m.If(self.event.valid & self.event.ready):
-                    m.d.sync += sent_any.eq(1)
-
-                # At most one event left: pairwise, not ``pending & (pending - 1)``, whose
-                # carry chain would sit on the path to the next operation's take.
-                last_event = ~Cat(pending[i] & pending[j] for i in range(n_slots)
-                                  for j in range(i + 1, n_slots)).any()
-                job_done = ~job_pending | self.job.ready
-                events_done = ~pending.any() | (last_event & self.event.ready)
-                with m.If(job_done & events_done):
+                # The decision waits for the emitter to finish the operation before: the
+                # outcome registers are its.
+                with m.If(~emitting):
+                    frame_out.register(m, frame)
+                    cmd_out.register(m, cmd)
+                    report = Signal(event_layout)
+                    m.d.comb += [
+                        report.code.eq(EventType.RESYNC),
+                        report.index.eq(index),
+                        report.body.resync.rcv_nxt.eq(tx.new_state.rcv_nxt),
+                    ]
+                    m.d.sync += [tx_new_state.eq(tx.new_state), tx_report.eq(report)]
+                    with m.Switch(op):
+                        with m.Case(_Op.FRAME):
+                            m.d.sync += [state_write.eq(frame.state_write),
+                                         queue_write.eq(frame.queue_write),
+                                         pending.eq(frame.event_valid),
+                                         legacy_pop.eq(frame.legacy_pop),
+                                         job_pending.eq(frame.job_valid),
+                                         holding.eq(frame.hold)]
+                            # The timer runs from the BUF_REQ that opened the request, counted
+                            # from that operation's LOAD, the cycle in which the timer is
+                            # compared.
+                            with m.If(frame.hold & frame.job_valid):
+                                m.d.sync += held_for.eq(since_load)
+                        with m.Case(_Op.CMD):
+                            m.d.sync += [
+                                state_write.eq(cmd.state_write),
+                                queue_write.eq(cmd.queue_write),
+                                pending.eq(cmd.event_valid),
+                                cam_write.eq(cmd.cam_write),
+                                cam_valid.eq(cmd.cam_write_valid),
+                                legacy_push.eq(cmd.legacy_push),
+                                legacy_push_buffer.eq(cmd.legacy_push_buffer),
+                                job_pending.eq(1),
+                            ]
+                        with m.Case(_Op.TX):
+                            m.d.sync += [
+                                state_write.eq(1),
+                                queue_write.eq(0),
+                                job_pending.eq(tx.resync),
+                                pending.eq(tx.resync),
+                            ]
+                    m.d.sync += [sent_any.eq(0), emitting.eq(1), emit_op.eq(op),
+                                 emit_index.eq(index)]
                     m.d.comb += op_done.eq(1)
                     m.next = "IDLE"
-                    with m.If(~cam_write):
+                    # The next operation is taken now, unless this one writes the CAM (the
+                    # answers at hand would predate the write), pushes a legacy buffer (the
+                    # ring shows it two cycles later) or holds or releases a frame (the frame
+                    # source's key moves).
+                    overlap = ~writes_key & ~posts_legacy & ~frame_key_moves
+                    m.d.comb += inputs_free.eq(overlap)
+                    with m.If(overlap):
                         take()
+
+        # The emitter: writes in its first cycle, then the job and the events.
+        with m.If(emitting):
+            # Written in the first cycle only.
+            m.d.sync += [state_write.eq(0), queue_write.eq(0), cam_write.eq(0),
+                         legacy_push.eq(0), legacy_pop.eq(0)]
+            m.d.comb += [self.job.valid.eq(job_pending), self.job.payload.eq(job)]
+            with m.If(self.job.ready):
+                m.d.sync += job_pending.eq(0)
+
+            # The lowest pending slot goes next: slots are in the order the events must
+            # leave (docs/architecture.md, "Events and their order").
+            for slot in range(n_slots):
+                with (m.If if slot == 0 else m.Elif)(pending[slot]):
+                    m.d.comb += [self.event.payload.event.eq(events[slot]),
+                                 self.event.payload.first.eq(~sent_any)]
+                    with m.If(self.event.ready):
+                        m.d.sync += pending[slot].eq(0)
+            m.d.comb += self.event.valid.eq(pending.any())
+            with m.If(self.event.valid & self.event.ready):
+                m.d.sync += sent_any.eq(1)
+
+            # At most one event left: pairwise, not ``pending & (pending - 1)``, whose carry
+            # chain would sit on the path to the emitter's end.
+            last_event = ~Cat(pending[i] & pending[j] for i in range(n_slots)
+                              for j in range(i + 1, n_slots)).any()
+            job_done = ~job_pending | self.job.ready
+            events_done = ~pending.any() | (last_event & self.event.ready)
+            with m.If(job_done & events_done):
+                m.d.sync += emitting.eq(0)
 
         return m
 
@@ -610,6 +654,12 @@ class RxEngine(wiring.Component):
             cam.write_valid.eq(self.cam_write_valid),
             self.cam_write_busy.eq(cam.write_busy),
         ]
+
+    @staticmethod
+    def _as_read(forwarded, written, read):
+        """The entry a LOAD registers: the one the emitter wrote in the cycle the memory was
+        read (``forwarded``), else what the memory read."""
+        return Mux(forwarded, written, read)
 
     @staticmethod
     def _rotate(m, choice, last_op, waiting):

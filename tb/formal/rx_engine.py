@@ -1,31 +1,38 @@
-"""Receive engine sequencer: one operation at a time, none lost, none doubled (no lost update).
+"""Receive engine sequencer: operations in order, none lost, none doubled (no lost update).
 
-Frames, commands and transmit updates all read-modify-write the state portion; the sequencer
-keeps them apart by running one operation to its end before the next one reads anything. The
-next operation may be *taken* in the last cycle of the one before (its key goes to the CAM
-while the last one hands out its job), so an operation is delimited by the engine's own
-``op_take`` (the operation starts: its input is taken) and ``op_done`` (the last cycle of the
-operation in flight), read by name like the FSM state; the harness ties them to the FSM: the
-sequencer is in ``IDLE`` exactly when no operation is in flight. The other signals are ports,
-or the write ports of the engine's memories. Properties:
+Frames, commands and transmit updates all read-modify-write the state portion. The sequencer
+takes one operation at a time into its front (LOOKUP, LOAD, ..., DECIDE) and hands each decided
+one to its emitter, which writes the entry and hands out the job and events while the next
+operation is looked up and loaded; that one may be taken in the DECIDE of the one before, and
+then reads its entry in the cycle the emitter writes it (``rtl/tcpdct/rx_engine.py``). The
+harness reads, by name like the FSM state, ``op_take`` (an operation starts: its input is
+taken), ``op_done`` (the front's last cycle of it: decided, or a transmit update of no
+connection that needs no decision), ``op_emit`` (the emitter holds a decided operation),
+``op_load`` (the LOAD, where the entry is read) and the registers ``state``, ``queue`` and
+``index`` (the entry as loaded, and which). The other signals are ports, or the write ports of
+the engine's memories. Properties:
 
 1. Inputs are taken only as an operation starts: any transfer on an input stream happens in an
    ``op_take`` cycle, at most one input stream transfers in any cycle, and an operation is taken
-   only when none is in flight or the one in flight ends in that cycle; the cycle after it is
-   not ``IDLE``.
-2. Nothing leaves, and nothing is written, between operations: job and event transfers and
-   writes to the state and buffer memories and to the CAM happen only while an operation is in
-   flight (the one taken in the same cycle cannot have reached its outputs: what leaves in a
-   take cycle belongs to the operation that ends there).
-3. Per operation: at most one job, at most one write to the state memory, one to the buffer
+   only when the front holds none or the one it holds leaves it in that cycle; the cycle after
+   it is not ``IDLE``, and the front is in ``IDLE`` exactly when it holds no operation.
+2. Nothing leaves, and nothing is written, outside an emission: job and event transfers and
+   writes to the state and buffer memories and to the CAM happen only while ``op_emit``. An
+   emission starts exactly in the cycle after a decision (``op_done`` in DECIDE), so each one
+   belongs to one operation, in the order they were taken.
+3. Per emission: at most one job, at most one write to the state memory, one to the buffer
    memory and one to the CAM; ``first`` is set on exactly the first event.
-4. An operation that took a command ends with exactly one job and at least one event
-   (a command always answers, R40). A frame may be held for a user buffer and decided again
-   later without a job, and a transmit update answers only with RESYNC, so for those only the
-   "at most one" of 3 applies.
+4. The emission of a command ends with exactly one job and at least one event (a command always
+   answers, R40). A frame may be held for a user buffer and decided again later without a job,
+   and a transmit update answers only with RESYNC, so for those only the "at most one" of 3
+   applies.
 5. No key is written to the CAM while it is still storing the one before (``cam_write_busy``;
    the CAM would ignore it). The environment's CAM raises ``cam_write_busy`` only in the cycle
    after a key write, as :class:`tcpdct.match_cam.MatchCam` does, and drops it at will.
+6. Operations on one entry take effect in order: what an operation loads (``state``,
+   ``queue``) is what the state and buffer memories' write ports last wrote to its entry (or
+   the memories' initial contents), whether the write was cycles before or in the cycle the
+   entry was read. The harness keeps its own copy of every entry from the write ports.
 
 Every input stream the engine has is an operation source; a new one is checked by 1–3 without
 a change here. The environment obeys the stream rules on the inputs; every other input is free,
@@ -33,7 +40,8 @@ including the CAM's answers (the sequencing must not depend on them). Bounded: a
 wait for ``ready`` for ever, so the harness counters are not inductive.
 """
 
-from amaranth.hdl import Assert, Assume, Cover, Elaboratable, Signal
+from amaranth.asserts import AnyConst
+from amaranth.hdl import Assert, Assume, Cover, Elaboratable, Mux, Signal, Value
 from amaranth.lib import wiring
 
 from tcpdct.params import Params
@@ -54,6 +62,9 @@ PARAMS = Params(n_entries=4, buffers_per_conn=2, legacy_ring_depth=4)
 
 #: Operation sources that must each end with exactly one job and at least one event.
 ANSWERED_SOURCES = ("command",)
+
+#: The engine's internal signals the harness reads.
+INTERNALS = ("op_take", "op_done", "op_emit", "op_load", "state", "queue", "index")
 
 
 def _state_value(fsm_state, name):
@@ -90,15 +101,21 @@ class RxEngineHarness(Elaboratable):
             raise RuntimeError(f"Expected one sequencer FSM, found {sorted(fsm_states)!r}")
         fsm_state = fsm_states["fsm_state"]
         idle = Signal()
-        m.d.comb += idle.eq(fsm_state == _state_value(fsm_state, "IDLE"))
-        delimiters = signals_named(fragment, r"op_(take|done)")
-        if sorted(delimiters) != ["op_done", "op_take"]:
-            raise RuntimeError(f"Expected the sequencer's op_take and op_done, found "
-                               f"{sorted(delimiters)!r}")
-        op_take, op_done = delimiters["op_take"], delimiters["op_done"]
-        # An operation is in flight from the cycle after it is taken to its last cycle.
-        in_flight = Signal()
-        m.d.sync += in_flight.eq(op_take | in_flight & ~op_done)
+        deciding = Signal()
+        m.d.comb += [idle.eq(fsm_state == _state_value(fsm_state, "IDLE")),
+                     deciding.eq(fsm_state == _state_value(fsm_state, "DECIDE"))]
+        internal = signals_named(fragment, "|".join(INTERNALS))
+        if sorted(internal) != sorted(INTERNALS):
+            raise RuntimeError(f"Expected the engine's {sorted(INTERNALS)!r}, found "
+                               f"{sorted(internal)!r}")
+        op_take, op_done, op_emit = internal["op_take"], internal["op_done"], internal["op_emit"]
+        # The front holds an operation from the cycle after it is taken to its op_done.
+        in_front = Signal()
+        m.d.sync += in_front.eq(op_take | in_front & ~op_done)
+        decided = Signal()
+        m.d.comb += decided.eq(op_done & deciding)
+        emit_starts = Signal()
+        m.d.comb += emit_starts.eq(op_emit & ~past(m, op_emit, "op_emit"))
 
         sources = []
         for name, flow in stream_members(engine):
@@ -112,66 +129,72 @@ class RxEngineHarness(Elaboratable):
 
         job_out = engine.job.valid & engine.job.ready
         event_out = engine.event.valid & engine.event.ready
+        state_wr = engine.state_ram.write_ports[0]
+        buffer_wr = engine.buffer_ram.write_ports[0]
         writes = {
-            "state memory":  engine.state_ram.write_ports[0].en.any(),
-            "buffer memory": engine.buffer_ram.write_ports[0].en.any(),
+            "state memory":  state_wr.en.any(),
+            "buffer memory": buffer_wr.en.any(),
             "CAM":           engine.cam_write_en,
         }
 
         # The delimiters agree with the FSM.
         m.d.comb += [
-            Assert(idle == ~in_flight, "IDLE while an operation is in flight, or the reverse"),
-            Assert(~op_done | in_flight, "an operation ended that was never taken"),
+            Assert(idle == ~in_front, "IDLE while an operation is in the front, or the reverse"),
+            Assert(~op_done | in_front, "an operation ended that was never taken"),
         ]
         # 1. Inputs only as an operation starts, one at a time.
         m.d.comb += [
             Assert((taken & (taken - 1)) == 0, "two inputs taken in one cycle"),
             Assert(~taken.any() | op_take, "input taken during an operation"),
-            Assert(~op_take | ~in_flight | op_done,
-                   "operation taken while another is in flight"),
+            Assert(~op_take | ~in_front | op_done,
+                   "operation taken while another is in the front"),
             Assert(~started | ~past(m, op_take, "op_take") | ~idle,
                    "input taken but no operation started"),
         ]
-        # 2. Nothing between operations.
-        m.d.comb += Assert(~(job_out | event_out) | in_flight, "output between operations")
+        # 2. Nothing outside an emission; an emission for each decision, right after it.
+        m.d.comb += Assert(~(job_out | event_out) | op_emit, "output outside an emission")
         for what, write in writes.items():
-            m.d.comb += Assert(~write | in_flight, f"{what} written between operations")
+            m.d.comb += Assert(~write | op_emit, f"{what} written outside an emission")
+        m.d.comb += Assert(~started | (emit_starts == past(m, decided, "decided")),
+                           "an emission that does not follow a decision, or the reverse")
 
-        # 3. At most once per operation; counters restart as each operation is taken (what
-        # leaves in that cycle is the last one's, counted in ``now``). Two bits each,
-        # saturating, so "twice" is seen however long the operation is.
+        # 3. At most once per emission. Two bits each, saturating, so "twice" is seen however
+        # long the emission is; a count restarts with each emission and holds after it.
         def count(name, event):
-            counter = Signal(2, name=f"{name}_this_op")
+            counter = Signal(2, name=f"{name}_this_emission")
             now = Signal(2, name=f"{name}_so_far")
-            m.d.comb += now.eq(counter + (event & (counter != 3)))
+            base = Mux(emit_starts, 0, counter)
+            m.d.comb += now.eq(base + (event & (base != 3)))
             m.d.sync += counter.eq(now)
-            with m.If(op_take | ~in_flight):
-                m.d.sync += counter.eq(0)
             return counter, now
 
         jobs, jobs_now = count("jobs", job_out)
         events, events_now = count("events", event_out)
-        m.d.comb += Assert(jobs_now <= 1, "two jobs in one operation")
+        m.d.comb += Assert(jobs_now <= 1, "two jobs in one emission")
         for what, write in writes.items():
             _, writes_now = count(what.replace(" ", "_") + "_writes", write)
-            m.d.comb += Assert(writes_now <= 1, f"{what} written twice in one operation")
-        m.d.comb += Assert(~event_out | (engine.event.payload.first == (events == 0)),
-                           "first not set on exactly the first event of an operation")
+            m.d.comb += Assert(writes_now <= 1, f"{what} written twice in one emission")
+        m.d.comb += Assert(~event_out | (engine.event.payload.first ==
+                                         (Mux(emit_starts, 0, events) == 0)),
+                           "first not set on exactly the first event of an emission")
 
-        # 4. A command is answered: when its operation ends, it had one job and at least one event
-        # (counting what leaves in its last cycle).
+        # 4. A command is answered: when its emission ends, it had one job and at least one
+        # event. Whether the operation is a command travels with it from take to emission.
         source_names = [name for name, _ in sources]
-        answered = Signal()
         answered_taken = [taken[source_names.index(name)] for name in ANSWERED_SOURCES
                           if name in source_names]
+        answered_front = Signal()
+        answered_emit = Signal()
         with m.If(op_take):
-            m.d.sync += answered.eq(0)
+            m.d.sync += answered_front.eq(0)
             for transfer in answered_taken:
                 with m.If(transfer):
-                    m.d.sync += answered.eq(1)
-        ended = Signal()
-        m.d.comb += ended.eq(started & op_done)
-        m.d.comb += Assert(~(ended & answered) | ((jobs_now == 1) & (events_now != 0)),
+                    m.d.sync += answered_front.eq(1)
+        with m.If(decided):
+            m.d.sync += answered_emit.eq(answered_front)
+        emit_ended = Signal()
+        m.d.comb += emit_ended.eq(started & past(m, op_emit, "op_emit_before") & ~op_emit)
+        m.d.comb += Assert(~(emit_ended & answered_emit) | ((jobs == 1) & (events != 0)),
                            "a command ended without its job and event")
 
         # 5. One key write at a time.
@@ -184,13 +207,28 @@ class RxEngineHarness(Elaboratable):
             Assert(~(key_write & busy), "key written to the CAM while it is busy"),
         ]
 
+        # 6. Each operation loads its entry as last written. One entry, any of them (a free
+        # constant), is followed: its copies start as the memories do (``init=[]``: zeros).
+        watched = Signal(range(self.params.n_entries))
+        m.d.comb += watched.eq(AnyConst(len(watched)))
+        index = internal["index"]
+        was_load = past(m, internal["op_load"], "op_load")
+        for what, memory_wr, loaded in (("state", state_wr, internal["state"]),
+                                        ("buffer queue", buffer_wr, internal["queue"])):
+            copy = Signal(len(Value.cast(memory_wr.data)), name=f"{what.replace(' ', '_')}_copy")
+            with m.If(memory_wr.en.any() & (memory_wr.addr == watched)):
+                m.d.sync += copy.eq(memory_wr.data)
+            m.d.comb += Assert(~(started & was_load & (index == watched))
+                               | (Value.cast(loaded) == copy),
+                               f"{what} loaded is not the entry as last written")
+
         m.d.comb += [
-            Cover(ended & answered),
+            Cover(emit_ended & answered_emit),
             # A DELEGATE that waited for the CAM is taken once it is free.
             Cover(delegate_offered & engine.command.ready
                   & past(m, delegate_offered & busy, "delegate_waited")),
-            Cover(ended & (events_now == 0)),
-            Cover(ended & op_take),
+            Cover(emit_ended & (events == 0)),
+            Cover(decided & op_take),
         ]
         for name, transfer in sources:
             m.d.comb += Cover(transfer)
@@ -200,8 +238,9 @@ class RxEngineHarness(Elaboratable):
 def proofs():
     return [
         Proof("rx_engine_sequencing", RxEngineHarness, "bmc", 32,
-              description="one operation at a time; per operation <=1 job and <=1 write each; "
-                          "a command gets one job and >=1 event"),
+              description="operations in order, each loading its entry as last written; per "
+                          "operation <=1 job and <=1 write each; a command gets one job and "
+                          ">=1 event"),
         Proof("rx_engine_cover", RxEngineHarness, "cover", 16,
               description="every source is taken and a command operation completes"),
     ]

@@ -135,16 +135,22 @@ class EngineTakingCommandsWhileBusy(RxEngine):
 
 
 class EngineWritingStateTwice(RxEngine):
-    """Writes the state memory in every cycle of an operation, not once."""
+    """Writes the state memory in every cycle of an emission, not once."""
 
     def elaborate(self, platform):
         m = super().elaborate(platform)
-        busy = Signal()
-        m.d.sync += busy.eq(self.descriptor.valid & self.descriptor.ready
-                            | self.command.valid & self.command.ready | busy & ~self.job.valid)
-        with m.If(busy):
+        with m.If(self.op_emit):
             m.d.comb += self.state_ram.write_ports[0].en.eq(1)
         return m
+
+
+class EngineNotForwarding(RxEngine):
+    """Loads what the memories read even in the cycle the emitter writes the entry: an
+    operation taken in the DECIDE of one on the same entry loads it as it was before."""
+
+    @staticmethod
+    def _as_read(forwarded, written, read):
+        return read
 
 
 # Each with the property that must catch it: failing for another reason would not show that the
@@ -166,7 +172,10 @@ BROKEN = [
      "input taken during an operation"),
     (Proof("broken_rx_engine_state",
            lambda: rx_engine.RxEngineHarness(EngineWritingStateTwice), "bmc", 8),
-     "state memory written twice in one operation"),
+     "state memory written twice in one emission"),
+    (Proof("broken_rx_engine_forwarding",
+           lambda: rx_engine.RxEngineHarness(EngineNotForwarding), "bmc", 14),
+     "loaded is not the entry as last written"),
 ]
 
 

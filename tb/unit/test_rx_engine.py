@@ -243,12 +243,21 @@ class Trace(NamedTuple):
     buf_req_timeout: list
     tx_matched: list
     loads: list
+    decided: list           # op_done (an operation's decision made, or none needed), per cycle
+    job_offered: list       # job.valid, per cycle
 
     def load_after(self, cycle):
         """The LOAD of the operation taken at ``cycle``: its entry read, the timer and the
         high-water mark sampled, a transmit update's match reported. Two cycles after the take,
         or three if the CAM's answer for its key was not at hand (``rx_engine.py``)."""
         return self.loads.index(1, cycle + 1)
+
+    def emits_job(self, cycle):
+        """Whether the operation taken at ``cycle`` hands out a job: its decision is the first
+        after the take (the one in the take's own cycle is the operation before's), and the
+        emitter offers the job in the next cycle."""
+        decided = self.decided.index(1, cycle + 1)
+        return decided + 1 < len(self.job_offered) and bool(self.job_offered[decided + 1])
 
     @property
     def taken(self):
@@ -301,7 +310,8 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
         counts[source] += 1
 
     served, job_cycles, job_payloads, event_payloads = [], [], [], []
-    logs = {"high_water": [], "buf_req_timeout": [], "tx_matched": [], "loads": []}
+    logs = {"high_water": [], "buf_req_timeout": [], "tx_matched": [], "loads": [],
+            "decided": [], "job_offered": []}
     clock = {"now": 0, "busy": 0}
     queues = {source: [] for source in streams}   # operation numbers still to offer
     taken = {source: 0 for source in streams}      # operations the engine has taken
@@ -313,12 +323,12 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
         sampled = [streams[s].valid for s in ROTATION] + [streams[s].ready for s in ROTATION] + [
             engine.op_take, engine.high_water, engine.buf_req_timeout, engine.tx_matched,
             engine.job.valid, engine.job.ready, engine.event.valid, engine.op_load,
-            engine.command.payload.code, engine.cam_write_busy]
+            engine.command.payload.code, engine.cam_write_busy, engine.op_done]
         while True:
             _, _, *values = await ctx.tick().sample(*sampled)
             valid, ready = dict(zip(ROTATION, values[:3])), dict(zip(ROTATION, values[3:6]))
             (op_take, high_water, timeout, matched, job_valid, job_ready, event_valid,
-             load, code, cam_busy) = values[6:]
+             load, code, cam_busy, done) = values[6:]
             cycle = clock["now"]
             # A DELEGATE waits while the CAM still stores the key written before.
             delegate_waits = code == Opcode.DELEGATE and cam_busy
@@ -342,6 +352,8 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
             logs["buf_req_timeout"].append(timeout)
             logs["tx_matched"].append(matched)
             logs["loads"].append(load)
+            logs["decided"].append(done)
+            logs["job_offered"].append(job_valid)
             clock["now"] = cycle + 1
 
     async def pause(ctx):
@@ -479,8 +491,7 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
 
     served.sort(key=lambda entry: entry[2])
     trace = Trace(by_source[FRAME], by_source[CMD], by_source[TX], by_source["control"], served,
-                  jobs, logs["high_water"], logs["buf_req_timeout"], logs["tx_matched"],
-                  logs["loads"])
+                  jobs, **logs)
     if mode == "in_order":
         engine_ops = [op for op in trace.taken if not isinstance(op, CONTROL)]
         assert engine_ops == [op for op in flat if not isinstance(op, CONTROL)] or any(
@@ -598,8 +609,9 @@ def replay(params, trace):
         # held frame goes right after every command and update.
         if model.held is not None:
             waiting = waiting | {FRAME}
-        assert source != REDECIDE or model.held is not None, \
-            f"cycle {cycle}: the engine decided a held frame again, but the model holds none"
+        assert source != REDECIDE or model.held is not None, (
+            f"cycle {cycle}: the engine decided a held frame again, but the model holds none, "
+            f"after (latest last):\n  " + "\n  ".join(history[-6:]))
         order = ROTATION[ROTATION.index(last) + 1:] + ROTATION[:ROTATION.index(last) + 1]
         if model.held is not None and last != FRAME:
             order = (FRAME,)
@@ -610,8 +622,9 @@ def replay(params, trace):
         last = chosen
         matched = None
         if source == FRAME:
-            assert model.held is None, \
-                f"cycle {cycle}: a frame was taken while another is held"
+            assert model.held is None, (f"cycle {cycle}: a frame was taken while another is "
+                                        f"held, after (latest last):\n  "
+                                        + "\n  ".join(history[-6:]))
             events = model.rx_frame(op.frame, mac_error=op.mac_error)
         elif source == CMD:
             events = model.command(op)
@@ -628,7 +641,7 @@ def replay(params, trace):
             # is due (without asking again, should a RESYNC have ended the request).
             events, reason = model.decide_held(), None
             if model.held is not None:
-                reason = _expiry(trace, cycle, hold_start, engine_jobs, next_job)
+                reason = _expiry(trace, cycle, hold_start)
                 if reason is not None:
                     events = model.expire_buffer_request(reason)
         # The timer runs from the BUF_REQ that opened the current request.
@@ -658,7 +671,7 @@ def replay(params, trace):
     return outcomes, model
 
 
-def _expiry(trace, cycle, hold_start, engine_jobs, next_job):
+def _expiry(trace, cycle, hold_start):
     """Whether the held frame, decided again at ``cycle``, ends its buffer request (R19), and
     with which reason; ``None`` if it stays held."""
     decide = trace.load_after(cycle)      # the cycle the high-water mark and timer are sampled
@@ -669,12 +682,8 @@ def _expiry(trace, cycle, hold_start, engine_jobs, next_job):
     if held_for >= timeout + TIMER_SLACK:
         return LegacyReason.BUF_TIMEOUT
     if held_for >= timeout - TIMER_SLACK:
-        # Close to the timeout: follow the engine, which decided if it emitted a job then.
-        emitted = next_job < len(engine_jobs) and engine_jobs[next_job][0] > cycle
-        # The next operation may be taken in the cycle the job leaves (the sequencer takes it in
-        # the last cycle of the one before), never earlier: a job of that cycle is this one's.
-        later = [entry for entry in trace.served if entry[0] != "control" and entry[2] > cycle]
-        if emitted and (not later or engine_jobs[next_job][0] <= later[0][2]):
+        # Close to the timeout: follow the engine, which decided if its decision has a job.
+        if trace.emits_job(cycle):
             return LegacyReason.BUF_TIMEOUT
     return None
 
