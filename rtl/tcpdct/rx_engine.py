@@ -3,28 +3,36 @@ transmit engine's updates, one at a time.
 
 Frames, commands and transmit updates all read and write the DCT. Rather than arbitrate every
 memory port between a receive engine, a command unit and a transmit engine, a single sequencer
-takes one operation at a time (a frame descriptor, a command or a transmit update), runs it to
-completion and only then takes the next: there is no read-modify-write hazard to forward
-around, no update can be lost, and the order in which they take effect is simply the order in
-which the sequencer took them, which the model and the replay can reproduce
-(``docs/architecture.md``, "Ordering rule" and "Transmit engine").
+takes one operation at a time (a frame descriptor, a command or a transmit update): no update
+can be lost, and the order in which they take effect is simply the order in which the sequencer
+took them, which the model and the replay can reproduce (``docs/architecture.md``, "Ordering
+rule" and "Transmit engine").
 
 An operation is a short pipeline run one stage per cycle, so that no cycle holds more than one
 step of it (``docs/performance.md``, "Critical paths"): IDLE (take the input), LOOKUP (the
 CAM's answer for its key, looked up ahead and registered, addresses the memories), LOAD
-(register what they read), SUM and MEASURE (frames only: the rooms of the posted buffers added up, then how the
-payload fills them and every check but the room check, :mod:`.rx_decision`), DECIDE (the
-decision, registered), EMIT (write the memories, CAM and legacy ring from those registers, hand
-out the job and the events). The next operation is taken in the last cycle of the one before
-(instead of an IDLE cycle of its own) unless that one writes the CAM, so a frame of a
-delegated connection costs six cycles plus one per extra event, any other frame four (it skips
-SUM and MEASURE), a command or a matching transmit update four, a transmit update of no
-connection one (it ends in LOOKUP); a 64-byte frame is eight beats at 64 bits. An operation
+(register what they read), SUM and MEASURE (frames only: the rooms of the posted buffers added
+up, then how the payload fills them and every check but the room check,
+:mod:`.rx_decision`), DECIDE (the decision, registered). The decided operation then goes to
+the emitter, which writes the memories, CAM and legacy ring from those registers in its first
+cycle and hands out the job and the events, while the sequencer goes on with the next
+operation: that one is taken in the DECIDE of the one before (instead of an IDLE cycle of its
+own), and reads its entry in the emitter's first cycle, the cycle of the write. What it loads
+is then the entry as written, forwarded from the outcome registers, which hold it until the
+next DECIDE (``_as_read``): operations on one entry take effect in order, as if each ran to its
+end before the next (the formal proof ``rx_engine_sequencing`` checks it). A decision waits for
+the emitter to finish the operation before, whose registers it would overwrite.
+
+So a frame of a delegated connection costs five cycles, any other frame three (it skips SUM and
+MEASURE), a command or a matching transmit update three, a transmit update of no connection one
+(it ends in LOOKUP, and the next is taken there); a 64-byte frame is eight beats at 64 bits.
+Three kinds of operation are not overlapped, and the next one is taken from IDLE once the
+emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
+predate the write), a POST_LEGACY (the legacy ring shows a push two cycles later) and a frame
+that starts or stops waiting for a user buffer (the frame source's key moves). An operation
 whose key's answer is not yet at hand when it is taken waits for it in LOOKUP, one or two
-cycles (below, "Keys are looked up ahead of the take").
-Taking early is safe because the next operation reads nothing in its first cycle: its memory
-reads come a cycle after the last one's writes. The frame's bytes meanwhile wait in
-the packet buffer and are moved by the DMA writer.
+cycles (below, "Keys are looked up ahead of the take"). The frame's bytes meanwhile wait in the
+packet buffer and are moved by the DMA writer.
 
 A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
 transmit updates still run, and between them the frame is decided again, until it is placed or
@@ -123,9 +131,9 @@ class RxEngine(wiring.Component):
         # The state and buffer portions are separate memories (claim 22) so that either can be
         # sized and placed on its own.
         #
-        # No read of either is used if it collides with a write: an operation writes its entry
-        # in its first EMIT cycle, and the next one reads the memories in its LOOKUP, a cycle
-        # later at the earliest (``take`` below). ``no_rw_check`` tells Yosys so; without it,
+        # No read of either is used if it collides with a write: the emitter writes an entry in
+        # its first cycle, and a read of that entry in that cycle is replaced by the entry
+        # written (``_as_read``). ``no_rw_check`` tells Yosys so; without it,
         # Yosys emulates read-before-write around each block RAM (the address compared with the
         # write's, the write data kept, a multiplexer after the read data), which sat on the
         # receive engine's critical path from the CAM's answer.
@@ -190,15 +198,15 @@ class RxEngine(wiring.Component):
         high_water = Signal()
         timed_out  = Signal()
 
-        # The writes of the operation, registered when it is decided and done in the first cycle
-        # it is emitted: memories, CAM and legacy ring. The next operation's key reaches the
-        # CAM in that cycle at the earliest, or after it if this operation writes the CAM (see
-        # ``take`` below), so it sees the CAM written.
+        # The writes of the operation, registered when it is decided and done in the emitter's
+        # first cycle: memories, CAM and legacy ring. An operation that writes the CAM is
+        # followed by one taken after that cycle (see ``take`` below), so it sees the CAM
+        # written.
         #
         # Each kind of operation registers its new entry, job and events in registers of its
-        # own (``_Outcome``), loaded in every DECIDE whatever the operation, and EMIT selects
-        # the operation's: a decision's logic then ends in a register rather than in a
-        # multiplexer by operation, and its fan-out in one place.
+        # own (``_Outcome``), loaded in every DECIDE that proceeds whatever the operation, and
+        # the emitter selects the operation's: a decision's logic then ends in a register rather
+        # than in a multiplexer by operation, and its fan-out in one place.
         state_write  = Signal()
         queue_write  = Signal()
         cam_write    = Signal()
@@ -239,9 +247,17 @@ class RxEngine(wiring.Component):
                              frame_out.events[slot]))
                      for slot in range(n_slots)]
 
-        # An operation taken in the DECIDE of the one before reads its entry in that one's
-        # first EMIT cycle, the cycle of its writes: what it reads is then the entry written,
-        # which the outcome registers still hold in its LOAD (the next DECIDE comes later).
+        # A command that writes the CAM (the answers at hand would predate the write) or pushes a
+        # legacy buffer (the ring shows it two cycles later) is not followed in its DECIDE; told
+        # in LOAD, by opcode, so that the DECIDE's take starts from a register.
+        serial = Signal()
+        serial_by_code = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
+                                            (command.code == Opcode.RECLAIM) |
+                                            (command.code == Opcode.POST_LEGACY))
+
+        # An operation taken in the DECIDE of the one before reads its entry in the emitter's
+        # first cycle, the cycle of its writes: what it loads is then the entry written, which
+        # the outcome registers still hold in its LOAD (the next DECIDE comes later).
         forward_state = Signal()
         forward_queue = Signal()
 
@@ -318,11 +334,12 @@ class RxEngine(wiring.Component):
             self._rotate(m, choice, last_op, waiting)
 
         # An operation is taken when the sequencer is idle, or in the last cycle of the one before
-        # (its EMIT, or the LOOKUP of a transmit update of no connection), so that consecutive
+        # (its DECIDE, or the LOOKUP of a transmit update of no connection), so that consecutive
         # operations leave no idle cycle between them. An operation that writes the CAM is not
-        # overlapped: the answers at hand in the cycle of the write predate it (below). Everything
-        # else the next one reads (the memories in LOOKUP, the legacy ring and CAM valid bits
-        # in LOAD and later) is read after this cycle's writes.
+        # overlapped: the answers at hand in the cycle of the write predate it (below). The next
+        # one reads the memories in the emitter's first cycle at the earliest (forwarded, as
+        # above), the legacy ring and the CAM valid bits in its LOAD and later, after the
+        # emitter's writes.
         op_take, op_done = self.op_take, self.op_done
 
         # Keys are looked up ahead of the take. The CAM answers through an OR tree over every
@@ -375,8 +392,8 @@ class RxEngine(wiring.Component):
                 m.d.comb += lookup_key.eq(Mux(self.tx_update.valid, self.tx_update.payload.key,
                                               self.tx_key_ahead))
         # The CAM writes the key on its lookup port (``MatchCam``), so a command that writes an
-        # entry puts its key there for the cycle of the write, its EMIT. What the CAM compares
-        # in that cycle is not an answer for anyone.
+        # entry puts its key there for the cycle of the write, the emitter's first. What the
+        # CAM compares in that cycle is not an answer for anyone.
         key_to_write = Signal()  # DECIDE of a command that may write the CAM
         with m.If(key_to_write):
             m.d.sync += self.cam_key.eq(cmd.cam_write_key)
@@ -474,9 +491,16 @@ class RxEngine(wiring.Component):
         # enables then depend on the FSM state alone, rather than on the rotation and the
         # outputs' ready (which decide the take late in the cycle, too late to fan out to every
         # bit of a descriptor). The register of the source actually taken holds its input.
-        inputs_free = Signal()  # IDLE, or a DECIDE that takes: desc, command, update are free
+        #
+        # In a DECIDE that proceeds the operation's decision is registered, so its inputs are
+        # free whether the next operation is taken there or not (if not, IDLE loads them
+        # again); only a frame that starts waiting for a user buffer keeps its descriptor. That
+        # is told from the registered checks alone (a frame not yet held waits exactly when its
+        # room check fails), not from whether the next operation is taken, which is later.
+        inputs_free = Signal()  # IDLE, or a DECIDE that proceeds: desc, command, update are free
         tx_lookup   = Signal()  # LOOKUP of a transmit update: desc and command are not in use
-        with m.If((inputs_free | tx_lookup) & ~holding):
+        starts_wait = Signal()  # DECIDE of a frame that will wait (if it does not already)
+        with m.If((inputs_free | tx_lookup) & ~holding & ~starts_wait):
             m.d.sync += desc.eq(self.descriptor.payload)
         with m.If(inputs_free | tx_lookup):
             m.d.sync += command.eq(self.command.payload)
@@ -520,7 +544,7 @@ class RxEngine(wiring.Component):
                              high_water.eq(self.high_water),
                              timed_out.eq(held_for >= self.buf_req_timeout),
                              cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update)),
-                             since_load.eq(1)]
+                             since_load.eq(1), serial.eq(serial_by_code)]
                 m.d.comb += self.tx_matched.eq((op == _Op.TX) & hit)
                 with m.If((op == _Op.FRAME) & hit & (desc.cls == FrameClass.TCP)):
                     m.next = "SUM"
@@ -528,7 +552,7 @@ class RxEngine(wiring.Component):
                     # A frame of no delegated connection goes to legacy or is dropped whatever
                     # the entry holds: its checks need only the descriptor, the CAM's answer and
                     # the legacy ring, so it skips measuring the buffers. The legacy mix then
-                    # fits the line. The ring is read here a cycle after the last EMIT's pop
+                    # fits the line. The ring is read here a cycle after the emitter's pop
                     # at the earliest, and two after a push (a POST_LEGACY is not overlapped),
                     # which is when the ring shows them.
                     m.d.sync += checks.eq(frame_checks.checks)
@@ -547,9 +571,9 @@ class RxEngine(wiring.Component):
             with m.State("DECIDE"):
                 writes_key = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
                                                 (command.code == Opcode.RECLAIM))
-                posts_legacy = (op == _Op.CMD) & (command.code == Opcode.POST_LEGACY)
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
+                    starts_wait.eq((op == _Op.FRAME) & checks.room_check & ~fill.fits),
                     # By opcode alone, not the checks, to keep them off the key's path.
                     key_to_write.eq(writes_key),
                 ]
@@ -604,8 +628,8 @@ class RxEngine(wiring.Component):
                     # answers at hand would predate the write), pushes a legacy buffer (the
                     # ring shows it two cycles later) or holds or releases a frame (the frame
                     # source's key moves).
-                    overlap = ~writes_key & ~posts_legacy & ~frame_key_moves
-                    m.d.comb += inputs_free.eq(overlap)
+                    overlap = ~serial & ~frame_key_moves
+                    m.d.comb += inputs_free.eq(1)
                     with m.If(overlap):
                         take()
 

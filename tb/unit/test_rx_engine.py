@@ -61,8 +61,8 @@ NEVER = (1 << 32) - 1
 TIMER_SLACK = 2
 
 #: Cycles without any transfer, decision or pending output after which the engine is idle: a
-#: held frame is decided again every six cycles, eight the first time, when its key's lookup
-#: starts again (``rtl/tcpdct/rx_engine.py``).
+#: held frame is decided again every five cycles, a few more the first time, when its key's
+#: lookup starts again (``rtl/tcpdct/rx_engine.py``).
 QUIET_CYCLES = 12
 
 
