@@ -38,6 +38,9 @@ PYTHON_PATH = [REPO_ROOT / "rtl", REPO_ROOT / "tb", REPO_ROOT / "tb" / "cocotb",
 
 _TIMESCALE = ("1ns", "1ps")
 
+#: Verilator options that keep the top level's signals, the ports, reachable by VPI.
+_PORTS_PUBLIC = ["--public-depth", "1"]
+
 
 class CocotbFailure(AssertionError):
     """A cocotb run that failed: a test failed, or the simulator ended without results."""
@@ -152,17 +155,27 @@ def generate_verilog(params, directory=None, *, design=None, name=None):
 
 
 def _verilator_runner():
-    """cocotb's Verilator runner, with :func:`toolchain.make_overrides` on its make command."""
+    """cocotb's Verilator runner, with only the top level's signals public and
+    :func:`toolchain.make_overrides` on its make command.
+
+    The runner marks every signal of the design public (``--public-flat-rw``), so that VPI
+    could reach any of them; Verilator then keeps every one in the model, which tripled the C++
+    to compile (a third of ``make test`` went into compiling six builds of the core) and slows
+    the simulation. The testbenches drive and watch the ports only, which ``--public-depth 1``
+    keeps public; waves are traced from the design whatever is public.
+    """
     runner = get_runner("verilator")
     overrides = make_overrides()
-    if overrides:
-        build_command = runner._build_command
+    build_command = runner._build_command
 
-        def build_command_with_overrides():
-            # The runner verilates, then compiles the model with one make command, the last.
-            *verilate, compile_model = build_command()
-            return [*verilate, [*compile_model, *overrides]]
-        runner._build_command = build_command_with_overrides
+    def build_command_as_needed():
+        # The runner verilates, then compiles the model with one make command, the last.
+        *verilate, compile_model = build_command()
+        verilate = [[part for arg in command
+                     for part in (_PORTS_PUBLIC if arg == "--public-flat-rw" else [arg])]
+                    for command in verilate]
+        return [*verilate, [*compile_model, *overrides]]
+    runner._build_command = build_command_as_needed
     return runner
 
 
@@ -293,7 +306,8 @@ def run_cocotb(test_module, params, *, testcase=None, waves=False, extra_env=Non
     env = {"WAVES": "1" if waves else "0",
            **{key: str(value) for key, value in (extra_env or {}).items()}}
     built_stamp = build_dir / "model.stamp"
-    wanted = f"{sources_digest()} {_design_name(design)} waves={int(waves)}"
+    wanted = (f"{sources_digest()} {_design_name(design)} waves={int(waves)} "
+              f"public={' '.join(_PORTS_PUBLIC)}")
     sim_exit = None
     with _patched_environ(env), _python_path():
         while True:

@@ -251,9 +251,9 @@ class RxEngine(wiring.Component):
         # legacy buffer (the ring shows it two cycles later) is not followed in its DECIDE; told
         # in LOAD, by opcode, so that the DECIDE's take starts from a register.
         serial = Signal()
-        serial_by_code = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
-                                            (command.code == Opcode.RECLAIM) |
-                                            (command.code == Opcode.POST_LEGACY))
+        writes_key = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
+                                        (command.code == Opcode.RECLAIM))
+        serial_by_code = writes_key | ((op == _Op.CMD) & (command.code == Opcode.POST_LEGACY))
 
         # An operation taken in the DECIDE of the one before reads its entry in the emitter's
         # first cycle, the cycle of its writes: what it loads is then the entry written, which
@@ -569,8 +569,6 @@ class RxEngine(wiring.Component):
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                writes_key = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
-                                                (command.code == Opcode.RECLAIM))
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
                     starts_wait.eq((op == _Op.FRAME) & checks.room_check & ~fill.fits),
