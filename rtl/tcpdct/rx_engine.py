@@ -625,12 +625,8 @@ class RxEngine(wiring.Component):
                     # The next operation is taken now, unless this one writes the CAM (the
                     # answers at hand would predate the write), pushes a legacy buffer (the
                     # ring shows it two cycles later) or holds or releases a frame (the frame
-                    # source's key moves). Whether a frame holds or releases is told from the
-                    # registers alone, not from the decision, which would add its levels to the
-                    # take's path: a frame not held starts to wait exactly when ``starts_wait``;
-                    # a held frame, whether it stays or goes, is never followed at once (it
-                    # costs a cycle only while a frame waits for a user buffer).
-                    overlap = ~serial & ~starts_wait & ~((op == _Op.FRAME) & holding)
+                    # source's key moves).
+                    overlap = ~serial & ~frame_key_moves
                     m.d.comb += inputs_free.eq(1)
                     with m.If(overlap):
                         take()
