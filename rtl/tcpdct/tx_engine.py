@@ -9,10 +9,11 @@ update with :class:`TxDecision` in its own slot, so the state portion has one wr
 
 from amaranth.hdl import Module, Signal, Mux
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .checksum import network_order
-from .fifo import SyncFIFOFlagged
+from .fifo import empty_flag
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MAX_HEADER_BYTES,
                       IPV4_MIN_HEADER_BYTES, TCP_MIN_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN,
                       IP_PROTO_TCP, TCP_FIN, TCP_SYN, TCP_ACK)
@@ -97,16 +98,14 @@ class TxEngine(wiring.Component):
         beat_bytes = p.data_bytes
         header_beats = -(-TX_HEADER_BYTES // beat_bytes)
 
-        # The head is read from LUT RAM, not from an output register: the receive engine's
-        # ready, decided late in its DECIDE, then moves only the read pointer and the flags,
-        # where a buffered FIFO's ready enabled every bit of its output register (the 64x64
-        # core's critical path ended there).
-        m.submodules.fifo = fifo = SyncFIFOFlagged(width=tx_update_layout.size,
-                                                   depth=TX_UPDATE_DEPTH)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=tx_update_layout.size,
+                                                    depth=TX_UPDATE_DEPTH)
         # A place is kept for each frame in a parse stage and for one ending this cycle.
         m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - TX_PARSE_STAGES)
-        # A key is announced ahead only into an empty FIFO; ``r_rdy`` is a register.
-        fifo_empty = ~fifo.r_rdy
+        # Whether the FIFO is empty, as a register that follows its level (the buffered FIFO's
+        # level is a sum): a key is announced ahead only into an empty FIFO.
+        fifo_empty = empty_flag(m, fifo.level, fifo.w_en & fifo.w_rdy, fifo.r_en & fifo.r_rdy,
+                                name="fifo_empty")
 
         header    = Signal(8 * TX_HEADER_BYTES)
         beat_index = Signal(range(header_beats + 1))
