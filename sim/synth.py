@@ -63,6 +63,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: the small ones first, so that a run cut short still has the cheap figures.
 DEFAULT_CONFIGS = ("cam16", "cam64", "64x16", "64x64", "64x256", "512x64")
 
+#: nextpnr's heap placer, weighted harder towards timing than its defaults (10 and 2). On the
+#: 64x64 core's netlist (67911c6) these gave 109.4 and 105.4 MHz with seeds 1 and 2 where the
+#: defaults gave 97.5 and 100.9: the worst paths there are a few long nets across the die, which
+#: a heavier timing weight pulls together (docs/performance.md, "Critical paths", ninth session).
+PLACER_ARGS = ("--placer-heap-timingweight", "40", "--placer-heap-critexp", "4")
+
 #: ``<block><data_width>`` configurations: prefix → kind (the Verilog module's name).
 BLOCKS = {"parser": "rx_parser", "tx": "tx_engine", "dma": "dma_writer",
           "events": "event_queue", "csr": "csr"}
@@ -585,8 +591,11 @@ def port_register_wrapper(component, core_module, name):
 
 
 def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=None, seed=1,
-               router="router1", port_registers=False):
+               router="router1", port_registers=False, placer_args=PLACER_ARGS):
     """Synthesise, place and route ``config``; write and return its record.
+
+    ``placer_args`` are nextpnr options for the placer (:data:`PLACER_ARGS` unless given; empty
+    for nextpnr's own defaults).
 
     The work files go to ``out_dir/<config>/``; the record to ``out_dir/<config>.json``. With
     ``port_registers``, the whole core (kind ``"top"``) is placed inside
@@ -625,7 +634,7 @@ def run_config(config, out_dir, device, *, threads=1, synth_args=(), timeout=Non
                 "--speed", str(device.speed), "--freq", str(device.freq_mhz),
                 "--json", netlist.name, "--out-of-context", "--timing-allow-fail",
                 "--threads", str(threads), "--seed", str(seed), "--router", router,
-                "--report", report_path.name, "-l", pnr_log.name]
+                *placer_args, "--report", report_path.name, "-l", pnr_log.name]
     record = {
         "config": config.name, "kind": config.kind, "params": dict(config.params),
         "device": device.as_dict(), "out_of_context": True, "port_register_bits": 0,
@@ -756,6 +765,9 @@ def _parser():
     parser.add_argument("--router", choices=("router1", "router2"), default="router1",
                         help="nextpnr router; router2 negotiates congestion and finishes "
                              "large configurations (64x256) far sooner (default: %(default)s)")
+    parser.add_argument("--placer-args", default=" ".join(PLACER_ARGS),
+                        help="nextpnr placer options; '' for nextpnr's defaults "
+                             "(default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds each tool may run per configuration (default: no limit)")
     parser.add_argument("--synth-args", default="",
@@ -793,7 +805,8 @@ def main(argv=None):
             record = run_config(config, args.out_dir, device, threads=args.threads,
                                 synth_args=args.synth_args.split(), timeout=args.timeout,
                                 seed=args.seed, router=args.router,
-                                port_registers=args.port_registers)
+                                port_registers=args.port_registers,
+                                placer_args=args.placer_args.split())
         records.append(record)
         outcome = record["error"] or (f"Fmax {record['fmax_mhz']:.1f} MHz, "
                                       f"{record['resources']['lut4_equivalent']} LUT4")

