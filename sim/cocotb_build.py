@@ -160,8 +160,8 @@ def _verilator_runner():
 
     The runner marks every signal of the design public (``--public-flat-rw``), so that VPI
     could reach any of them; Verilator then keeps every one in the model, which tripled the C++
-    to compile (a third of ``make test`` went into compiling six builds of the core) and slows
-    the simulation. The testbenches drive and watch the ports only, which ``--public-depth 1``
+    to compile (``make test`` compiles six builds of the core) and slows the simulation
+    (docs/verification.md, "Time of ``make test``"). The testbenches drive and watch the ports only, which ``--public-depth 1``
     keeps public; waves are traced from the design whatever is public.
     """
     runner = get_runner("verilator")
