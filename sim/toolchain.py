@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 __all__ = ["MIN_VERILATOR", "Verilator", "ToolchainError", "find_verilator", "verilator_env",
-           "setup_verilator", "fst_available", "make_overrides"]
+           "setup_verilator", "cxx_compiler", "compiler_is_gcc", "fst_available", "make_overrides"]
 
 
 #: Oldest Verilator accepted, as (major, minor): cocotb 2.x needs 5.036.
@@ -179,6 +179,25 @@ def make_overrides():
     return []
 
 
+def cxx_compiler():
+    """The C++ compiler models are compiled with (``CXX``, else ``c++`` or ``g++``); None if
+    there is none."""
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+@functools.cache
+def compiler_is_gcc():
+    """Whether :func:`cxx_compiler` is GCC (it says ``__GNUC__`` and not ``__clang__``, which
+    Clang says as well): whose profile-guided optimisation the harness build knows how to run."""
+    compiler = cxx_compiler()
+    if compiler is None:
+        return False
+    result = subprocess.run([compiler, "-dM", "-E", "-x", "c++", "-"], input="",
+                            capture_output=True, text=True)
+    macros = set(re.findall(r"^#define (\w+)", result.stdout, re.MULTILINE))
+    return result.returncode == 0 and "__GNUC__" in macros and "__clang__" not in macros
+
+
 @functools.cache
 def fst_available():
     """Whether Verilator's FST writer can be compiled and linked here.
@@ -186,7 +205,7 @@ def fst_available():
     Verilator 5.048's FST writer needs the LZ4 headers and library (Debian: ``liblz4-dev``),
     which a machine with only g++ and make lacks; without them callers fall back to VCD.
     """
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    compiler = cxx_compiler()
     if compiler is None:
         return False
     program = "#include <lz4.h>\nint main() { return LZ4_versionNumber() == 0; }\n"

@@ -1,6 +1,6 @@
 """The fast replay (compiled Verilator harness) and the benchmark built on the same harness.
 
-The harness is built once for the default parameters (about a minute the first time, cached in
+The harness is built once for the default parameters (a minute or two the first time, cached in
 ``sim/build/fast-<hash>`` after that); every run on it takes well under a second.
 """
 
@@ -20,6 +20,7 @@ from replay_fast import (RecordingRunner, PlaybackRunner, PlaybackError, replay_
 from fast_harness import (HarnessScript, HarnessError, HarnessProcess, build_harness,
                           run_harness, both_edges, outputs_following_inputs, _may_write)
 from bench import run_cell
+from toolchain import compiler_is_gcc
 import replay_bench
 
 
@@ -329,3 +330,19 @@ def test_events_compared_as_records_then_decoded(harness, recorded, tmp_path):
     runner = PlaybackRunner(PARAMS, tampered, harness_run)
     runner.check_recorded()
     assert runner.mismatches == 1 and runner.log[0].startswith(f"step {step} ")
+
+
+def test_harness_build_is_profile_guided_with_gcc(harness):
+    # With GCC the harness is compiled twice: instrumented, then from the counts its run on the
+    # bench's traffic left (one .gcda per object file). A finished build is marked as such, so
+    # an instrumented harness left by a build that stopped halfway is never taken for it.
+    obj = harness.parent
+    assert (obj.parent / "built").exists()
+    log = (obj.parent / "build.log").read_text()
+    if not compiler_is_gcc():
+        assert "-fprofile" not in log
+        return
+    assert log.index("-fprofile-generate") < log.index("-fprofile-use")
+    counted = {path.stem for path in obj.glob("*.gcda")}
+    model = {path.stem for path in obj.glob("Vtcpdct___024root__[0-9].cpp")}
+    assert model and model <= counted

