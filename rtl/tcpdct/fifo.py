@@ -1,6 +1,5 @@
 """A synchronous FIFO whose ``w_rdy`` and ``r_rdy`` are registers, and the flags it keeps them
-with (:func:`full_flag`, :func:`empty_flag`, :func:`at_least_flag`), which other counts of
-places use too.
+with (:func:`full_flag`, :func:`empty_flag`), which other counts of places use too.
 
 Amaranth's :class:`~amaranth.lib.fifo.SyncFIFO` works them out each cycle from its level, a
 compare of a register. Where the flag starts a long decision in the block at the other end (the
@@ -15,7 +14,7 @@ from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.lib.fifo import SyncFIFO
 
 
-__all__ = ["full_flag", "at_least_flag", "empty_flag", "SyncFIFOFlagged"]
+__all__ = ["full_flag", "empty_flag", "SyncFIFOFlagged"]
 
 
 def full_flag(m, level, capacity, added, removed, *, name):
@@ -26,16 +25,6 @@ def full_flag(m, level, capacity, added, removed, *, name):
     full = Signal(name=name)
     m.d.sync += full.eq(Mux(added == removed, full, added & (level == capacity - 1)))
     return full
-
-
-def at_least_flag(m, level, threshold, added, removed, *, name):
-    """A register equal to ``level >= threshold`` in every cycle, for a level as in
-    :func:`full_flag` (which is the case ``threshold == capacity``): one more reaches the
-    threshold from one short of it, one fewer stays at it from one above it."""
-    flag = Signal(name=name, init=threshold <= 0)
-    m.d.sync += flag.eq(Mux(added == removed, flag,
-                            Mux(added, level >= threshold - 1, level >= threshold + 1)))
-    return flag
 
 
 def empty_flag(m, level, added, removed, *, name):

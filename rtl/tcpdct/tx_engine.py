@@ -13,7 +13,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .checksum import network_order
-from .fifo import at_least_flag, empty_flag
+from .fifo import empty_flag
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MAX_HEADER_BYTES,
                       IPV4_MIN_HEADER_BYTES, TCP_MIN_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN,
                       IP_PROTO_TCP, TCP_FIN, TCP_SYN, TCP_ACK)
@@ -100,16 +100,12 @@ class TxEngine(wiring.Component):
 
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=tx_update_layout.size,
                                                     depth=TX_UPDATE_DEPTH)
-        written, read = fifo.w_en & fifo.w_rdy, fifo.r_en & fifo.r_rdy
-        # A place is kept for each frame in a parse stage and for one ending this cycle. As a
-        # register that follows the level (the buffered FIFO's level is a sum, which its output
-        # register's valid feeds): ``busy`` stops the host's transmit port, whose ready must
-        # not wait for the receive engine's take of an update.
-        m.d.comb += self.busy.eq(at_least_flag(m, fifo.level, TX_UPDATE_DEPTH - TX_PARSE_STAGES,
-                                               written, read, name="fifo_busy"))
-        # Whether the FIFO is empty, as a register as well: a key is announced ahead only into
-        # an empty FIFO.
-        fifo_empty = empty_flag(m, fifo.level, written, read, name="fifo_empty")
+        # A place is kept for each frame in a parse stage and for one ending this cycle.
+        m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - TX_PARSE_STAGES)
+        # Whether the FIFO is empty, as a register that follows its level (the buffered FIFO's
+        # level is a sum): a key is announced ahead only into an empty FIFO.
+        fifo_empty = empty_flag(m, fifo.level, fifo.w_en & fifo.w_rdy, fifo.r_en & fifo.r_rdy,
+                                name="fifo_empty")
 
         header    = Signal(8 * TX_HEADER_BYTES)
         beat_index = Signal(range(header_beats + 1))
