@@ -69,18 +69,19 @@ from tcpdct.records import RECORD_BYTES, Command, Event
 from cocotb_build import BUILD_ROOT, generate_verilog
 from harness_script import HarnessScript
 from traffic import cell_frames, cell_script
-from toolchain import compiler_is_gcc, find_verilator, make_overrides, verilator_env
+from toolchain import (compiler_is_gcc, cxx_compiler, find_verilator, make_overrides,
+                       verilator_env)
 
 
 __all__ = ["HARNESS_SOURCE", "HarnessError", "HarnessScript", "HarnessRun", "HarnessProcess",
            "build_harness", "run_harness"]
 
 
-HARNESS_SOURCE = Path(__file__).resolve().parent / "harness" / "harness.cpp"
+_SIM = Path(__file__).resolve().parent
+HARNESS_SOURCE = _SIM / "harness" / "harness.cpp"
 
 #: What builds the harness: this module (the Verilog it rewrites, the header it writes), the
 #: harness itself, and the traffic its compiler's profile is trained on.
-_SIM = Path(__file__).resolve().parent
 _BUILD_SOURCES = (Path(__file__).resolve(), HARNESS_SOURCE, _SIM / "harness_script.py",
                   _SIM / "traffic.py")
 
@@ -151,9 +152,13 @@ _PROFILE_FLAGS = {
 
 def _make_command(directory, jobs, profile=None):
     """Compile the Verilated model and the harness in ``directory/obj``; ``profile`` is a key of
-    :data:`_PROFILE_FLAGS`."""
+    :data:`_PROFILE_FLAGS`. The compiler is named (``toolchain.cxx_compiler``), so that it is
+    the one :func:`toolchain.compiler_is_gcc` asked, whatever ``verilated.mk`` was configured
+    with."""
+    compiler = cxx_compiler()
+    named = [f"CXX={compiler}", f"LINK={compiler}"] if compiler else []
     return ["make", "-j", str(jobs), "-C", str(directory / "obj"), "-f", "Vtcpdct.mk",
-            *make_overrides(), *_MAKE_OPTIMISATION, *_PROFILE_FLAGS[profile]]
+            *make_overrides(), *named, *_MAKE_OPTIMISATION, *_PROFILE_FLAGS[profile]]
 
 
 def _clean_objects(obj):
