@@ -142,10 +142,21 @@ class DmaWriter(wiring.Component):
         # the data stage after the job's last read (a DISCARD, or a WRITE with nothing to write).
         free_pending = Signal()
 
-        def next_segment():
-            m.d.sync += seg_data.eq(seg_data >> 1)
+        # Set in the cycle after a segment's set-up, in which ``job.segments`` shifts that
+        # segment out and ``src_offset`` moves past it. Shifting in the set-up cycle itself made
+        # the read issue's handshake (through the W channel's ``wready``) the enable of the job
+        # register's hundreds of bits: the 64x64 core's critical path. The next set-up is two
+        # cycles later at the earliest (it waits for the segment's address to be accepted), and
+        # a job register that loads the queue's head in that cycle has no use for the shift.
+        seg_advance = Signal()
+
+        def shift_segments():
             for i in range(n_segments - 1):
                 m.d.sync += job.segments[i].eq(job.segments[i + 1])
+
+        def next_segment():
+            m.d.sync += seg_data.eq(seg_data >> 1)
+            shift_segments()
 
         def segments_with_data(payload):
             return Cat((i < payload.n_segments) & (payload.segments[i].length != 0)
@@ -360,6 +371,11 @@ class DmaWriter(wiring.Component):
         held_fence  = Signal()             # ... a FENCE
         held_rest   = Signal(n_segments - 1)   # ... its later segments with data
         finishing   = Signal()             # FINISH ends the job this cycle
+        m.d.sync += seg_advance.eq(0)
+        with m.If(seg_advance):
+            shift_segments()
+            m.d.sync += src_offset.eq(src_offset + segment.length)
+        # (Written after the shift, so that a load wins over it.)
         with m.If(~job_locked | finishing):
             offered = self.job.payload
             offered_data = segments_with_data(offered)
@@ -375,8 +391,8 @@ class DmaWriter(wiring.Component):
 
         def set_up_segment(ends_reads):
             # Set up ``job.segments[0]``, which has data; the AW generator and the read issue
-            # are idle, or become so in this cycle.
-            next_segment()
+            # are idle, or become so in this cycle. The job register moves past it in the next
+            # cycle (``seg_advance``).
             m.d.sync += [
                 aw_beat.eq(segment.address[lane_bits:]),
                 aw_left.eq(seg_beats),
@@ -396,7 +412,8 @@ class DmaWriter(wiring.Component):
                 rd_last_strb.eq(seg_last_strb),
                 rd_free.eq(ends_reads),
                 rd_free_beats.eq(job.frame_beats),
-                src_offset.eq(src_offset + segment.length),
+                seg_data.eq(seg_data >> 1),
+                seg_advance.eq(1),
             ]
             with m.If(ends_reads):
                 # The job's last reads are set up: nothing reads the job register after this
