@@ -19,11 +19,13 @@ Why this shape:
   the burst ends from the host address alone, so no burst-length FIFO is needed between them,
   every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
 * The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
-  address again until the beat moves on (so ``read_addr`` depends on ``axi_wready`` through
-  logic, never the other way round). The data read is registered before it is realigned, a
+  address again until the beat moves on. The data read is registered before it is realigned, a
   cycle that delays W (not AW, so not a frame's first write) and the write responses. Every read
   is of a beat holding bytes of the segment, but a flush step presents an address it does not
   use.
+* W beats leave through an output register with a skid register behind it, and the pipeline in
+  front moves whenever the skid is empty: the slave's ``wready`` reaches those two registers
+  only, never the read issue or the sequencer. A stall costs no cycle once it ends.
 * The next segment (of the same job, or the first of the next job when the job register already
   holds it) is set up in the cycle of the current one's last read, so the read issue never waits
   for the sequencer.
@@ -257,7 +259,11 @@ class DmaWriter(wiring.Component):
 
         # This comes before the sequencer, whose set-up of the next segment in the cycle of the
         # current one's last read must win over the read issue's own update of its registers.
-        w_free  = ~self.axi_wvalid | self.axi_wready
+        # The data stage moves whenever the W channel's skid register is empty (see the module's
+        # docstring); ``wready`` used to start the 64x64 core's critical path from here.
+        w_skid   = Signal(data.StructLayout({"valid": 1, "data": params.data_width,
+                                             "strb": data_bytes, "last": 1}))
+        w_free  = ~w_skid.valid
         e_take  = e_beat.valid & (e_beat.prime | w_free)
         e_moves = ~e_beat.valid | e_take
         d_take  = d_beat.valid & e_moves
@@ -334,16 +340,27 @@ class DmaWriter(wiring.Component):
             ]
         with m.If(e_take):
             m.d.sync += prev_data.eq(e_data)
-        with m.If(e_take & ~e_beat.prime):
+        w_beat = Signal.like(w_skid)
+        m.d.comb += [
+            w_beat.valid.eq(e_take & ~e_beat.prime),
+            w_beat.data.eq(Cat(prev_data, e_data).bit_select(e_beat.shift * 8,
+                                                             params.data_width)),
+            w_beat.strb.eq(e_beat.strb),
+            w_beat.last.eq(e_beat.last),
+        ]
+        # The older beat goes out first: the skid's, if it holds one, and the new beat behind it.
+        w_out_free = ~self.axi_wvalid | self.axi_wready
+        w_next = data.View(w_skid.shape(), Mux(w_skid.valid, w_skid, w_beat))
+        with m.If(w_out_free):
             m.d.sync += [
-                self.axi_wvalid.eq(1),
-                self.axi_wdata.eq(Cat(prev_data, e_data)
-                                  .bit_select(e_beat.shift * 8, params.data_width)),
-                self.axi_wstrb.eq(e_beat.strb),
-                self.axi_wlast.eq(e_beat.last),
+                self.axi_wvalid.eq(w_next.valid),
+                self.axi_wdata.eq(w_next.data),
+                self.axi_wstrb.eq(w_next.strb),
+                self.axi_wlast.eq(w_next.last),
+                w_skid.valid.eq(0),
             ]
-        with m.Elif(self.axi_wready):
-            m.d.sync += self.axi_wvalid.eq(0)
+        with m.Elif(w_beat.valid):
+            m.d.sync += w_skid.eq(w_beat)
 
         # -- Completion FIFO of per-job burst counts ------------------------------------------
 
