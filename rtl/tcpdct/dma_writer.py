@@ -19,13 +19,11 @@ Why this shape:
   the burst ends from the host address alone, so no burst-length FIFO is needed between them,
   every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
 * The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
-  address again until the beat moves on. The data read is registered before it is realigned, a
+  address again until the beat moves on (so ``read_addr`` depends on ``axi_wready`` through
+  logic, never the other way round). The data read is registered before it is realigned, a
   cycle that delays W (not AW, so not a frame's first write) and the write responses. Every read
   is of a beat holding bytes of the segment, but a flush step presents an address it does not
   use.
-* W beats leave through an output register with a skid register behind it, and the pipeline in
-  front moves whenever the skid is empty: the slave's ``wready`` reaches those two registers
-  only, never the read issue or the sequencer. A stall costs no cycle once it ends.
 * The next segment (of the same job, or the first of the next job when the job register already
   holds it) is set up in the cycle of the current one's last read, so the read issue never waits
   for the sequencer.
@@ -144,21 +142,10 @@ class DmaWriter(wiring.Component):
         # the data stage after the job's last read (a DISCARD, or a WRITE with nothing to write).
         free_pending = Signal()
 
-        # Set in the cycle after a segment's set-up, in which ``job.segments`` shifts that
-        # segment out and ``src_offset`` moves past it. Shifting in the set-up cycle itself made
-        # the read issue's handshake (through the W channel's ``wready``) the enable of the job
-        # register's hundreds of bits: the 64x64 core's critical path. The next set-up is two
-        # cycles later at the earliest (it waits for the segment's address to be accepted), and
-        # a job register that loads the queue's head in that cycle has no use for the shift.
-        seg_advance = Signal()
-
-        def shift_segments():
-            for i in range(n_segments - 1):
-                m.d.sync += job.segments[i].eq(job.segments[i + 1])
-
         def next_segment():
             m.d.sync += seg_data.eq(seg_data >> 1)
-            shift_segments()
+            for i in range(n_segments - 1):
+                m.d.sync += job.segments[i].eq(job.segments[i + 1])
 
         def segments_with_data(payload):
             return Cat((i < payload.n_segments) & (payload.segments[i].length != 0)
@@ -259,11 +246,7 @@ class DmaWriter(wiring.Component):
 
         # This comes before the sequencer, whose set-up of the next segment in the cycle of the
         # current one's last read must win over the read issue's own update of its registers.
-        # The data stage moves whenever the W channel's skid register is empty (see the module's
-        # docstring); ``wready`` used to start the 64x64 core's critical path from here.
-        w_skid   = Signal(data.StructLayout({"valid": 1, "data": params.data_width,
-                                             "strb": data_bytes, "last": 1}))
-        w_free  = ~w_skid.valid
+        w_free  = ~self.axi_wvalid | self.axi_wready
         e_take  = e_beat.valid & (e_beat.prime | w_free)
         e_moves = ~e_beat.valid | e_take
         d_take  = d_beat.valid & e_moves
@@ -340,27 +323,16 @@ class DmaWriter(wiring.Component):
             ]
         with m.If(e_take):
             m.d.sync += prev_data.eq(e_data)
-        w_beat = Signal.like(w_skid)
-        m.d.comb += [
-            w_beat.valid.eq(e_take & ~e_beat.prime),
-            w_beat.data.eq(Cat(prev_data, e_data).bit_select(e_beat.shift * 8,
-                                                             params.data_width)),
-            w_beat.strb.eq(e_beat.strb),
-            w_beat.last.eq(e_beat.last),
-        ]
-        # The older beat goes out first: the skid's, if it holds one, and the new beat behind it.
-        w_out_free = ~self.axi_wvalid | self.axi_wready
-        w_next = data.View(w_skid.shape(), Mux(w_skid.valid, w_skid, w_beat))
-        with m.If(w_out_free):
+        with m.If(e_take & ~e_beat.prime):
             m.d.sync += [
-                self.axi_wvalid.eq(w_next.valid),
-                self.axi_wdata.eq(w_next.data),
-                self.axi_wstrb.eq(w_next.strb),
-                self.axi_wlast.eq(w_next.last),
-                w_skid.valid.eq(0),
+                self.axi_wvalid.eq(1),
+                self.axi_wdata.eq(Cat(prev_data, e_data)
+                                  .bit_select(e_beat.shift * 8, params.data_width)),
+                self.axi_wstrb.eq(e_beat.strb),
+                self.axi_wlast.eq(e_beat.last),
             ]
-        with m.Elif(w_beat.valid):
-            m.d.sync += w_skid.eq(w_beat)
+        with m.Elif(self.axi_wready):
+            m.d.sync += self.axi_wvalid.eq(0)
 
         # -- Completion FIFO of per-job burst counts ------------------------------------------
 
@@ -388,11 +360,6 @@ class DmaWriter(wiring.Component):
         held_fence  = Signal()             # ... a FENCE
         held_rest   = Signal(n_segments - 1)   # ... its later segments with data
         finishing   = Signal()             # FINISH ends the job this cycle
-        m.d.sync += seg_advance.eq(0)
-        with m.If(seg_advance):
-            shift_segments()
-            m.d.sync += src_offset.eq(src_offset + segment.length)
-        # (Written after the shift, so that a load wins over it.)
         with m.If(~job_locked | finishing):
             offered = self.job.payload
             offered_data = segments_with_data(offered)
@@ -408,8 +375,8 @@ class DmaWriter(wiring.Component):
 
         def set_up_segment(ends_reads):
             # Set up ``job.segments[0]``, which has data; the AW generator and the read issue
-            # are idle, or become so in this cycle. The job register moves past it in the next
-            # cycle (``seg_advance``).
+            # are idle, or become so in this cycle.
+            next_segment()
             m.d.sync += [
                 aw_beat.eq(segment.address[lane_bits:]),
                 aw_left.eq(seg_beats),
@@ -429,8 +396,7 @@ class DmaWriter(wiring.Component):
                 rd_last_strb.eq(seg_last_strb),
                 rd_free.eq(ends_reads),
                 rd_free_beats.eq(job.frame_beats),
-                seg_data.eq(seg_data >> 1),
-                seg_advance.eq(1),
+                src_offset.eq(src_offset + segment.length),
             ]
             with m.If(ends_reads):
                 # The job's last reads are set up: nothing reads the job register after this
