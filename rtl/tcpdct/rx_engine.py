@@ -24,8 +24,12 @@ end before the next (the formal proof ``rx_engine_sequencing`` checks it). A dec
 the emitter to finish the operation before, whose registers it would overwrite.
 
 So a frame of a delegated connection costs five cycles, any other frame three (it skips SUM and
-MEASURE), a command or a matching transmit update three, a transmit update of no connection one
-(it ends in LOOKUP, and the next is taken there); a 64-byte frame is eight beats at 64 bits.
+MEASURE), a command or a matching transmit update three; a 64-byte frame is eight beats at 64
+bits. A transmit update of no connection costs none: once the CAM has answered "no match" for
+its key it is dropped outside the rotation, in a cycle that takes no operation, and while the
+answer is on its way it does not wait for a turn (below, "A transmit update of no delegated
+connection"). Only one taken before it was looked up at all (reaching an idle engine) costs a
+cycle or three: it ends in LOOKUP, and the next operation is taken there.
 Three kinds of operation are not overlapped, and the next one is taken from IDLE once the
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
 predate the write), a POST_LEGACY (the legacy ring shows a push two cycles later) and a frame
@@ -148,6 +152,10 @@ class RxEngine(wiring.Component):
         self.op_done = Signal()  # the last cycle of the operation in flight
         self.op_load = Signal()  # its LOAD: entry read, timer and high-water mark sampled
         self.op_emit = Signal()  # an operation decided is handing out its writes, job and events
+        # A transmit update not waiting for a turn: its CAM answer is on its way, or it is
+        # known to match no connection ...
+        self.tx_deferred = Signal()
+        self.tx_skip = Signal()  # ... and is dropped, in a cycle that takes nothing
 
     def elaborate(self, platform):
         p = self._params
@@ -320,9 +328,10 @@ class RxEngine(wiring.Component):
         # command that writes the CAM, RECLAIM, only clears a valid bit, which the CAM takes in
         # any cycle).
         delegating = self.command.payload.code == Opcode.DELEGATE
+        tx_deferred = self.tx_deferred
         waiting = {_Op.FRAME: holding | self.descriptor.valid,
                    _Op.CMD:   self.command.valid & ~(delegating & self.cam_write_busy),
-                   _Op.TX:    self.tx_update.valid}
+                   _Op.TX:    self.tx_update.valid & ~tx_deferred}
         choice = Signal(_Op)
         any_waiting = Signal()
         m.d.comb += any_waiting.eq(waiting[_Op.FRAME] | waiting[_Op.CMD] | waiting[_Op.TX])
@@ -448,6 +457,25 @@ class RxEngine(wiring.Component):
             with m.If(dropped):
                 m.d.sync += known[number].eq(0)
 
+        # A transmit update of no delegated connection changes nothing (R31–R33 apply to an
+        # entry), so it need not cost the sequencer a cycle. Once the CAM has answered "no
+        # match" for its key it is dropped, in the next cycle in which no operation is taken,
+        # and while that answer is on its way it does not wait for a turn in the rotation
+        # either (taken then, it would wait for the answer in LOOKUP). All of it is told from
+        # registers: the answer kept, and the lookups in flight. Not dropped while a command that
+        # writes the CAM is in the front or writing: an update that reached the engine after a
+        # DELEGATE was taken must see the key delegated (the answer kept would predate the
+        # write), as in the rotation.
+        in_front = Signal()  # the front holds an operation (not IDLE)
+        writing_key = cam_write | in_front & writes_key
+        tx_source = _Op.TX.value
+        tx_known_miss = known[tx_source] & ~found_hit[tx_source] & ~writing_key
+        tx_answer_due = in_compare[tx_source] | answering[tx_source] & ~known[tx_source]
+        m.d.comb += [
+            tx_deferred.eq(self.tx_update.valid & (tx_known_miss | tx_answer_due)),
+            self.tx_skip.eq(self.tx_update.valid & tx_known_miss & ~op_take),
+        ]
+
         # The choice's answer, at hand or arriving this cycle; or whether it arrives next cycle.
         choice_known = Signal()
         choice_soon  = Signal()
@@ -482,9 +510,12 @@ class RxEngine(wiring.Component):
                 m.d.comb += self.command.ready.eq(1)
             with m.If(any_waiting & (choice == _Op.TX)):
                 m.d.comb += self.tx_update.ready.eq(1)
-            # A held frame decided again stays where it is, and so does its key.
-            m.d.comb += taken.eq(Cat(self.descriptor.ready, self.command.ready,
-                                     self.tx_update.ready))
+
+        with m.If(self.tx_skip):
+            m.d.comb += self.tx_update.ready.eq(1)
+        # A held frame decided again stays where it is, and so does its key.
+        m.d.comb += taken.eq(Cat(self.descriptor.ready, self.command.ready,
+                                 self.tx_update.ready))
 
         # The input registers load from their stream's head in every cycle in which an operation
         # may be taken and no operation uses them, whether that source is taken or not: their
@@ -516,7 +547,7 @@ class RxEngine(wiring.Component):
                     take()
 
             with m.State("LOOKUP"):
-                m.d.comb += tx_lookup.eq(op == _Op.TX)
+                m.d.comb += [tx_lookup.eq(op == _Op.TX), in_front.eq(1)]
                 with m.If(~resolved):
                     # Taken before the answer for its key came: wait for it.
                     with m.If(answer_due):
@@ -538,6 +569,7 @@ class RxEngine(wiring.Component):
                     m.next = "LOAD"
 
             with m.State("LOAD"):
+                m.d.comb += in_front.eq(1)
                 m.d.comb += self.op_load.eq(1)
                 m.d.sync += [state.eq(self._as_read(forward_state, new_state, state_rd.data)),
                              queue.eq(self._as_read(forward_queue, new_queue, buffer_rd.data)),
@@ -561,14 +593,17 @@ class RxEngine(wiring.Component):
                     m.next = "DECIDE"
 
             with m.State("SUM"):
+                m.d.comb += in_front.eq(1)
                 m.d.sync += sums.eq(room_sums.sums)
                 m.next = "MEASURE"
 
             with m.State("MEASURE"):
+                m.d.comb += in_front.eq(1)
                 m.d.sync += [fill.eq(queue_fill.fill), checks.eq(frame_checks.checks)]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
+                m.d.comb += in_front.eq(1)
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
                     starts_wait.eq((op == _Op.FRAME) & checks.room_check & ~fill.fits),

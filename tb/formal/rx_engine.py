@@ -8,14 +8,19 @@ then reads its entry in the cycle the emitter writes it (``rtl/tcpdct/rx_engine.
 harness reads, by name like the FSM state, ``op_take`` (an operation starts: its input is
 taken), ``op_done`` (the front's last cycle of it: decided, or a transmit update of no
 connection that needs no decision), ``op_emit`` (the emitter holds a decided operation),
-``op_load`` (the LOAD, where the entry is read) and the registers ``state``, ``queue`` and
-``index`` (the entry as loaded, and which). The other signals are ports, or the write ports of
-the engine's memories. Properties:
+``op_load`` (the LOAD, where the entry is read), ``tx_skip`` (a transmit update the CAM
+answered "no match" for is dropped without an operation) and the registers ``state``,
+``queue`` and ``index`` (the entry as loaded, and which). The other signals are ports, or the
+write ports of the engine's memories. Properties:
 
 1. Inputs are taken only as an operation starts: any transfer on an input stream happens in an
    ``op_take`` cycle, at most one input stream transfers in any cycle, and an operation is taken
    only when the front holds none or the one it holds leaves it in that cycle; the cycle after
-   it is not ``IDLE``, and the front is in ``IDLE`` exactly when it holds no operation.
+   it is not ``IDLE``, and the front is in ``IDLE`` exactly when it holds no operation. The one
+   exception is a transmit update dropped (``tx_skip``): its transfer is the only one in its
+   cycle, which takes no operation, and it is never dropped while a command that writes the CAM
+   (DELEGATE, RECLAIM) is in the front, nor in the cycle of a CAM write (its answer would
+   predate the write).
 2. Nothing leaves, and nothing is written, outside an emission: job and event transfers and
    writes to the state and buffer memories and to the CAM happen only while ``op_emit``. An
    emission starts exactly in the cycle after a decision (``op_done`` in DECIDE), so each one
@@ -64,7 +69,10 @@ PARAMS = Params(n_entries=4, buffers_per_conn=2, legacy_ring_depth=4)
 ANSWERED_SOURCES = ("command",)
 
 #: The engine's internal signals the harness reads.
-INTERNALS = ("op_take", "op_done", "op_emit", "op_load", "state", "queue", "index")
+INTERNALS = ("op_take", "op_done", "op_emit", "op_load", "tx_skip", "state", "queue", "index")
+
+#: The source whose operations of no connection are dropped outside the front (``tx_skip``).
+SKIPPED_SOURCE = "tx_update"
 
 
 def _state_value(fsm_state, name):
@@ -131,6 +139,10 @@ class RxEngineHarness(Elaboratable):
         taken = Signal(len(sources))
         for bit, (name, transfer) in enumerate(sources):
             m.d.comb += taken[bit].eq(transfer)
+        source_names = [name for name, _ in sources]
+        tx_skip = internal["tx_skip"]
+        skipped = Signal(len(sources))
+        m.d.comb += skipped.eq(Mux(tx_skip, 1 << source_names.index(SKIPPED_SOURCE), 0))
 
         job_out = engine.job.valid & engine.job.ready
         event_out = engine.event.valid & engine.event.ready
@@ -150,7 +162,9 @@ class RxEngineHarness(Elaboratable):
         # 1. Inputs only as an operation starts, one at a time.
         m.d.comb += [
             Assert((taken & (taken - 1)) == 0, "two inputs taken in one cycle"),
-            Assert(~taken.any() | op_take, "input taken during an operation"),
+            Assert(~taken.any() | op_take | tx_skip, "input taken during an operation"),
+            Assert(~tx_skip | ~op_take & (taken == skipped),
+                   "update dropped in a take, or without its transfer"),
             Assert(~op_take | ~in_front | op_done,
                    "operation taken while another is in the front"),
             Assert(~started | ~past(m, op_take, "op_take") | ~idle,
@@ -183,9 +197,19 @@ class RxEngineHarness(Elaboratable):
                                          (Mux(emit_starts, 0, events) == 0)),
                            "first not set on exactly the first event of an emission")
 
+        # 1, the exception: no update dropped while a command that writes the CAM is in the
+        # front or writing.
+        key_writer = Signal()
+        command_code = engine.command.payload.code
+        with m.If(op_take):
+            m.d.sync += key_writer.eq(taken[source_names.index("command")]
+                                      & ((command_code == Opcode.DELEGATE)
+                                         | (command_code == Opcode.RECLAIM)))
+        m.d.comb += Assert(~tx_skip | ~(in_front & key_writer) & ~engine.cam_write_en,
+                           "update dropped while the CAM is being written")
+
         # 4. A command is answered: when its emission ends, it had one job and at least one
         # event. Whether the operation is a command travels with it from take to emission.
-        source_names = [name for name, _ in sources]
         answered_taken = [taken[source_names.index(name)] for name in ANSWERED_SOURCES
                           if name in source_names]
         answered_front = Signal()
@@ -235,6 +259,8 @@ class RxEngineHarness(Elaboratable):
                   & past(m, delegate_offered & busy, "delegate_waited")),
             Cover(emit_ended & (events == 0)),
             Cover(decided & op_take),
+            # A transmit update dropped while a frame is in the front.
+            Cover(tx_skip & in_front),
         ]
         for name, transfer in sources:
             m.d.comb += Cover(transfer)

@@ -134,6 +134,16 @@ class EngineTakingCommandsWhileBusy(RxEngine):
         return m
 
 
+class EngineDroppingEveryUpdate(RxEngine):
+    """Drops a transmit update in any cycle that takes nothing, whatever the CAM answered and
+    even while a DELEGATE is in the front: an update of the key being delegated is lost."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += self.tx_skip.eq(self.tx_update.valid & ~self.op_take)
+        return m
+
+
 class EngineWritingStateTwice(RxEngine):
     """Writes the state memory in every cycle of an emission, not once."""
 
@@ -170,6 +180,9 @@ BROKEN = [
     (Proof("broken_rx_engine_busy",
            lambda: rx_engine.RxEngineHarness(EngineTakingCommandsWhileBusy), "bmc", 6),
      "input taken during an operation"),
+    (Proof("broken_rx_engine_skip",
+           lambda: rx_engine.RxEngineHarness(EngineDroppingEveryUpdate), "bmc", 8),
+     "update dropped while the CAM is being written"),
     (Proof("broken_rx_engine_state",
            lambda: rx_engine.RxEngineHarness(EngineWritingStateTwice), "bmc", 8),
      "state memory written twice in one emission"),

@@ -12,7 +12,10 @@ executes it: ``frame[src_offset:]`` poured into ``segments[:n_segments]`` in ord
 The serving order is read from the engine's ports and its ``op_take`` (the cycle it starts an
 operation): the cycle a stream's ``ready`` rises is the cycle its operation was taken, and a
 cycle of ``op_take`` with every ``ready`` low is a frame held for a user buffer being decided
-again. Each served operation is checked against the documented rotation.
+again. Each served operation is checked against the documented rotation. A transmit update
+the engine drops outside the rotation (``tx_skip``: the CAM answered "no match" for it) must be
+one the model finds no connection for, and takes no turn; one whose answer is on its way
+(``tx_deferred``) does not wait for a turn.
 
 The model is applied in the engine's order, held frames included: a held frame is decided again
 where the engine decides it, in the frame's turn of the rotation (:class:`RotationModel`). The
@@ -224,11 +227,14 @@ def describe(op):
 
 class Served(NamedTuple):
     """One operation the sequencer started, at ``cycle``; ``number`` counts per source, and
-    ``waiting`` is the set of streams that offered an operation that cycle."""
+    ``waiting`` is the set of streams that offered an operation that cycle (a transmit update
+    the engine defers, ``tx_deferred``, is not waiting); ``skipped``: a transmit update dropped outside the
+    rotation."""
     source: str
     number: int
     cycle: int
     waiting: frozenset
+    skipped: bool = False
 
 
 class Trace(NamedTuple):
@@ -323,22 +329,26 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
         sampled = [streams[s].valid for s in ROTATION] + [streams[s].ready for s in ROTATION] + [
             engine.op_take, engine.high_water, engine.buf_req_timeout, engine.tx_matched,
             engine.job.valid, engine.job.ready, engine.event.valid, engine.op_load,
-            engine.command.payload.code, engine.cam_write_busy, engine.op_done]
+            engine.command.payload.code, engine.cam_write_busy, engine.op_done,
+            engine.tx_deferred, engine.tx_skip]
         while True:
             _, _, *values = await ctx.tick().sample(*sampled)
             valid, ready = dict(zip(ROTATION, values[:3])), dict(zip(ROTATION, values[3:6]))
             (op_take, high_water, timeout, matched, job_valid, job_ready, event_valid,
-             load, code, cam_busy, done) = values[6:]
+             load, code, cam_busy, done, deferred, skip) = values[6:]
             cycle = clock["now"]
             # A DELEGATE waits while the CAM still stores the key written before.
             delegate_waits = code == Opcode.DELEGATE and cam_busy
             assert not (delegate_waits and ready[CMD]), \
                 f"cycle {cycle}: a DELEGATE was taken while the CAM was busy"
             waiting = frozenset(s for s in ROTATION
-                                if valid[s] and not (s == CMD and delegate_waits))
+                                if valid[s] and not (s == CMD and delegate_waits)
+                                and not (s == TX and deferred))
+            assert not (skip and op_take), f"cycle {cycle}: an update skipped in a take"
             for source in ROTATION:
                 if valid[source] and ready[source]:
-                    served.append(Served(source, taken[source], cycle, waiting))
+                    served.append(Served(source, taken[source], cycle, waiting,
+                                         skipped=source == TX and bool(skip)))
                     taken[source] += 1
             # An operation taken with no stream taken: a held frame decided again.
             redecide = bool(op_take) and not any(ready.values())
@@ -603,8 +613,18 @@ def replay(params, trace):
         if entry[0] == "control":
             outcomes.append(Outcome(ops["control"][entry[1]], [], []))
             continue
-        source, number, cycle, waiting = entry
+        source, number, cycle, waiting, skipped = entry
         op = ops[source][number] if source != REDECIDE else None
+        if skipped:
+            # Dropped outside the rotation: no turn taken, and nothing to change.
+            before = model.counters["TX_MATCHED"]
+            events = model.tx_frame(op.frame)
+            what = f"cycle {cycle}: {source} skipped {describe(op)}"
+            assert model.counters["TX_MATCHED"] == before and not events, \
+                f"{what}: the model finds its connection"
+            history.append(what)
+            outcomes.append(Outcome(op, [], [], False))
+            continue
         # Rotation: among the streams offering and a held frame, the first after the last; a
         # held frame goes right after every command and update.
         if model.held is not None:
@@ -1586,6 +1606,34 @@ def test_frames_and_commands_alternate():
         EventType.LEGACY, EventType.DROP]
 
 
+def test_unmatched_updates_take_no_turn():
+    """Transmit updates of no delegated connection, offered beside a delegated connection's
+    frames, are dropped outside the rotation (``tx_skip``): none is taken as an operation, and
+    the frames follow one another as if the updates were not there, one every five cycles (a
+    delegated frame's LOOKUP, LOAD, SUM, MEASURE and DECIDE, the next taken in the DECIDE).
+    Before, each took a turn and a cycle of the sequencer: 64-byte frames at 512 bits came one
+    every six cycles."""
+    conn, index = CONNS[0], 1
+    count = 12
+    rounds = [(None, legacy_slot(0), None), (None, delegate(index, conn, 100), None),
+              (None, post(index, 0xe_0000_0000, 4096, 1), None)]
+    rounds += [IDLE_ROUND] * 12
+    # The first frame comes alone: an update reaching an idle engine in the same cycle would
+    # not have been looked up yet, and is taken (as in the next test).
+    rounds += [(rx(conn, 100 + 10 * n, pattern(10, n)), None,
+                tx(STRANGER, 1 + n, 2) if n else None) for n in range(count)]
+    trace = rtl_run(SMALL, rounds, mode="rounds")
+    updates = [entry for entry in trace.served if entry[0] == TX]
+    assert len(updates) == count - 1 and all(entry.skipped for entry in updates)
+    # From the second frame on: the first, reaching an idle engine, waited for its answer.
+    frame_takes = [entry.cycle for entry in trace.served if entry[0] == FRAME][1:]
+    assert [b - a for a, b in zip(frame_takes, frame_takes[1:])] == [5] * (count - 2)
+    ref, model = replay(SMALL, trace)
+    assert [types(outcome) for outcome in ref if isinstance(outcome.op, Rx)] == \
+        [[EventType.RX_PLACED]] * count
+    assert model.counters["TX_MATCHED"] == 0
+
+
 # Arbitration: no update may be lost --------------------------------------------------------------
 
 def same_entry_rounds(rng, conn, index, count, rcv, snd):
@@ -1697,9 +1745,11 @@ def test_answers_looked_up_before_a_delegate_are_dropped():
               (rx(STRANGER, 7, pattern(10)), None, None),
               (rx(conn, 100), delegate(index, conn, 100, snd_nxt=0x1000), tx(conn, 0x1000, 100))]
     trace = rtl_run(SMALL, rounds, mode="rounds")
-    assert [source_of(op) for op in trace.taken[-3:]] == [CMD, TX, FRAME]
+    # The update's answer is looked up again after the write; it does not wait for a turn
+    # while that answer is on its way, so the frame goes first.
+    assert [source_of(op) for op in trace.taken[-3:]] == [CMD, FRAME, TX]
     ref, model = replay(SMALL, trace)
-    frame, update = ref[-1], ref[-2]
+    frame, update = ref[-2], ref[-1]
     assert update.matched
     assert [(e.type, e.reason) for e in frame.events] == [(EventType.LEGACY,
                                                            LegacyReason.NO_PAYLOAD)]
