@@ -259,8 +259,7 @@ class RxEngine(wiring.Component):
         # legacy buffer (the ring shows it two cycles later) is not followed in its DECIDE; told
         # in LOAD, by opcode, so that the DECIDE's take starts from a register.
         serial = Signal()
-        writes_key = (op == _Op.CMD) & ((command.code == Opcode.DELEGATE) |
-                                        (command.code == Opcode.RECLAIM))
+        writes_key = (op == _Op.CMD) & _writes_cam(command.code)
         serial_by_code = writes_key | ((op == _Op.CMD) & (command.code == Opcode.POST_LEGACY))
 
         # An operation taken in the DECIDE of the one before reads its entry in the emitter's
@@ -466,14 +465,28 @@ class RxEngine(wiring.Component):
         # writes the CAM is in the front or writing: an update that reached the engine after a
         # DELEGATE was taken must see the key delegated (the answer kept would predate the
         # write), as in the rotation.
-        in_front = Signal()  # the front holds an operation (not IDLE)
-        writing_key = cam_write | in_front & writes_key
+        #
+        # Both enter the rotation, so they are kept to a LUT of registers: whether the answer is
+        # on its way is registered a cycle ahead, from the lookups of this cycle (what
+        # ``in_compare | answering & ~known`` will say next cycle), and whether a command that
+        # writes the CAM is in the front is a register loaded at the take. While such a command
+        # runs nothing else is taken (it is not overlapped), so an update known to miss is only
+        # kept from being dropped then, and need not wait for a turn.
         tx_source = _Op.TX.value
-        tx_known_miss = known[tx_source] & ~found_hit[tx_source] & ~writing_key
-        tx_answer_due = in_compare[tx_source] | answering[tx_source] & ~known[tx_source]
+        tx_taken = taken[tx_source]
+        tx_answer_due = Signal()
+        compares_next = (ask == _Op.TX) & askable[tx_source] & ~tx_taken & ~key_to_write
+        answers_next = in_compare[tx_source] & ~tx_taken & ~writing_cam
+        known_next = ~(tx_taken | writing_cam) & (known[tx_source] | answering[tx_source])
+        m.d.sync += tx_answer_due.eq(compares_next | answers_next & ~known_next)
+        key_writer = Signal()  # the front holds a command that writes the CAM
+        with m.If(op_done):
+            m.d.sync += key_writer.eq(0)
+        tx_known_miss = known[tx_source] & ~found_hit[tx_source]
         m.d.comb += [
             tx_deferred.eq(self.tx_update.valid & (tx_known_miss | tx_answer_due)),
-            self.tx_skip.eq(self.tx_update.valid & tx_known_miss & ~op_take),
+            self.tx_skip.eq(self.tx_update.valid & tx_known_miss & ~(cam_write | key_writer)
+                            & ~op_take),
         ]
 
         # The choice's answer, at hand or arriving this cycle; or whether it arrives next cycle.
@@ -499,6 +512,8 @@ class RxEngine(wiring.Component):
             m.d.comb += op_take.eq(any_waiting)
             with m.If(any_waiting):
                 m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD),
+                             key_writer.eq((choice == _Op.CMD)
+                                           & _writes_cam(self.command.payload.code)),
                              resolved.eq(choice_known), answer_due.eq(choice_soon),
                              hit.eq(choice_hit),
                              index.eq(Mux(choice == _Op.CMD, self.command.payload.index,
@@ -547,7 +562,7 @@ class RxEngine(wiring.Component):
                     take()
 
             with m.State("LOOKUP"):
-                m.d.comb += [tx_lookup.eq(op == _Op.TX), in_front.eq(1)]
+                m.d.comb += tx_lookup.eq(op == _Op.TX)
                 with m.If(~resolved):
                     # Taken before the answer for its key came: wait for it.
                     with m.If(answer_due):
@@ -569,7 +584,6 @@ class RxEngine(wiring.Component):
                     m.next = "LOAD"
 
             with m.State("LOAD"):
-                m.d.comb += in_front.eq(1)
                 m.d.comb += self.op_load.eq(1)
                 m.d.sync += [state.eq(self._as_read(forward_state, new_state, state_rd.data)),
                              queue.eq(self._as_read(forward_queue, new_queue, buffer_rd.data)),
@@ -593,17 +607,14 @@ class RxEngine(wiring.Component):
                     m.next = "DECIDE"
 
             with m.State("SUM"):
-                m.d.comb += in_front.eq(1)
                 m.d.sync += sums.eq(room_sums.sums)
                 m.next = "MEASURE"
 
             with m.State("MEASURE"):
-                m.d.comb += in_front.eq(1)
                 m.d.sync += [fill.eq(queue_fill.fill), checks.eq(frame_checks.checks)]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                m.d.comb += in_front.eq(1)
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
                     starts_wait.eq((op == _Op.FRAME) & checks.room_check & ~fill.fits),
@@ -730,6 +741,11 @@ class RxEngine(wiring.Component):
                     for number, source in enumerate(order):
                         with (m.If if number == 0 else m.Elif)(waiting[source]):
                             m.d.comb += choice.eq(source)
+
+
+def _writes_cam(code):
+    """Whether a command of opcode ``code`` may write the CAM: DELEGATE and RECLAIM."""
+    return (code == Opcode.DELEGATE) | (code == Opcode.RECLAIM)
 
 
 class _Outcome:

@@ -1745,11 +1745,9 @@ def test_answers_looked_up_before_a_delegate_are_dropped():
               (rx(STRANGER, 7, pattern(10)), None, None),
               (rx(conn, 100), delegate(index, conn, 100, snd_nxt=0x1000), tx(conn, 0x1000, 100))]
     trace = rtl_run(SMALL, rounds, mode="rounds")
-    # The update's answer is looked up again after the write; it does not wait for a turn
-    # while that answer is on its way, so the frame goes first.
-    assert [source_of(op) for op in trace.taken[-3:]] == [CMD, FRAME, TX]
+    assert [source_of(op) for op in trace.taken[-3:]] == [CMD, TX, FRAME]
     ref, model = replay(SMALL, trace)
-    frame, update = ref[-2], ref[-1]
+    frame, update = ref[-1], ref[-2]
     assert update.matched
     assert [(e.type, e.reason) for e in frame.events] == [(EventType.LEGACY,
                                                            LegacyReason.NO_PAYLOAD)]
