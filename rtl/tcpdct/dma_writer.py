@@ -25,8 +25,10 @@ Why this shape:
   is of a beat holding bytes of the segment, but a flush step presents an address it does not
   use.
 * The next segment (of the same job, or the first of the next job when the job register already
-  holds it) is set up in the cycle of the current one's last read, so the read issue never waits
-  for the sequencer.
+  holds it) is set up in the cycle of the current one's last read, or of its last burst's
+  address if that is accepted later, so the read issue never waits for the sequencer. The job
+  register takes a job from the queue as it catches it and catches the next one in the cycle
+  the last segment of the job it holds is set up: jobs of one read follow one per cycle.
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
@@ -242,6 +244,30 @@ class DmaWriter(wiring.Component):
         e_data       = Signal(params.data_width)
         prev_data    = Signal(params.data_width)
 
+        # -- AW generator ---------------------------------------------------------------------
+
+        # A burst runs to its span's end, or to the segment's end if that comes first (the last
+        # burst). Every burst but the last ends on a span boundary, so the next one starts at
+        # the following span, whole: the next address is an increment of the span number and
+        # the length a choice between two registers, with no adder on the burst length. Whether
+        # the burst on offer is the segment's last (``aw_left <= aw_span_left``) is a register
+        # too, worked out as the registers it compares are loaded: it ends the segment's
+        # address phase, and with it enables the set-up of the next segment. This comes before
+        # the sequencer, whose set-up in the cycle the last burst is accepted must win.
+        last_burst = Signal()
+        aw_accept = self.axi_awvalid & self.axi_awready
+        # The segment's bursts are all accepted by the end of this cycle.
+        aw_done = ~self.axi_awvalid | self.axi_awready & last_burst
+        with m.If(aw_accept):
+            m.d.sync += [
+                aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
+                aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
+                self.axi_awvalid.eq(~last_burst),
+                aw_span_left.eq(burst_span),
+                last_burst.eq(aw_left - aw_span_left <= burst_span),
+                job_bursts.eq(job_bursts + 1),
+            ]
+
         # -- Read issue, data stage and W channel ---------------------------------------------
 
         # This comes before the sequencer, whose set-up of the next segment in the cycle of the
@@ -259,9 +285,10 @@ class DmaWriter(wiring.Component):
         read_step = rd_any & (~fl_valid | rd_prime)
         is_last_read = rd_last
         # The segment's last read leaves the read issue in this cycle, and its last burst's
-        # address has been accepted (``awvalid`` is ``aw_left != 0``).
+        # address has been accepted, before or in this cycle (``awvalid`` is ``aw_left != 0``):
+        # a segment of one burst and one read costs one cycle.
         last_read_issued = Signal()
-        m.d.comb += last_read_issued.eq(~self.axi_awvalid & is_last_read & read_step & d_moves)
+        m.d.comb += last_read_issued.eq(aw_done & is_last_read & read_step & d_moves)
 
         with m.If(d_moves):
             ends_segment = is_last_read & ~rd_flush
@@ -355,34 +382,27 @@ class DmaWriter(wiring.Component):
         # the register catches the next job and keeps it (``job_held``), so that its first
         # segment can be set up in the cycle the current job's last read is issued.
         job_locked  = Signal()
-        job_held    = Signal()             # holds the job queue's head, not yet taken
+        job_held    = Signal()             # holds a job taken from the queue, not yet started
         held_direct = Signal()             # ... a WRITE whose first segment has data
+        held_write  = Signal()             # ... a WRITE
+        held_first  = Signal()             # ... whose first segment has data
         held_fence  = Signal()             # ... a FENCE
         held_rest   = Signal(n_segments - 1)   # ... its later segments with data
         finishing   = Signal()             # FINISH ends the job this cycle
-        with m.If(~job_locked | finishing):
-            offered = self.job.payload
-            offered_data = segments_with_data(offered)
-            m.d.sync += [
-                job.eq(offered),
-                src_offset.eq(offered.src_offset),
-                job_locked.eq(self.job.valid),
-                job_held.eq(self.job.valid),
-                held_direct.eq((offered.kind == JobKind.WRITE) & offered_data[0]),
-                held_fence.eq(offered.kind == JobKind.FENCE),
-                held_rest.eq(offered_data[1:]),
-            ]
+        releasing   = Signal()             # the job's last segment is set up this cycle
+        head_taken  = Signal()             # the queue's head starts at once, not held
 
         def set_up_segment(ends_reads):
             # Set up ``job.segments[0]``, which has data; the AW generator and the read issue
             # are idle, or become so in this cycle.
             next_segment()
+            span_left = burst_span - segment.address[lane_bits:lane_bits + phase_bits]
             m.d.sync += [
                 aw_beat.eq(segment.address[lane_bits:]),
                 aw_left.eq(seg_beats),
                 self.axi_awvalid.eq(1),   # a segment with data has a beat
-                aw_span_left.eq(burst_span -
-                                segment.address[lane_bits:lane_bits + phase_bits]),
+                aw_span_left.eq(span_left),
+                last_burst.eq(seg_beats <= span_left),
                 rd_addr.eq(seg_read_start),
                 rd_left.eq(seg_reads),
                 rd_any.eq(1),              # a segment with data has a source beat
@@ -400,8 +420,9 @@ class DmaWriter(wiring.Component):
             ]
             with m.If(ends_reads):
                 # The job's last reads are set up: nothing reads the job register after this
-                # cycle.
+                # cycle, which catches the next job at once (below).
                 m.d.sync += [free_pending.eq(0), job_locked.eq(0)]
+                m.d.comb += releasing.eq(1)
 
         def finish_job(waiting_state, *, in_finish=False, chain=False):
             # Freeing lets the parser overwrite the frame, so a frame without reads is freed
@@ -410,10 +431,14 @@ class DmaWriter(wiring.Component):
             may_free = 1 if chain else ~free_pending | ~d_beat.valid
             with m.If(bursts_fifo.w_rdy & may_free):
                 if in_finish:
-                    m.d.comb += finishing.eq(1)
+                    # The register holds the job ended here, unless that job streamed (FINISH
+                    # then only waited for room for its count) and the register holds the next.
+                    m.d.comb += finishing.eq(~job_held)
+                # A job ends in the cycle its last burst is accepted at the latest.
                 m.d.comb += [
                     bursts_fifo.w_en.eq(1),
-                    bursts_fifo.w_data.eq(Cat(job_bursts, fence_after)),
+                    bursts_fifo.w_data.eq(Cat((job_bursts + aw_accept)[:len(job_bursts)],
+                                              fence_after)),
                 ]
                 # Cleared as the count is handed over, whether a job follows or not. Cleared as
                 # the next job is taken, the enable went through the job queue to the receive
@@ -424,21 +449,23 @@ class DmaWriter(wiring.Component):
                         self.free_valid.eq(1),
                         self.free_beats.eq(job.frame_beats),
                     ]
-                if chain:
-                    with m.If(job_held & held_direct):
+                # The address channel is done with the job's bursts (in STREAM by the condition
+                # that ends the job; in FINISH it always is): said again with ``aw_done``, as in
+                # SEGMENT, so that a stalled burst's address stays still by construction.
+                with m.If(job_held & held_direct):
+                    with m.If(aw_done):
                         take_and_set_up()
-                    with m.Else():
-                        accept_job()
-                else:
+                with m.Elif(job_held):
+                    start_held()
+                with m.Else():
                     accept_job()
             with m.Else():
                 m.next = waiting_state
 
         def take_and_set_up():
-            # The job register holds the next job, a WRITE with data in its first segment: take
+            # The job register holds the next job, a WRITE with data in its first segment: start
             # it and set that segment up at once, as the current job's last read is issued.
             ends_reads = ~held_rest.any()
-            m.d.comb += self.job.ready.eq(1)
             set_up_segment(ends_reads)
             # Over what the set-up shifted and cleared of the finished job: these are now the
             # taken job's.
@@ -450,18 +477,31 @@ class DmaWriter(wiring.Component):
             ]
             m.next = "STREAM"
 
+        def start_held():
+            # The job register holds the next job, taken from the queue earlier, which is not a
+            # WRITE with data in its first segment: start it.
+            m.d.sync += [
+                seg_data.eq(Cat(held_first, held_rest)),
+                free_pending.eq(~held_fence),
+                job_locked.eq(1),
+                job_held.eq(0),
+            ]
+            with m.If(held_write):
+                m.next = "SEGMENT"
+            with m.Else():
+                m.next = "FINISH"
+
         def accept_job():
-            m.d.comb += self.job.ready.eq(1)
-            # Loaded whether a job is offered or not, so that these enables depend on the
-            # writer's state, not on the job queue's level: that path, from the queue through
-            # the receive engine's side and back, was the 64x64 core's critical path. Nothing
-            # reads these registers until a job is taken. (The job itself is loaded above.)
+            # The register is free and catches the queue's head in this cycle (below): the job
+            # starts at once. Loaded whether a job is offered or not, so that these enables
+            # depend on the writer's state, not on the job queue's level: that path, from the
+            # queue through the receive engine's side and back, was the 64x64 core's critical
+            # path. Nothing reads these registers until a job is taken.
+            m.d.comb += head_taken.eq(1)
             offered = self.job.payload
             m.d.sync += [
                 seg_data.eq(segments_with_data(offered)),
                 free_pending.eq(offered.kind != JobKind.FENCE),
-                job_locked.eq(self.job.valid),
-                job_held.eq(0),
             ]
             with m.If(self.job.valid):
                 with m.If(offered.kind == JobKind.WRITE):
@@ -491,7 +531,7 @@ class DmaWriter(wiring.Component):
                 # The next segment is set up in the cycle the last read is issued: the read
                 # issue is done with its registers by then, and a pending flush has its own.
                 # The address channel is idle (as in SEGMENT, said with ``awvalid``).
-                with m.If(~self.axi_awvalid & ~rd_any | last_read_issued):
+                with m.If(aw_done & ~rd_any | last_read_issued):
                     with m.If(seg_data[0]):
                         set_up_segment(~seg_data[1:].any())
                     with m.Elif(seg_data.any()):
@@ -502,7 +542,6 @@ class DmaWriter(wiring.Component):
                 # frame and writes nothing, and its done pulse follows the job's. The job
                 # register then follows the queue again, to catch the job after it in time.
                 with m.Elif(job_held & held_fence & ~fence_after):
-                    m.d.comb += self.job.ready.eq(1)
                     m.d.sync += [
                         fence_after.eq(1),
                         job_held.eq(0),
@@ -512,14 +551,33 @@ class DmaWriter(wiring.Component):
             with m.State("FINISH"):
                 finish_job("FINISH", in_finish=True)
 
-        # -- AW channel -----------------------------------------------------------------------
+        # The job register takes the queue's head whenever it holds no job that is needed
+        # (``job_locked`` low), or the one it holds is done with in this cycle: as its last
+        # segment is set up (``releasing``), or as FINISH ends it. It loads whether a job is
+        # offered or not, so that the enable of its hundreds of bits is a few registers and the
+        # set-up's own enable, not the job queue's level. A job taken so is ``job_held`` until
+        # it starts, unless it starts in the same cycle (``head_taken``, from IDLE or FINISH, or
+        # at the end of a job with nothing held). Taking it from the queue as it is caught,
+        # rather than as it starts, lets the register catch the job after it in the cycle a job
+        # of one segment starts: jobs of one read then follow one another every cycle.
+        with m.If(~job_locked | finishing | releasing):
+            offered = self.job.payload
+            offered_data = segments_with_data(offered)
+            m.d.comb += self.job.ready.eq(1)
+            m.d.sync += [
+                job.eq(offered),
+                src_offset.eq(offered.src_offset),
+                job_locked.eq(self.job.valid),
+                job_held.eq(self.job.valid & ~head_taken),
+                held_direct.eq((offered.kind == JobKind.WRITE) & offered_data[0]),
+                held_write.eq(offered.kind == JobKind.WRITE),
+                held_first.eq(offered_data[0]),
+                held_fence.eq(offered.kind == JobKind.FENCE),
+                held_rest.eq(offered_data[1:]),
+            ]
 
-        # A burst runs to its span's end, or to the segment's end if that comes first (the last
-        # burst). Every burst but the last ends on a span boundary, so the next one starts at
-        # the following span, whole: the next address is an increment of the span number and
-        # the length one compare of two registers, with no adder on the burst length.
-        last_burst = Signal()
-        m.d.comb += last_burst.eq(aw_left <= aw_span_left)
+        # -- AW channel ports (the generator's registers are above) ---------------------------
+
         burst_beats = Signal(range(burst_span + 1))
         m.d.comb += burst_beats.eq(Mux(last_burst, aw_left, aw_span_left))
 
@@ -543,14 +601,6 @@ class DmaWriter(wiring.Component):
             self.axi_awaddr.eq(Cat(C(0, lane_bits), aw_beat)),
             self.axi_awlen.eq(burst_beats - 1),
         ]
-        with m.If(self.axi_awvalid & self.axi_awready):
-            m.d.sync += [
-                aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
-                aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
-                self.axi_awvalid.eq(~last_burst),
-                aw_span_left.eq(burst_span),
-                job_bursts.eq(job_bursts + 1),
-            ]
 
         # -- B channel: count responses against the oldest unfinished job ---------------------
 
