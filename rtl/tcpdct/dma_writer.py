@@ -530,7 +530,9 @@ class DmaWriter(wiring.Component):
             with m.State("STREAM"):
                 # The next segment is set up in the cycle the last read is issued: the read
                 # issue is done with its registers by then, and a pending flush has its own.
-                # The address channel is idle (as in SEGMENT, said with ``awvalid``).
+                # The address channel is done with the segment's bursts by the end of the cycle
+                # (``aw_done``: idle, or its last burst accepted now), so a stalled burst's
+                # address stays still.
                 with m.If(aw_done & ~rd_any | last_read_issued):
                     with m.If(seg_data[0]):
                         set_up_segment(~seg_data[1:].any())
