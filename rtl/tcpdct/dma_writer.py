@@ -383,7 +383,9 @@ class DmaWriter(wiring.Component):
         # segment can be set up in the cycle the current job's last read is issued.
         job_locked  = Signal()
         job_held    = Signal()             # holds a job taken from the queue, not yet started
-        held_direct = Signal()             # ... a WRITE whose first segment has data
+        # ... a WRITE whose first segment has data: ``held_write & held_first``, kept as a
+        # register of its own because it starts the set-up in the cycle of the last read.
+        held_direct = Signal()
         held_write  = Signal()             # ... a WRITE
         held_first  = Signal()             # ... whose first segment has data
         held_fence  = Signal()             # ... a FENCE

@@ -460,18 +460,14 @@ class RxEngine(wiring.Component):
         # entry), so it need not cost the sequencer a cycle. Once the CAM has answered "no
         # match" for its key it is dropped, in the next cycle in which no operation is taken,
         # and while that answer is on its way it does not wait for a turn in the rotation
-        # either (taken then, it would wait for the answer in LOOKUP). All of it is told from
-        # registers: the answer kept, and the lookups in flight. Not dropped while a command that
-        # writes the CAM is in the front or writing: an update that reached the engine after a
-        # DELEGATE was taken must see the key delegated (the answer kept would predate the
-        # write), as in the rotation.
-        #
-        # Both enter the rotation, so they are kept to a LUT of registers: whether the answer is
-        # on its way is registered a cycle ahead, from the lookups of this cycle (what
-        # ``in_compare | answering & ~known`` will say next cycle), and whether a command that
-        # writes the CAM is in the front is a register loaded at the take. While such a command
-        # runs nothing else is taken (it is not overlapped), so an update known to miss is only
-        # kept from being dropped then, and need not wait for a turn.
+        # either (taken then, it would wait for the answer in LOOKUP). Both enter the rotation,
+        # so they are kept to a LUT of registers: the answer kept, and whether it is on its way,
+        # registered a cycle ahead from this cycle's lookups (what ``in_compare | answering &
+        # ~known`` will say next cycle). Not dropped while a command that writes the CAM is in
+        # the front (a register loaded at the take) or writing: an update that reached the
+        # engine after a DELEGATE was taken must see the key delegated, as in the rotation.
+        # Such a command is not overlapped, so nothing else is taken meanwhile and an update
+        # known to miss need not wait for a turn then either.
         tx_source = _Op.TX.value
         tx_taken = taken[tx_source]
         tx_answer_due = Signal()
