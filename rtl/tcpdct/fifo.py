@@ -12,6 +12,7 @@ held one. The compares are of the registered level, off the path of the handshak
 
 from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 
 
 __all__ = ["full_flag", "empty_flag", "SyncFIFOFlagged"]
@@ -43,16 +44,24 @@ class SyncFIFOFlagged(Elaboratable):
     width, depth : int
         As for :class:`~amaranth.lib.fifo.SyncFIFO`.
 
+    second : slice, optional
+        Bits of each entry to show for the entry behind the head too.
+
     Members
     -------
     w_data, w_en, w_rdy, r_data, r_en, r_rdy, level
         As for :class:`~amaranth.lib.fifo.SyncFIFO`. ``r_data`` is the head as the LUT RAM reads it
         (valid while ``r_rdy``); ``level`` is the number of entries.
+    r_second, r_second_rdy
+        With ``second``: those bits of the entry behind the head, valid while ``r_second_rdy``
+        (a register: the FIFO holds two entries or more). They are kept in a copy of the LUT
+        RAM of their own, written with the FIFO and read one place after its head.
     """
 
-    def __init__(self, *, width, depth):
+    def __init__(self, *, width, depth, second=None):
         self.width = width
         self.depth = depth
+        self.second = second
         self.w_data = Signal(width)
         self.w_en   = Signal()
         self.w_rdy  = Signal()
@@ -60,6 +69,9 @@ class SyncFIFOFlagged(Elaboratable):
         self.r_en   = Signal()
         self.r_rdy  = Signal()
         self.level  = Signal(range(depth + 1))
+        if second is not None:
+            self.r_second     = Signal(len(range(width)[second]))
+            self.r_second_rdy = Signal()
 
     def elaborate(self, platform):
         m = Module()
@@ -76,4 +88,31 @@ class SyncFIFOFlagged(Elaboratable):
         full  = full_flag(m, fifo.level, self.depth, written, read, name="full")
         empty = empty_flag(m, fifo.level, written, read, name="empty")
         m.d.comb += [self.w_rdy.eq(~full), self.r_rdy.eq(~empty)]
+        if self.second is not None:
+            self._second_entry(m, written, read)
         return m
+
+    def _second_entry(self, m, written, read):
+        copy = m.submodules.second_copy = Memory(shape=len(self.r_second), depth=self.depth,
+                                                 init=[])
+        write_port = copy.write_port()
+        read_port = copy.read_port(domain="comb")
+        produce = Signal(range(self.depth))
+        behind  = Signal(range(self.depth), init=1)  # the place after the head
+        with m.If(written):
+            m.d.sync += produce.eq(Mux(produce == self.depth - 1, 0, produce + 1))
+        with m.If(read):
+            m.d.sync += behind.eq(Mux(behind == self.depth - 1, 0, behind + 1))
+        m.d.comb += [
+            write_port.addr.eq(produce),
+            write_port.data.eq(self.w_data[self.second]),
+            write_port.en.eq(written),
+            read_port.addr.eq(behind),
+            self.r_second.eq(read_port.data),
+        ]
+        # Two entries or more: written and not read, if there was one; read and not written,
+        # if there were three or more.
+        level = self.level
+        m.d.sync += self.r_second_rdy.eq(Mux(written == read, self.r_second_rdy,
+                                             Mux(written, level != 0,
+                                                 self.r_second_rdy & (level != 2))))

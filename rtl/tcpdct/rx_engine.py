@@ -17,19 +17,23 @@ up, then how the payload fills them and every check but the room check,
 the emitter, which writes the memories, CAM and legacy ring from those registers in its first
 cycle and hands out the job and the events, while the sequencer goes on with the next
 operation: that one is taken in the DECIDE of the one before (instead of an IDLE cycle of its
-own), and reads its entry in the emitter's first cycle, the cycle of the write. What it loads
-is then the entry as written, forwarded from the outcome registers, which hold it until the
-next DECIDE (``_as_read``): operations on one entry take effect in order, as if each ran to its
-end before the next (the formal proof ``rx_engine_sequencing`` checks it). A decision waits for
-the emitter to finish the operation before, whose registers it would overwrite.
+own), and usually reads its entry in that DECIDE already, from the choice registered a cycle
+before (``peek_*``), going straight to LOAD; otherwise it reads it in its LOOKUP, the emitter's
+first cycle, the cycle of the write. Either way what it loads is the entry as written,
+forwarded from the outcome registers, which hold it until the next DECIDE (``_forwarded``,
+``_as_read``): operations on one entry take effect in order, as if each ran to its end before
+the next (the formal proof ``rx_engine_entries`` checks it). A decision waits for the emitter
+to finish the operation before, whose registers it would overwrite.
 
-So a frame of a delegated connection costs five cycles, any other frame three (it skips SUM and
-MEASURE), a command or a matching transmit update three; a 64-byte frame is eight beats at 64
-bits. A transmit update of no connection costs none: once the CAM has answered "no match" for
-its key it is dropped outside the rotation, in a cycle that takes no operation, and while the
-answer is on its way it does not wait for a turn (below, "A transmit update of no delegated
-connection"). Only one taken before it was looked up at all (reaching an idle engine) costs a
-cycle or three: it ends in LOOKUP, and the next operation is taken there.
+So a frame of a delegated connection costs four cycles, any other frame two (it skips SUM and
+MEASURE), a command or a matching transmit update two, when each finds its answer at hand a
+cycle before it is taken; a 64-byte frame is eight beats at 64 bits. A transmit update of no
+connection costs none: once the CAM has answered "no match" for its key it is dropped outside
+the rotation, in a cycle that takes no operation, and while the answer is on its way it does
+not wait for a turn (below, "A transmit update of no delegated connection"). Only one taken
+before it was looked up at all (reaching an idle engine, or the head of its stream just after
+the update before it was dropped) costs a cycle or three: it ends in LOOKUP, and the next
+operation is taken there.
 Three kinds of operation are not overlapped, and the next one is taken from IDLE once the
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
 predate the write), a POST_LEGACY (the legacy ring shows a push two cycles later) and a frame
@@ -79,6 +83,9 @@ class RxEngine(wiring.Component):
     frame_key_ahead, frame_key_ahead_valid : In(ConnKey), In(1)
         While ``descriptor`` shows none, the key of the next descriptor, if one is on its way
         (:class:`tcpdct.rx_parser.RxParser` ``key_ahead``), looked up ahead. May be held at 0.
+    frame_key_next, frame_key_next_valid : In(ConnKey), In(1)
+        While ``descriptor`` shows one, the key of the descriptor behind it, if there is one
+        (``RxParser.key_next``), looked up ahead too. May be held at 0.
     command : In(stream of ``command_layout``)
         Command records.
     job : Out(stream of ``dma_job_layout``)
@@ -114,6 +121,8 @@ class RxEngine(wiring.Component):
             "descriptor":      In(stream.Signature(rx_descriptor_layout(params))),
             "frame_key_ahead":       In(ConnKey),
             "frame_key_ahead_valid": In(1),
+            "frame_key_next":        In(ConnKey),
+            "frame_key_next_valid":  In(1),
             "command":         In(stream.Signature(command_layout)),
             "job":             Out(stream.Signature(dma_job_layout(params))),
             "event":           Out(stream.Signature(queued_event_layout)),
@@ -267,6 +276,9 @@ class RxEngine(wiring.Component):
         # the outcome registers still hold in its LOAD (the next DECIDE comes later).
         forward_state = Signal()
         forward_queue = Signal()
+        # An operation that read its entry in the DECIDE before (``peek`` below) loads it in the
+        # emitter's first cycle: forwarded if the decided one writes the same entry then.
+        forward_ahead = Signal()
 
         with m.If(holding & ~held_for.all()):
             m.d.sync += held_for.eq(held_for + 1)
@@ -334,12 +346,7 @@ class RxEngine(wiring.Component):
         choice = Signal(_Op)
         any_waiting = Signal()
         m.d.comb += any_waiting.eq(waiting[_Op.FRAME] | waiting[_Op.CMD] | waiting[_Op.TX])
-        with m.If(holding & (last_op != _Op.FRAME)):
-            # A held frame is decided again right after every command or transmit update, so
-            # that each of them is seen on its own (docs/architecture.md, "Buffer requests").
-            m.d.comb += choice.eq(_Op.FRAME)
-        with m.Else():
-            self._rotate(m, choice, last_op, waiting)
+        self._choose(m, choice, last_op, holding, waiting)
 
         # An operation is taken when the sequencer is idle, or in the last cycle of the one before
         # (its DECIDE, or the LOOKUP of a transmit update of no connection), so that consecutive
@@ -384,6 +391,7 @@ class RxEngine(wiring.Component):
         in_compare = Cat((comparing_valid & (comparing == op)) for op in sources)
         at_hand   = known | answering
         frame_key_moves = Signal()  # a frame's DECIDE that changes ``holding``
+        ask_behind = Signal()       # the key asked is the one behind the frame head (below)
 
         # A frame or a transmit update on its way to an empty stream is asked about already
         # (``RxParser.key_ahead``, ``TxEngine.key_ahead``), so that it finds its answer at hand.
@@ -391,8 +399,9 @@ class RxEngine(wiring.Component):
         lookup_key = Signal(ConnKey)
         with m.Switch(ask):
             with m.Case(_Op.FRAME):
-                head = Mux(self.descriptor.valid, self.descriptor.payload.key,
-                           self.frame_key_ahead)
+                head = Mux(ask_behind, self.frame_key_next,
+                           Mux(self.descriptor.valid, self.descriptor.payload.key,
+                               self.frame_key_ahead))
                 m.d.comb += lookup_key.eq(Mux(holding, desc.key, head))
             with m.Case(_Op.CMD):
                 m.d.comb += lookup_key.eq(delegate_key(delegate))
@@ -418,7 +427,7 @@ class RxEngine(wiring.Component):
         # key in use?); the others need none, are never asked about and never wait.
         askable = Cat(waiting[_Op.FRAME] | self.frame_key_ahead_valid,
                       waiting[_Op.CMD] & delegating,
-                      waiting[_Op.TX] | self.tx_key_ahead_valid)
+                      self.tx_update.valid | self.tx_key_ahead_valid)
         underway = at_hand | in_compare
         m.d.comb += ask.eq(choice)
         with m.Switch(choice):
@@ -432,18 +441,43 @@ class RxEngine(wiring.Component):
                                     askable[other.value] & ~underway[other.value]):
                                 m.d.comb += ask.eq(other)
 
+        # With no source's key to ask about, the key of the descriptor behind the frame head is
+        # (``frame_key_next``): a frame that takes the sequencer two cycles (one of no delegated
+        # connection) is followed by one whose key reaches the stream's head as it is taken,
+        # too late for a lookup of its own. The answer is kept for the descriptor behind
+        # (``known_behind``) and becomes the head's when the head is taken, whether it has
+        # come by then or is still on its way. Its own pipeline flags (``compares_behind``,
+        # ``answers_behind``) say that the lookup in each stage is of the descriptor behind.
+        frame_source = _Op.FRAME.value
+        known_behind       = Signal()
+        found_behind_hit   = Signal()
+        found_behind_index = Signal(p.index_bits)
+        compares_behind    = Signal()
+        answers_behind     = Signal()
+        m.d.comb += ask_behind.eq(self.frame_key_next_valid & self.descriptor.valid & ~holding
+                                  & ~(known_behind | compares_behind | answers_behind)
+                                  & ~(askable & ~underway).any())
+        with m.If(ask_behind):
+            m.d.comb += ask.eq(_Op.FRAME)
+
         taken = Signal(len(sources))  # the head of each source leaves this cycle
         writing_cam = self.cam_write_en
+        # A lookup of the key behind the frame head is the head's from the cycle the head is
+        # taken.
+        taking_frame = taken[frame_source]
         m.d.sync += [
             comparing.eq(ask),
-            comparing_valid.eq(askable.bit_select(ask.as_value(), 1)
-                               & ~taken.bit_select(ask.as_value(), 1) & ~key_to_write
-                               & ~(frame_key_moves & (ask == _Op.FRAME))),
+            comparing_valid.eq(Mux(ask_behind, taking_frame, askable.bit_select(ask.as_value(), 1)
+                                   & ~taken.bit_select(ask.as_value(), 1))
+                               & ~key_to_write & ~(frame_key_moves & (ask == _Op.FRAME))),
+            compares_behind.eq(ask_behind & ~taking_frame & ~key_to_write & ~frame_key_moves),
             asked.eq(comparing),
             # The CAM compares before this cycle's write: an answer to a key compared now is
             # out of date.
-            asked_valid.eq(comparing_valid & ~taken.bit_select(comparing.as_value(), 1)
+            asked_valid.eq(Mux(compares_behind, taking_frame, comparing_valid
+                               & ~taken.bit_select(comparing.as_value(), 1))
                            & ~writing_cam & ~(frame_key_moves & (comparing == _Op.FRAME))),
+            answers_behind.eq(compares_behind & ~taking_frame & ~writing_cam & ~frame_key_moves),
         ]
         for op_ in sources:
             number = op_.value
@@ -455,53 +489,95 @@ class RxEngine(wiring.Component):
                 dropped = dropped | frame_key_moves
             with m.If(dropped):
                 m.d.sync += known[number].eq(0)
+        with m.If(answers_behind):
+            m.d.sync += [known_behind.eq(1), found_behind_hit.eq(self.cam_hit),
+                         found_behind_index.eq(self.cam_index)]
+        with m.If(taking_frame | writing_cam | frame_key_moves):
+            m.d.sync += known_behind.eq(0)
+        # The head taken, the answer for the one behind is the new head's.
+        with m.If(taking_frame & ~writing_cam & (known_behind | answers_behind)):
+            m.d.sync += [known[frame_source].eq(1),
+                         found_hit[frame_source].eq(Mux(known_behind, found_behind_hit,
+                                                        self.cam_hit)),
+                         found_index[frame_source].eq(Mux(known_behind, found_behind_index,
+                                                          self.cam_index))]
 
         # A transmit update of no delegated connection changes nothing (R31–R33 apply to an
-        # entry), so it need not cost the sequencer a cycle. Once the CAM has answered "no
-        # match" for its key it is dropped, in the next cycle in which no operation is taken,
-        # and while that answer is on its way it does not wait for a turn in the rotation
-        # either (taken then, it would wait for the answer in LOOKUP). Both enter the rotation,
-        # so they are kept to a LUT of registers: the answer kept, and whether it is on its way,
-        # registered a cycle ahead from this cycle's lookups (what ``in_compare | answering &
-        # ~known`` will say next cycle). Not dropped while a command that writes the CAM is in
-        # the front (a register loaded at the take) or writing: an update that reached the
-        # engine after a DELEGATE was taken must see the key delegated, as in the rotation.
-        # Such a command is not overlapped, so nothing else is taken meanwhile and an update
-        # known to miss need not wait for a turn then either.
+        # entry), so it need not cost the sequencer a cycle. An update waits for a turn in the
+        # rotation only once the CAM's answer for its key is kept and says it hits; until
+        # then it is deferred (taken without its answer, it would wait for it in LOOKUP, and
+        # the frame after it too: an update reaches the head of its stream as the one before
+        # leaves, before anyone asked about its key). Once the answer says "no match" it is
+        # dropped, in the next cycle in which no operation is taken. Both enter the rotation
+        # from registers alone (the answer kept). Not dropped while a command that writes the
+        # CAM is in the front (a register loaded at the take) or writing: an update that
+        # reached the engine after a DELEGATE was taken must see the key delegated, as in the
+        # rotation. Such a command is not overlapped, so nothing else is taken meanwhile.
         tx_source = _Op.TX.value
-        tx_taken = taken[tx_source]
-        tx_answer_due = Signal()
-        compares_next = (ask == _Op.TX) & askable[tx_source] & ~tx_taken & ~key_to_write
-        answers_next = in_compare[tx_source] & ~tx_taken & ~writing_cam
-        known_next = ~(tx_taken | writing_cam) & (known[tx_source] | answering[tx_source])
-        m.d.sync += tx_answer_due.eq(compares_next | answers_next & ~known_next)
         key_writer = Signal()  # the front holds a command that writes the CAM
         with m.If(op_done):
             m.d.sync += key_writer.eq(0)
         tx_known_miss = known[tx_source] & ~found_hit[tx_source]
         m.d.comb += [
-            tx_deferred.eq(self.tx_update.valid & (tx_known_miss | tx_answer_due)),
+            tx_deferred.eq(self.tx_update.valid & ~(known[tx_source] & found_hit[tx_source])),
             self.tx_skip.eq(self.tx_update.valid & tx_known_miss & ~(cam_write | key_writer)
                             & ~op_take),
         ]
 
-        # The choice's answer, at hand or arriving this cycle; or whether it arrives next cycle.
-        choice_known = Signal()
-        choice_soon  = Signal()
-        choice_hit   = Signal()
-        choice_index = Signal(p.index_bits)
-        with m.Switch(choice):
-            for op_ in sources:
-                with m.Case(op_):
-                    number = op_.value
-                    # A command other than DELEGATE needs no answer.
-                    needless = ~delegating if op_ == _Op.CMD else 0
-                    m.d.comb += [
-                        choice_known.eq(at_hand[number] | needless),
-                        choice_soon.eq(in_compare[number]),
-                        choice_hit.eq(Mux(known[number], found_hit[number], self.cam_hit)),
-                        choice_index.eq(Mux(known[number], found_index[number], self.cam_index)),
-                    ]
+        # The next operation reads its entry in the DECIDE of the one before, when it can. In
+        # every cycle the choice and its entry are registered (``peek_*``); a DECIDE that takes
+        # the same choice, with its answer at hand a cycle ago already, addresses the memories
+        # from that register and goes straight to LOAD, its LOOKUP done. Nothing is taken early:
+        # the take is the DECIDE's as before, so the order of operations is the same whether the
+        # read is early or not; only a cycle of each overlapped operation is saved. The answer
+        # registered cannot go out of date before the DECIDE: the head of a source moves only
+        # when it is taken (a transmit update known to miss is never the choice), a frame's key
+        # moves only in a DECIDE that changes ``holding`` (no overlap then), and the CAM is not
+        # written while an operation is in the front (a command that writes it is not
+        # overlapped).
+        peek_op    = Signal(_Op)
+        peek_known = Signal()
+        peek_hit   = Signal()
+        peek_index = Signal.like(index)
+
+        # Each source's answer, at hand or arriving this cycle (a command other than DELEGATE
+        # needs none), and the choice's; or whether it arrives next cycle.
+        ready_to_read = Cat(at_hand[op_.value] | (~delegating if op_ == _Op.CMD else 0)
+                            for op_ in sources)
+
+        def answer(chosen, name):
+            """Whether the answer of source ``chosen`` is at hand, comes next cycle, and it."""
+            known_now = Signal(name=f"{name}_known")
+            soon      = Signal(name=f"{name}_soon")
+            found     = Signal(name=f"{name}_hit")
+            where     = Signal(p.index_bits, name=f"{name}_index")
+            with m.Switch(chosen):
+                for op_ in sources:
+                    with m.Case(op_):
+                        number = op_.value
+                        m.d.comb += [
+                            known_now.eq(ready_to_read[number]),
+                            soon.eq(in_compare[number]),
+                            found.eq(Mux(known[number], found_hit[number], self.cam_hit)),
+                            where.eq(Mux(known[number], found_index[number], self.cam_index)),
+                        ]
+            return known_now, soon, found, where
+
+        choice_known, choice_soon, choice_hit, choice_index = answer(choice, "choice")
+
+        # The choice the DECIDE would make if it waited only for sources with their answers at
+        # hand: a source whose key is not yet answered may be waiting in the cycle before the
+        # DECIDE and not in it (a transmit update whose key is then being compared is deferred).
+        peek_choice = Signal(_Op)
+        peek_waiting = {op_: waiting[op_] & ready_to_read[op_.value] for op_ in sources}
+        self._choose(m, peek_choice, last_op, holding, peek_waiting)
+        _, _, peek_choice_hit, peek_choice_index = answer(peek_choice, "peek_choice")
+        m.d.sync += [peek_op.eq(peek_choice),
+                     peek_known.eq(Cat(peek_waiting.values()).bit_select(
+                         peek_choice.as_value(), 1)),
+                     peek_hit.eq(peek_choice_hit),
+                     peek_index.eq(Mux(peek_choice == _Op.CMD, self.command.payload.index,
+                                       peek_choice_index))]
 
         def take():
             """Start the operation ``choice``, if any source waits (in a cycle that allows it)."""
@@ -576,13 +652,16 @@ class RxEngine(wiring.Component):
                     same_entry = emit_index[address] == index[address]
                     m.d.comb += [state_rd.addr.eq(index), buffer_rd.addr.eq(index)]
                     m.d.sync += [forward_state.eq(state_write & same_entry),
-                                 forward_queue.eq(queue_write & same_entry)]
+                                 forward_queue.eq(queue_write & same_entry),
+                                 forward_ahead.eq(0)]
                     m.next = "LOAD"
 
             with m.State("LOAD"):
                 m.d.comb += self.op_load.eq(1)
-                m.d.sync += [state.eq(self._as_read(forward_state, new_state, state_rd.data)),
-                             queue.eq(self._as_read(forward_queue, new_queue, buffer_rd.data)),
+                forwarded_state = self._forwarded(forward_state, forward_ahead, state_write)
+                forwarded_queue = self._forwarded(forward_queue, forward_ahead, queue_write)
+                m.d.sync += [state.eq(self._as_read(forwarded_state, new_state, state_rd.data)),
+                             queue.eq(self._as_read(forwarded_queue, new_queue, buffer_rd.data)),
                              high_water.eq(self.high_water),
                              timed_out.eq(held_for >= self.buf_req_timeout),
                              cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update)),
@@ -594,11 +673,15 @@ class RxEngine(wiring.Component):
                     # A frame of no delegated connection goes to legacy or is dropped whatever
                     # the entry holds: its checks need only the descriptor, the CAM's answer and
                     # the legacy ring, so it skips measuring the buffers. The legacy mix then
-                    # fits the line. The ring is read here a cycle after the emitter's pop
-                    # at the earliest, and two after a push (a POST_LEGACY is not overlapped),
-                    # which is when the ring shows them.
-                    m.d.sync += checks.eq(frame_checks.checks)
-                    m.next = "DECIDE"
+                    # fits the line. The ring shows a pop a cycle later, a push two (a
+                    # POST_LEGACY is not overlapped): a LOAD in the emitter's first cycle (the
+                    # entry read in the DECIDE before) that pops the ring reads it a cycle
+                    # later, in MEASURE.
+                    with m.If(legacy_pop):
+                        m.next = "MEASURE"
+                    with m.Else():
+                        m.d.sync += checks.eq(frame_checks.checks)
+                        m.next = "DECIDE"
                 with m.Else():
                     m.next = "DECIDE"
 
@@ -672,6 +755,19 @@ class RxEngine(wiring.Component):
                     m.d.comb += inputs_free.eq(1)
                     with m.If(overlap):
                         take()
+                        # Its entry read now, from the choice registered a cycle ago (above),
+                        # when that is the one taken and it needs its entry (a transmit update
+                        # of no connection ends in LOOKUP).
+                        ahead = (peek_known & choice_known & (choice == peek_op)
+                                 & ~((peek_op == _Op.TX) & ~peek_hit))
+                        with m.If(any_waiting & ahead):
+                            m.next = "LOAD"
+                # The address is the choice's whether it is taken or not: LOAD follows only if
+                # it is.
+                address = slice(0, len(state_rd.addr))
+                m.d.comb += [state_rd.addr.eq(peek_index), buffer_rd.addr.eq(peek_index)]
+                m.d.sync += [forward_state.eq(0), forward_queue.eq(0),
+                             forward_ahead.eq(peek_index[address] == index[address])]
 
         # The emitter: writes in its first cycle, then the job and the events.
         with m.If(emitting):
@@ -720,10 +816,28 @@ class RxEngine(wiring.Component):
         ]
 
     @staticmethod
+    def _forwarded(after_write, read_ahead, writing):
+        """Whether a LOAD takes the entry the emitter writes rather than the one read: read in
+        the emitter's first cycle, the write of that cycle (``after_write``, registered then);
+        read in the DECIDE before it (``read_ahead``: the same entry), the write of this
+        cycle, the emitter's first (``writing``)."""
+        return after_write | read_ahead & writing
+
+    @staticmethod
     def _as_read(forwarded, written, read):
         """The entry a LOAD registers: the one the emitter wrote in the cycle the memory was
         read (``forwarded``), else what the memory read."""
         return Mux(forwarded, written, read)
+
+    @classmethod
+    def _choose(cls, m, choice, last_op, holding, waiting):
+        """The source to serve next, of those ``waiting``."""
+        with m.If(holding & (last_op != _Op.FRAME)):
+            # A held frame is decided again right after every command or transmit update, so
+            # that each of them is seen on its own (docs/architecture.md, "Buffer requests").
+            m.d.comb += choice.eq(_Op.FRAME)
+        with m.Else():
+            cls._rotate(m, choice, last_op, waiting)
 
     @staticmethod
     def _rotate(m, choice, last_op, waiting):

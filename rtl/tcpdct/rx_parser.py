@@ -207,6 +207,12 @@ class RxParser(wiring.Component):
         ahead, so that a frame reaching an idle engine is not slowed by its lookup. For a
         frame that turns out not to be TCP, whose descriptor's key is 0, it is the key in its
         headers until the last stage (the engine uses a lookup's answer only for TCP frames).
+    key_next, key_next_valid : Out(ConnKey), Out(1)
+        While ``descriptor`` shows a descriptor, ``key_next_valid`` says that another frame is
+        behind it, in the FIFO or in the last three stages, and ``key_next`` is that frame's
+        connection key (as for ``key_ahead``). The engine looks it up while the head's
+        operation is taken, so that frames that take the engine two cycles each find their
+        answers at hand.
     buffer : Out(PacketBufferWriteSignature(params))
         To :class:`tcpdct.rx_packet_buffer.RxPacketBuffer` ``write``.
 
@@ -227,6 +233,8 @@ class RxParser(wiring.Component):
             "descriptor": Out(stream.Signature(layouts.rx_descriptor_layout(params))),
             "key_ahead":       Out(layouts.ConnKey),
             "key_ahead_valid": Out(1),
+            "key_next":        Out(layouts.ConnKey),
+            "key_next_valid":  Out(1),
             "buffer":     Out(PacketBufferWriteSignature(params)),
         })
 
@@ -244,8 +252,10 @@ class RxParser(wiring.Component):
         fifo_depth = self._descriptor_depth
         # Its ``r_rdy``, the descriptor stream's ``valid``, is a register: the receive engine's
         # choice of its next operation starts from it.
-        m.submodules.descriptor_fifo = fifo = SyncFIFOFlagged(width=desc_layout.size,
-                                                              depth=fifo_depth)
+        key_field = desc_layout["key"]
+        m.submodules.descriptor_fifo = fifo = SyncFIFOFlagged(
+            width=desc_layout.size, depth=fifo_depth,
+            second=slice(key_field.offset, key_field.offset + key_field.width))
         m.d.comb += [
             self.descriptor.payload.eq(fifo.r_data),
             self.descriptor.valid.eq(fifo.r_rdy),
@@ -578,6 +588,16 @@ class RxParser(wiring.Component):
         ip_csum_bad = c["ip_checked"] & c["ip_csum_bad"]
         tcp_csum_bad = c["tcp_csum_checked"] & tcp_sum_bad
         desc = Signal(desc_layout)
+        # The first frame in line after the FIFO: in stage 7 (written to it this cycle), 6 or 5
+        # (three cycles from now).
+        on_its_way = c["valid"] | s["valid"] | stage["valid"]
+        with m.If(c["valid"]):
+            m.d.comb += self.key_ahead.eq(desc.key)
+        with m.Else():
+            for field, name in (("local_ip", "dst_ip"), ("remote_ip", "src_ip"),
+                                ("local_port", "dst_port"), ("remote_port", "src_port")):
+                m.d.comb += getattr(self.key_ahead, field).eq(
+                    Mux(s["valid"], s[name], stage[name]))
         m.d.comb += [
             desc.cls.eq(Mux(c["is_tcp"] & (ip_csum_bad | tcp_csum_bad),
                             FrameClass.CHECKSUM, c["cls"])),
@@ -605,15 +625,8 @@ class RxParser(wiring.Component):
             fifo.w_data.eq(desc.as_value()),
             # Never refused: rx.ready kept a FIFO place for every frame after stage 1.
             fifo.w_en.eq(c["valid"]),
-            self.key_ahead_valid.eq(~fifo.r_rdy & (c["valid"] | s["valid"] | stage["valid"])),
+            self.key_ahead_valid.eq(~fifo.r_rdy & on_its_way),
+            self.key_next_valid.eq(fifo.r_second_rdy | fifo.r_rdy & on_its_way),
+            self.key_next.eq(Mux(fifo.r_second_rdy, fifo.r_second, self.key_ahead)),
         ]
-        # The first frame in line: in stage 7 (the FIFO's head next cycle), 6 or 5 (three
-        # cycles from now).
-        with m.If(c["valid"]):
-            m.d.comb += self.key_ahead.eq(desc.key)
-        with m.Else():
-            for field, name in (("local_ip", "dst_ip"), ("remote_ip", "src_ip"),
-                                ("local_port", "dst_port"), ("remote_port", "src_port")):
-                m.d.comb += getattr(self.key_ahead, field).eq(
-                    Mux(s["valid"], s[name], stage[name]))
         return m

@@ -106,7 +106,9 @@ class TcpDct(wiring.Component):
         # Receive engine, with the match CAM's first lookup port.
         wiring.connect(m, parser.descriptor, engine.descriptor)
         m.d.comb += [engine.frame_key_ahead.eq(parser.key_ahead),
-                     engine.frame_key_ahead_valid.eq(parser.key_ahead_valid)]
+                     engine.frame_key_ahead_valid.eq(parser.key_ahead_valid),
+                     engine.frame_key_next.eq(parser.key_next),
+                     engine.frame_key_next_valid.eq(parser.key_next_valid)]
         engine.connect_match_cam(m, cam)
 
         cmd = self._flat("s_axis_cmd")

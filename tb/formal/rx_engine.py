@@ -259,6 +259,8 @@ class RxEngineHarness(Elaboratable):
                   & past(m, delegate_offered & busy, "delegate_waited")),
             Cover(emit_ended & (events == 0)),
             Cover(decided & op_take),
+            # An operation taken in a DECIDE with its entry read there: LOAD follows at once.
+            Cover(started & internal["op_load"] & past(m, decided & op_take, "took_deciding")),
             # A transmit update dropped while a frame is in the front.
             Cover(tx_skip & in_front),
         ]

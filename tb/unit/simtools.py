@@ -161,3 +161,31 @@ def key_ahead_monitor(stream, key_ahead, key_ahead_valid, *, cycles, announced,
                 waiting.append(ahead)
             assert len(waiting) <= cycles, f"announced more than {cycles} cycles ahead"
     return monitor
+
+
+def key_next_monitor(stream, key_next, key_next_valid, *, announced, checked=lambda payload: True):
+    """A monitor of a block's ``key_next`` announcement for ``stream``.
+
+    While ``stream`` shows a payload, ``key_next_valid`` may say that ``key_next`` is the key of
+    the payload shown after it; every key announced for that payload must equal its ``key`` (if
+    ``checked(payload)``). Never while no payload is shown. The first announcement for each
+    payload is appended to ``announced``.
+    """
+    async def monitor(ctx):
+        behind = []    # keys announced for the payload behind the one shown
+        coming = None  # keys announced for the next payload shown, once the one before left
+        async for _, _, valid, ready, payload, next_valid, key in ctx.tick().sample(
+                stream.valid, stream.ready, stream.payload, key_next_valid, key_next):
+            if valid and coming is not None:
+                if checked(payload):
+                    assert all(k == payload.key for k in coming), \
+                        f"announced {coming} behind the head, shown {payload.key}"
+                coming = None
+            if next_valid:
+                assert valid, "key_next_valid while no payload is shown"
+                if not behind:
+                    announced.append(key)
+                behind.append(key)
+            if valid and ready:
+                coming, behind = behind, []
+    return monitor

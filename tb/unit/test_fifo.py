@@ -1,6 +1,8 @@
 """SyncFIFOFlagged against Amaranth's SyncFIFO, side by side on the same random writes and reads:
-the same flags, level and head in every cycle. Random stimulus is seeded from ``SEED``
-(printed)."""
+the same flags, level and head in every cycle, and the entry behind the head (``second``) as a
+list of the entries says. Random stimulus is seeded from ``SEED`` (printed)."""
+
+from collections import deque
 
 import pytest
 from amaranth.hdl import Elaboratable, Module
@@ -12,7 +14,9 @@ from unit.simtools import seeded_rng, run_simulation
 
 class _SideBySide(Elaboratable):
     def __init__(self, depth):
-        self.flagged = SyncFIFOFlagged(width=8, depth=depth)
+        # Bits 2 to 6 of the entry behind the head, where there can be one.
+        self.flagged = SyncFIFOFlagged(width=8, depth=depth,
+                                       second=slice(2, 7) if depth > 1 else None)
         self.reference = SyncFIFO(width=8, depth=depth)
 
     def elaborate(self, platform):
@@ -26,7 +30,8 @@ class _SideBySide(Elaboratable):
 def test_same_as_sync_fifo(depth):
     rng = seeded_rng(f"fifo-{depth}")
     dut = _SideBySide(depth)
-    seen = {"full": 0, "empty": 0}
+    seen = {"full": 0, "empty": 0, "second": 0}
+    entries = deque()
 
     async def testbench(ctx):
         for cycle in range(4000):
@@ -45,9 +50,19 @@ def test_same_as_sync_fifo(depth):
                     ctx.get(getattr(dut.reference, name)), name
             if ctx.get(dut.reference.r_rdy):
                 assert ctx.get(dut.flagged.r_data) == ctx.get(dut.reference.r_data)
+            if depth > 1:
+                assert ctx.get(dut.flagged.r_second_rdy) == (len(entries) >= 2)
+                if len(entries) >= 2:
+                    assert ctx.get(dut.flagged.r_second) == (entries[1] >> 2) & 0x1f
+                    seen["second"] += 1
+            if r_en and ctx.get(dut.reference.r_rdy):
+                entries.popleft()
+            if w_en and ctx.get(dut.reference.w_rdy):
+                entries.append(data)
             seen["full"] += not ctx.get(dut.reference.w_rdy)
             seen["empty"] += not ctx.get(dut.reference.r_rdy)
             await ctx.tick()
 
     run_simulation(dut, testbench)
     assert seen["full"] and seen["empty"], f"the run never filled or never emptied: {seen}"
+    assert seen["second"] or depth == 1, "two entries were never held"

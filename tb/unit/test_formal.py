@@ -163,6 +163,16 @@ class EngineNotForwarding(RxEngine):
         return read
 
 
+class EngineNotForwardingEarlyReads(RxEngine):
+    """Forwards only to an operation that read its entry in the emitter's first cycle: one
+    that read it a cycle earlier, in the DECIDE of the operation before (straight to LOAD),
+    loads it without that operation's write."""
+
+    @staticmethod
+    def _forwarded(after_write, read_ahead, writing):
+        return after_write
+
+
 # Each with the property that must catch it: failing for another reason would not show that the
 # harness checks what it claims to.
 BROKEN = [
@@ -188,6 +198,9 @@ BROKEN = [
      "state memory written twice in one emission"),
     (Proof("broken_rx_engine_forwarding",
            lambda: rx_engine.RxEngineHarness(EngineNotForwarding), "bmc", 14),
+     "loaded is not the entry as last written"),
+    (Proof("broken_rx_engine_early_read",
+           lambda: rx_engine.RxEngineHarness(EngineNotForwardingEarlyReads), "bmc", 14),
      "loaded is not the entry as last written"),
 ]
 

@@ -43,7 +43,7 @@ from scapy.packet import Raw
 from model import Model, parse, parse_tx
 from tcpdct.layouts import (JobKind, command_layout, rx_descriptor_layout, tx_update_layout,
                             packet_buffer_depth)
-from tcpdct.match_cam import MatchCam
+from tcpdct.match_cam import MatchCam, write_cycles
 from tcpdct.params import Params
 from tcpdct.records import (NO_CONNECTION, Command, Event, EventType, Opcode, CmdStatus,
                             LegacyReason, DropReason)
@@ -370,6 +370,14 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
         while rng is not None and rng.random() < idle_prob:
             await idle(ctx, rng.randint(1, 4))
 
+    def show_behind(ctx, source):
+        """The key of the descriptor behind the one shown, as the parser's ``key_next``."""
+        if source == FRAME:
+            behind = queues[FRAME][1] if len(queues[FRAME]) > 1 else None
+            ctx.set(engine.frame_key_next_valid, behind is not None)
+            if behind is not None:
+                ctx.set(engine.frame_key_next, payloads[FRAME][behind].key)
+
     def offerer(source):
         async def offer(ctx):
             stream = streams[source]
@@ -380,10 +388,13 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
                 number = queues[source][0]
                 ctx.set(stream.valid, 1)
                 ctx.set(stream.payload, payloads[source][number])
+                show_behind(ctx, source)
                 while not (await ctx.tick().sample(stream.ready))[2]:
-                    pass
+                    show_behind(ctx, source)
                 ctx.set(stream.valid, 0)
                 queues[source].pop(0)
+                if source == FRAME:
+                    ctx.set(engine.frame_key_next_valid, 0)
         return offer
 
     async def until_taken(ctx, source, number):
@@ -1609,29 +1620,59 @@ def test_frames_and_commands_alternate():
 def test_unmatched_updates_take_no_turn():
     """Transmit updates of no delegated connection, offered beside a delegated connection's
     frames, are dropped outside the rotation (``tx_skip``): none is taken as an operation, and
-    the frames follow one another as if the updates were not there, one every five cycles (a
-    delegated frame's LOOKUP, LOAD, SUM, MEASURE and DECIDE, the next taken in the DECIDE).
-    Before, each took a turn and a cycle of the sequencer: 64-byte frames at 512 bits came one
-    every six cycles."""
+    the frames follow one another exactly as they do with no update offered, one every four
+    cycles (a delegated frame's LOAD, SUM, MEASURE and DECIDE, the next taken in the DECIDE with
+    its entry read there). Before, each update took a turn and a cycle of the sequencer."""
     conn, index = CONNS[0], 1
     count = 12
-    rounds = [(None, legacy_slot(0), None), (None, delegate(index, conn, 100), None),
-              (None, post(index, 0xe_0000_0000, 4096, 1), None)]
-    rounds += [IDLE_ROUND] * 12
+    setup = [legacy_slot(0), delegate(index, conn, 100), post(index, 0xe_0000_0000, 4096, 1),
+             Settle()]
+    frames = [rx(conn, 100 + 10 * n, pattern(10, n)) for n in range(count)]
     # The first frame comes alone: an update reaching an idle engine in the same cycle would
-    # not have been looked up yet, and is taken (as in the next test).
-    rounds += [(rx(conn, 100 + 10 * n, pattern(10, n)), None,
-                tx(STRANGER, 1 + n, 2) if n else None) for n in range(count)]
-    trace = rtl_run(SMALL, rounds, mode="rounds")
+    # not have been looked up yet, and is taken (as in the next test). The rest are offered on
+    # both streams at once, back to back.
+    alone = setup + frames[:1] + [Offer(frame) for frame in frames[1:]]
+    beside = setup + frames[:1] + [Offer(op) for n, frame in enumerate(frames[1:])
+                                   for op in (frame, tx(STRANGER, 1 + n, 2))]
+
+    def frame_gaps(ops):
+        trace = rtl_run(SMALL, ops)
+        takes = [entry.cycle for entry in trace.served if entry[0] == FRAME]
+        return trace, [b - a for a, b in zip(takes, takes[1:])]
+
+    _, gaps_alone = frame_gaps(alone)
+    trace, gaps_beside = frame_gaps(beside)
     updates = [entry for entry in trace.served if entry[0] == TX]
     assert len(updates) == count - 1 and all(entry.skipped for entry in updates)
+    assert gaps_beside == gaps_alone
     # From the second frame on: the first, reaching an idle engine, waited for its answer.
-    frame_takes = [entry.cycle for entry in trace.served if entry[0] == FRAME][1:]
-    assert [b - a for a, b in zip(frame_takes, frame_takes[1:])] == [5] * (count - 2)
+    assert gaps_alone[1:] == [4] * (count - 2)
     ref, model = replay(SMALL, trace)
     assert [types(outcome) for outcome in ref if isinstance(outcome.op, Rx)] == \
         [[EventType.RX_PLACED]] * count
     assert model.counters["TX_MATCHED"] == 0
+
+
+def test_short_operations_follow_at_their_pace():
+    """A delegated connection's frames alternate with frames of no delegated connection,
+    offered back to back. Each is taken in the DECIDE of the one before with its entry read
+    there, so a delegated frame costs four cycles (LOAD, SUM, MEASURE, DECIDE) and the other
+    two (LOAD, DECIDE). That needs each frame's answer at hand when the one before is taken:
+    the key behind the head of the stream (``frame_key_next``) is looked up while the head's
+    operation runs. (No legacy buffer is posted, so the other frames are dropped and pop
+    nothing: a frame read in the cycle of a pop reads the ring a cycle later.)"""
+    conn, index = CONNS[0], 1
+    count = 12
+    setup = [delegate(index, conn, 100), post(index, 0xe_0000_0000, 4096, 1), Settle()]
+    frames = [rx(conn, 100 + 10 * (n // 2), pattern(10, n)) if n % 2 == 0
+              else rx(STRANGER, 7, pattern(10, n)) for n in range(count)]
+    trace = rtl_run(SMALL, setup + frames[:1] + [Offer(frame) for frame in frames[1:]])
+    takes = [entry.cycle for entry in trace.served if entry[0] == FRAME]
+    # From the second frame on: the first, reaching an idle engine, waited for its answer.
+    assert [b - a for a, b in zip(takes[1:], takes[2:])] == [2, 4] * ((count - 2) // 2)
+    ref, _ = replay(SMALL, trace)
+    assert [types(outcome) for outcome in ref if isinstance(outcome.op, Rx)] == \
+        [[EventType.RX_PLACED], [EventType.DROP]] * (count // 2)
 
 
 # Arbitration: no update may be lost --------------------------------------------------------------
@@ -1738,16 +1779,17 @@ def test_answers_looked_up_before_a_delegate_are_dropped():
     The engine looks their keys up ahead of taking them (``rx_engine.py``, "Keys are looked up
     ahead of the take"), so both are answered "no match" while the command runs; the CAM write
     must drop those answers. The update then matches and the frame, empty, goes to legacy as a
-    delegated connection's (NO_PAYLOAD), not as a stranger's (NO_MATCH)."""
+    delegated connection's (NO_PAYLOAD), not as a stranger's (NO_MATCH). The frame goes first:
+    an update waits for a turn only once the answer asked again says it hits."""
     conn, index = CONNS[0], 1
     rounds = [(None, legacy_slot(0), None), (None, legacy_slot(1), None),
               # Served alone, a frame leaves the command first in the rotation after it.
               (rx(STRANGER, 7, pattern(10)), None, None),
               (rx(conn, 100), delegate(index, conn, 100, snd_nxt=0x1000), tx(conn, 0x1000, 100))]
     trace = rtl_run(SMALL, rounds, mode="rounds")
-    assert [source_of(op) for op in trace.taken[-3:]] == [CMD, TX, FRAME]
+    assert [source_of(op) for op in trace.taken[-3:]] == [CMD, FRAME, TX]
     ref, model = replay(SMALL, trace)
-    frame, update = ref[-1], ref[-2]
+    frame, update = ref[-2], ref[-1]
     assert update.matched
     assert [(e.type, e.reason) for e in frame.events] == [(EventType.LEGACY,
                                                            LegacyReason.NO_PAYLOAD)]
@@ -1770,24 +1812,32 @@ def test_delegate_to_an_idle_engine_waits_for_its_answer():
 
 
 def test_operation_taken_unanswered_waits_for_its_own_key():
-    """A frame and a transmit update of two different connections reach an idle engine in the
-    same cycle, so neither was looked up ahead. The update goes first (the rotation after a
-    command) and waits in LOOKUP for the answer to the key asked about in the cycle it was
-    taken, which must be its own: asking about the frame first, as a fixed order of lookups
-    once did, gave the update the frame's entry (its state written into connection 1's)."""
+    """A frame and a DELEGATE of two different connections reach an idle engine in the same
+    cycle, so neither was looked up ahead. The DELEGATE goes first (the rotation after a frame)
+    and waits in LOOKUP for the answer to the key asked about in the cycle it was taken, which
+    must be its own: asking about the frame first, as a fixed order of lookups once did, gave
+    the operation taken the frame's answer (then an update's state was written into connection
+    1's; here the DELEGATE would find its key in use). Transmit updates are never taken without
+    their answer since the thirteenth session, so a command shows it now."""
     conn, other = CONNS[0], CONNS[1]
-    rounds = [(None, legacy_slot(0), None), (None, delegate(1, conn, 100), None),
-              (None, delegate(2, other, 500, snd_nxt=0x2000), None)]
-    rounds += [IDLE_ROUND] * 12
-    rounds += [(rx(conn, 100), None, tx(other, 0x2000, 500, pattern(5))),
+    rounds = [(None, legacy_slot(0), None), (None, legacy_slot(1), None),
+              (None, delegate(1, conn, 100), None),
+              # Served alone, a frame leaves the command first in the rotation after it.
+              (rx(STRANGER, 7, pattern(10)), None, None)]
+    # Long enough for the CAM to have stored the first key: a DELEGATE waits for that.
+    rounds += [IDLE_ROUND] * (write_cycles() + 8)
+    rounds += [(rx(conn, 100), delegate(2, other, 500), None),
                (None, query(1), None), (None, query(2), None)]
     trace = rtl_run(SMALL, rounds, mode="rounds")
-    assert [source_of(op) for op in trace.taken[-4:]] == [TX, FRAME, CMD, CMD]
-    update_taken = [entry.cycle for entry in trace.served if entry[0] == TX][-1]
-    assert trace.load_after(update_taken) - update_taken == 4, "looked up ahead after all"
+    assert [source_of(op) for op in trace.taken[-4:]] == [CMD, FRAME, CMD, CMD]
+    delegate_taken = [entry.cycle for entry in trace.served if entry[0] == CMD][-3]
+    assert trace.load_after(delegate_taken) - delegate_taken == 4, "looked up ahead after all"
     ref, _ = replay(SMALL, trace)
-    assert state_of(ref[-2]).snd_nxt == 0x51000000
-    assert state_of(ref[-1]).snd_nxt == 0x2005
+    assert ref[-4].events[-1].status == CmdStatus.OK
+    # The frame's own answer: a delegated connection's empty segment (not a stranger's).
+    assert [(e.type, e.reason) for e in ref[-3].events] == [(EventType.LEGACY,
+                                                             LegacyReason.NO_PAYLOAD)]
+    assert state_of(ref[-1]).rcv_nxt == 500
 
 
 def test_held_frame_decided_after_each_command():

@@ -21,7 +21,7 @@ from tcpdct.rx_packet_buffer import RxPacketBuffer
 from tcpdct.rx_parser import RxParser
 from tcpdct.tcp_options import TcpOptionScan
 from unit.simtools import (seeded_rng, run_simulation, stream_put, stream_get, idle, axis_beats,
-                           key_ahead_monitor)
+                           key_ahead_monitor, key_next_monitor)
 
 
 DESCRIPTOR_FIELDS = [
@@ -254,8 +254,14 @@ def run_frames(params, cases, *, rng=None, idle_chance=0.0, stall_chance=0.0, em
                                   dut.parser.key_ahead_valid, cycles=3, announced=announced,
                                   checked=lambda desc: desc.cls == FrameClass.TCP)
 
-    run_simulation(dut, mac, engine, monitors=[monitor, key_ahead])
+    announced_next = []
+    key_next = key_next_monitor(dut.parser.descriptor, dut.parser.key_next,
+                                dut.parser.key_next_valid, announced=announced_next,
+                                checked=lambda desc: desc.cls == FrameClass.TCP)
+
+    run_simulation(dut, mac, engine, monitors=[monitor, key_ahead, key_next])
     assert announced, "no descriptor reached an empty stream: key_ahead was never checked"
+    assert announced_next, "no descriptor was behind another: key_next was never checked"
     return refused
 
 
