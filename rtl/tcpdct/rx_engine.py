@@ -161,8 +161,8 @@ class RxEngine(wiring.Component):
         self.op_done = Signal()  # the last cycle of the operation in flight
         self.op_load = Signal()  # its LOAD: entry read, timer and high-water mark sampled
         self.op_emit = Signal()  # an operation decided is handing out its writes, job and events
-        # A transmit update not waiting for a turn: its CAM answer is on its way, or it is
-        # known to match no connection ...
+        # A transmit update not waiting for a turn: no CAM answer is kept for its key, or the
+        # one kept says it matches no connection ...
         self.tx_deferred = Signal()
         self.tx_skip = Signal()  # ... and is dropped, in a cycle that takes nothing
 
@@ -418,13 +418,14 @@ class RxEngine(wiring.Component):
             m.d.sync += self.cam_key.eq(lookup_key)
 
         # The source to ask about: the choice if its answer is neither at hand nor on its way,
-        # else the first other source waiting (or on its way) without one, in the rotation after
-        # the choice. With nothing waiting the choice is a frame, which may not even be on its
-        # way: then the others are asked about too. The choice comes first because an operation
-        # taken without its answer waits for the key asked about in the cycle it is taken (a
-        # fixed order, frames first, was tried: an update taken while a frame was asked about
-        # then read the frame's answer). Of the commands only a DELEGATE uses the answer (is its
-        # key in use?); the others need none, are never asked about and never wait.
+        # else the first other source without one that is waiting, on its way or (a transmit
+        # update, which waits for a turn only once its answer is kept) offered, in the rotation
+        # after the choice. With nothing waiting the choice is a frame, which may not even be on
+        # its way: then the others are asked about too. The choice comes first because an
+        # operation taken without its answer waits for the key asked about in the cycle it is
+        # taken (a fixed order, frames first, was tried: an update taken while a frame was asked
+        # about then read the frame's answer). Of the commands only a DELEGATE uses the answer
+        # (is its key in use?); the others need none, are never asked about and never wait.
         askable = Cat(waiting[_Op.FRAME] | self.frame_key_ahead_valid,
                       waiting[_Op.CMD] & delegating,
                       self.tx_update.valid | self.tx_key_ahead_valid)
