@@ -29,11 +29,8 @@ So a frame of a delegated connection costs four cycles, any other frame two (it 
 MEASURE), a command or a matching transmit update two, when each finds its answer at hand a
 cycle before it is taken; a 64-byte frame is eight beats at 64 bits. A transmit update of no
 connection costs none: once the CAM has answered "no match" for its key it is dropped outside
-the rotation, in a cycle that takes no operation, and while the answer is on its way it does
-not wait for a turn (below, "A transmit update of no delegated connection"). Only one taken
-before it was looked up at all (reaching an idle engine, or the head of its stream just after
-the update before it was dropped) costs a cycle or three: it ends in LOOKUP, and the next
-operation is taken there.
+the rotation, in a cycle that takes no operation, and no update waits for a turn before the
+answer kept for its key says it hits (below, "A transmit update of no delegated connection").
 Three kinds of operation are not overlapped, and the next one is taken from IDLE once the
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
 predate the write), a POST_LEGACY (the legacy ring shows a push two cycles later) and a frame
@@ -644,6 +641,9 @@ class RxEngine(wiring.Component):
                     m.d.sync += answer_due.eq(1)
                 with m.Elif((op == _Op.TX) & ~hit):
                     # A segment of no delegated connection changes nothing: the operation ends.
+                    # Not reached since the thirteenth session (an update is taken only with
+                    # a kept answer that hits); kept so that one taken otherwise would end
+                    # here rather than write an entry.
                     m.d.comb += op_done.eq(1)
                     m.next = "IDLE"
                     take()
