@@ -346,8 +346,7 @@ class RxEngine(wiring.Component):
         self._choose(m, choice, last_op, holding, waiting)
 
         # An operation is taken when the sequencer is idle, or in the last cycle of the one before
-        # (its DECIDE, or the LOOKUP of a transmit update of no connection), so that consecutive
-        # operations leave no idle cycle between them. An operation that writes the CAM is not
+        # (its DECIDE), so that consecutive operations leave no idle cycle between them. An operation that writes the CAM is not
         # overlapped: the answers at hand in the cycle of the write predate it (below). The next
         # one reads the memories in the emitter's first cycle at the earliest (forwarded, as
         # above), the legacy ring and the CAM valid bits in its LOAD and later, after the
@@ -535,7 +534,6 @@ class RxEngine(wiring.Component):
         # overlapped).
         peek_op    = Signal(_Op)
         peek_known = Signal()
-        peek_hit   = Signal()
         peek_index = Signal.like(index)
 
         # Each source's answer, at hand or arriving this cycle (a command other than DELEGATE
@@ -569,11 +567,10 @@ class RxEngine(wiring.Component):
         peek_choice = Signal(_Op)
         peek_waiting = {op_: waiting[op_] & ready_to_read[op_.value] for op_ in sources}
         self._choose(m, peek_choice, last_op, holding, peek_waiting)
-        _, _, peek_choice_hit, peek_choice_index = answer(peek_choice, "peek_choice")
+        _, _, _, peek_choice_index = answer(peek_choice, "peek_choice")
         m.d.sync += [peek_op.eq(peek_choice),
                      peek_known.eq(Cat(peek_waiting.values()).bit_select(
                          peek_choice.as_value(), 1)),
-                     peek_hit.eq(peek_choice_hit),
                      peek_index.eq(Mux(peek_choice == _Op.CMD, self.command.payload.index,
                                        peek_choice_index))]
 
@@ -614,15 +611,11 @@ class RxEngine(wiring.Component):
         # is told from the registered checks alone (a frame not yet held waits exactly when its
         # room check fails), not from whether the next operation is taken, which is later.
         inputs_free = Signal()  # IDLE, or a DECIDE that proceeds: desc, command, update are free
-        tx_lookup   = Signal()  # LOOKUP of a transmit update: desc and command are not in use
         starts_wait = Signal()  # DECIDE of a frame that will wait (if it does not already)
-        with m.If((inputs_free | tx_lookup) & ~holding & ~starts_wait):
+        with m.If(inputs_free & ~holding & ~starts_wait):
             m.d.sync += desc.eq(self.descriptor.payload)
-        with m.If(inputs_free | tx_lookup):
-            m.d.sync += command.eq(self.command.payload)
-        # A transmit update of no connection ends in its LOOKUP and may be followed at once.
-        with m.If(inputs_free | tx_lookup & resolved & ~hit):
-            m.d.sync += update.eq(self.tx_update.payload)
+        with m.If(inputs_free):
+            m.d.sync += [command.eq(self.command.payload), update.eq(self.tx_update.payload)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -632,21 +625,14 @@ class RxEngine(wiring.Component):
                     take()
 
             with m.State("LOOKUP"):
-                m.d.comb += tx_lookup.eq(op == _Op.TX)
+                # A transmit update is taken only with a kept answer that hits (the deferral
+                # above), so every operation here goes on to LOAD.
                 with m.If(~resolved):
                     # Taken before the answer for its key came: wait for it.
                     with m.If(answer_due):
                         m.d.sync += [resolved.eq(1), hit.eq(self.cam_hit),
                                      index.eq(Mux(by_index, command.index, self.cam_index))]
                     m.d.sync += answer_due.eq(1)
-                with m.Elif((op == _Op.TX) & ~hit):
-                    # A segment of no delegated connection changes nothing: the operation ends.
-                    # Not reached since the thirteenth session (an update is taken only with
-                    # a kept answer that hits); kept so that one taken otherwise would end
-                    # here rather than write an entry.
-                    m.d.comb += op_done.eq(1)
-                    m.next = "IDLE"
-                    take()
                 with m.Else():
                     # The entry's address, as the memories see it.
                     address = slice(0, len(state_rd.addr))
@@ -757,10 +743,8 @@ class RxEngine(wiring.Component):
                     with m.If(overlap):
                         take()
                         # Its entry read now, from the choice registered a cycle ago (above),
-                        # when that is the one taken and it needs its entry (a transmit update
-                        # of no connection ends in LOOKUP).
-                        ahead = (peek_known & choice_known & (choice == peek_op)
-                                 & ~((peek_op == _Op.TX) & ~peek_hit))
+                        # when that is the one taken.
+                        ahead = peek_known & choice_known & (choice == peek_op)
                         with m.If(any_waiting & ahead):
                             m.next = "LOAD"
                 # The address is the choice's whether it is taken or not: LOAD follows only if

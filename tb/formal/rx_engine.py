@@ -6,8 +6,7 @@ one to its emitter, which writes the entry and hands out the job and events whil
 operation is looked up and loaded; that one may be taken in the DECIDE of the one before, and
 then reads its entry in the cycle the emitter writes it (``rtl/tcpdct/rx_engine.py``). The
 harness reads, by name like the FSM state, ``op_take`` (an operation starts: its input is
-taken), ``op_done`` (the front's last cycle of it: decided, or a transmit update of no
-connection that needs no decision), ``op_emit`` (the emitter holds a decided operation),
+taken), ``op_done`` (the front's last cycle of it, where it is decided), ``op_emit`` (the emitter holds a decided operation),
 ``op_load`` (the LOAD, where the entry is read), ``tx_skip`` (a transmit update the CAM
 answered "no match" for is dropped without an operation) and the registers ``state``,
 ``queue`` and ``index`` (the entry as loaded, and which). The other signals are ports, or the
