@@ -1,4 +1,4 @@
-"""A synchronous FIFO whose ``w_rdy`` and ``r_rdy`` are registers, and the flags it keeps them
+"""Synchronous FIFOs whose ``w_rdy`` and ``r_rdy`` are registers, and the flags they keep them
 with (:func:`full_flag`, :func:`empty_flag`), which other counts of places use too.
 
 Amaranth's :class:`~amaranth.lib.fifo.SyncFIFO` works them out each cycle from its level, a
@@ -15,7 +15,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 
 
-__all__ = ["full_flag", "empty_flag", "SyncFIFOFlagged"]
+__all__ = ["full_flag", "empty_flag", "SyncFIFOFlagged", "SyncFIFOHeadRegistered"]
 
 
 def full_flag(m, level, capacity, added, removed, *, name):
@@ -116,3 +116,91 @@ class SyncFIFOFlagged(Elaboratable):
         m.d.sync += self.r_second_rdy.eq(Mux(written == read, self.r_second_rdy,
                                              Mux(written, level != 0,
                                                  self.r_second_rdy & (level != 2))))
+
+
+class SyncFIFOHeadRegistered(Elaboratable):
+    """:class:`~amaranth.lib.fifo.SyncFIFO` with the same members and behaviour cycle for cycle,
+    but the head (``r_data``), ``w_rdy`` and ``r_rdy`` are registers.
+
+    The entries behind the head are kept in a LUT RAM of ``depth - 1`` places. The head register
+    loads from it, or straight from ``w_data`` when it holds nothing, so an entry written into an
+    empty FIFO is at the head the next cycle, as in ``SyncFIFO`` (Amaranth's
+    ``SyncFIFOBuffered`` takes a cycle more).
+
+    Why: a reader that loads a wide register from ``r_data`` under a late handshake (the DMA
+    writer taking a job as its last read is issued) makes a multiplexer whose inputs are the
+    handshake and the LUT RAM's asynchronous read. The placer put that multiplexer at the RAM,
+    and the 64x64 core's critical path went from the handshake out to the RAM and back to the
+    reader's register. Here the handshake reaches the head register's enable and the RAM's read
+    pointer, and ``r_data`` comes from registers, which the placer can put at the reader. The
+    RAM's write enable is the writer's handshake alone: an entry written as it goes straight to
+    the head is written to the RAM too, at the place that stays free.
+
+    Parameters
+    ----------
+    width : int
+    depth : int
+        At least 2.
+
+    Members
+    -------
+    w_data, w_en, w_rdy, r_data, r_en, r_rdy, level
+        As for :class:`~amaranth.lib.fifo.SyncFIFO`.
+    """
+
+    def __init__(self, *, width, depth):
+        if depth < 2:
+            raise ValueError(f"Depth must be at least 2, not {depth!r}")
+        self.width = width
+        self.depth = depth
+        self.w_data = Signal(width)
+        self.w_en   = Signal()
+        self.w_rdy  = Signal()
+        self.r_data = Signal(width)
+        self.r_en   = Signal()
+        self.r_rdy  = Signal()
+        self.level  = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        places = self.depth - 1
+        m.submodules.storage = storage = Memory(shape=self.width, depth=places, init=[])
+        write_port = storage.write_port()
+        read_port = storage.read_port(domain="comb")
+        produce = Signal(range(places))
+        consume = Signal(range(places))
+        stored  = Signal(range(places + 1))   # entries behind the head
+
+        def advance(pointer):
+            return pointer.eq(Mux(pointer == places - 1, 0, pointer + 1))
+
+        written = self.w_en & self.w_rdy
+        read    = self.r_en & self.r_rdy
+        head_loads = read | ~self.r_rdy
+        # Nothing is stored while the head is empty, so ``stored_any`` also says the head
+        # register loads from the RAM rather than from ``w_data``.
+        to_storage   = Signal()
+        from_storage = Signal()
+        stored_any = ~empty_flag(m, stored, to_storage, from_storage, name="stored_none")
+        m.d.comb += [
+            to_storage.eq(written & (stored_any | ~head_loads)),
+            from_storage.eq(head_loads & stored_any),
+            write_port.addr.eq(produce),
+            write_port.data.eq(self.w_data),
+            write_port.en.eq(written),
+            read_port.addr.eq(consume),
+        ]
+        with m.If(to_storage):
+            m.d.sync += advance(produce)
+        with m.If(from_storage):
+            m.d.sync += advance(consume)
+        m.d.sync += stored.eq(stored + to_storage - from_storage)
+        with m.If(head_loads):
+            m.d.sync += [
+                self.r_data.eq(Mux(stored_any, read_port.data, self.w_data)),
+                self.r_rdy.eq(stored_any | written),
+            ]
+        m.d.comb += self.level.eq(stored + self.r_rdy)
+        full = full_flag(m, self.level, self.depth, written, read, name="full")
+        m.d.comb += self.w_rdy.eq(~full)
+        return m

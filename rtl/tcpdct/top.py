@@ -3,7 +3,7 @@
 from amaranth.hdl import Module, Const
 from amaranth.lib import stream, wiring
 
-from .fifo import SyncFIFOFlagged
+from .fifo import SyncFIFOHeadRegistered
 from .params import Params, RX_DESCRIPTOR_DEPTH
 from .ports import top_ports, axi4_write_master, axil_slave
 from .layouts import dma_job_layout
@@ -83,12 +83,13 @@ class TcpDct(wiring.Component):
         m.submodules.csr           = csr     = Csr(p)
         m.submodules.tx_path       = tx      = TxPath(p)
         m.submodules.tx_engine     = tx_eng  = TxEngine(p)
-        # Unbuffered: a job reaches the DMA writer the cycle after the engine hands it over (a
-        # buffered FIFO's output register would add a cycle to every frame's first write).
-        # Both ends are registers, the engine's job and the writer's, so the LUT RAM's
-        # asynchronous read sits between two registers; so are its flags, which the engine's
-        # end of an operation and the writer's take of a job start from.
-        m.submodules.job_queue     = jobs    = SyncFIFOFlagged(
+        # A job reaches the DMA writer the cycle after the engine hands it over (Amaranth's
+        # buffered FIFO would add a cycle to every frame's first write). The head is a register
+        # all the same: the writer loads its job register from it under the handshake of its
+        # last read, and with the LUT RAM's read there that path ran out to the RAM and back
+        # (the 64x64 core's critical path). The flags are registers too: the engine's end of an
+        # operation and the writer's take of a job start from them.
+        m.submodules.job_queue     = jobs    = SyncFIFOHeadRegistered(
             width=dma_job_layout(p).size, depth=JOB_QUEUE_DEPTH)
 
         # Receive port.
