@@ -131,10 +131,11 @@ class SyncFIFOHeadRegistered(Elaboratable):
     writer taking a job as its last read is issued) makes a multiplexer whose inputs are the
     handshake and the LUT RAM's asynchronous read. The placer put that multiplexer at the RAM,
     and the 64x64 core's critical path went from the handshake out to the RAM and back to the
-    reader's register. Here the handshake reaches the head register's enable and the RAM's read
-    pointer, and ``r_data`` comes from registers, which the placer can put at the reader. The
-    RAM's write enable is the writer's handshake alone: an entry written as it goes straight to
-    the head is written to the RAM too, at the place that stays free.
+    reader's register. Here the reader's handshake reaches the head register's enable, the RAM's
+    read pointer and the flags, and ``r_data`` comes from registers, which the placer can put at
+    the reader. The writer's side (the RAM's write enable and write pointer) depends on the
+    writer's handshake alone: an entry that goes straight to the head is written to the RAM too,
+    and the read pointer passes over it.
 
     Parameters
     ----------
@@ -177,14 +178,16 @@ class SyncFIFOHeadRegistered(Elaboratable):
         written = self.w_en & self.w_rdy
         read    = self.r_en & self.r_rdy
         head_loads = read | ~self.r_rdy
-        # Nothing is stored while the head is empty, so ``stored_any`` also says the head
-        # register loads from the RAM rather than from ``w_data``.
+        # Every entry written goes to the RAM, so that the writer's side (``produce``) does not
+        # depend on the reader's handshake. The head takes the oldest entry there, or, when
+        # there is none, the one written in this cycle straight from ``w_data``, passing over
+        # its place in the RAM all the same. Nothing is stored while the head is empty.
         to_storage   = Signal()
         from_storage = Signal()
         stored_any = ~empty_flag(m, stored, to_storage, from_storage, name="stored_none")
         m.d.comb += [
-            to_storage.eq(written & (stored_any | ~head_loads)),
-            from_storage.eq(head_loads & stored_any),
+            to_storage.eq(written),
+            from_storage.eq(head_loads & (stored_any | written)),
             write_port.addr.eq(produce),
             write_port.data.eq(self.w_data),
             write_port.en.eq(written),
