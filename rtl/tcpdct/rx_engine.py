@@ -31,10 +31,11 @@ cycle before it is taken; a 64-byte frame is eight beats at 64 bits. A transmit 
 connection costs none: once the CAM has answered "no match" for its key it is dropped outside
 the rotation, in a cycle that takes no operation, and no update waits for a turn before the
 answer kept for its key says it hits (below, "A transmit update of no delegated connection").
-Three kinds of operation are not overlapped, and the next one is taken from IDLE once the
+Two kinds of operation are not overlapped, and the next one is taken from IDLE once the
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
-predate the write), a POST_LEGACY (the legacy ring shows a push two cycles later) and a frame
-that starts or stops waiting for a user buffer (the frame source's key moves). An operation
+predate the write) and a frame that starts or stops waiting for a user buffer (the frame
+source's key moves). The legacy ring shows the emitter's push two cycles later and its pop one:
+a frame of no delegated connection that would read it sooner reads it again later (LOAD). An operation
 whose key's answer is not yet at hand when it is taken waits for it in LOOKUP, one or two
 cycles (below, "Keys are looked up ahead of the take"). The frame's bytes meanwhile wait in the
 packet buffer and are moved by the DMA writer.
@@ -261,12 +262,20 @@ class RxEngine(wiring.Component):
                              frame_out.events[slot]))
                      for slot in range(n_slots)]
 
-        # A command that writes the CAM (the answers at hand would predate the write) or pushes a
-        # legacy buffer (the ring shows it two cycles later) is not followed in its DECIDE; told
-        # in LOAD, by opcode, so that the DECIDE's take starts from a register.
+        # A command that writes the CAM (the answers at hand would predate the write) is not
+        # followed in its DECIDE; told in LOAD, by opcode, so that the DECIDE's take starts from
+        # a register.
         serial = Signal()
         writes_key = (op == _Op.CMD) & _writes_cam(command.code)
-        serial_by_code = writes_key | ((op == _Op.CMD) & (command.code == Opcode.POST_LEGACY))
+        serial_by_code = writes_key
+
+        # The legacy ring shows a pop a cycle after the emitter's, and a push two: a frame whose
+        # LOAD comes in one of those cycles reads the ring again later (LOAD, below). A push
+        # changes nothing a frame reads of the ring (its head, whether it has one) unless the
+        # ring was empty.
+        legacy_pushed = Signal()   # the emitter pushed a legacy buffer in the cycle before
+        m.d.sync += legacy_pushed.eq(legacy_push)
+        ring_behind = ~legacy_ring.r_rdy
 
         # An operation taken in the DECIDE of the one before reads its entry in the emitter's
         # first cycle, the cycle of its writes: what it loads is then the entry written, which
@@ -660,11 +669,14 @@ class RxEngine(wiring.Component):
                     # A frame of no delegated connection goes to legacy or is dropped whatever
                     # the entry holds: its checks need only the descriptor, the CAM's answer and
                     # the legacy ring, so it skips measuring the buffers. The legacy mix then
-                    # fits the line. The ring shows a pop a cycle later, a push two (a
-                    # POST_LEGACY is not overlapped): a LOAD in the emitter's first cycle (the
-                    # entry read in the DECIDE before) that pops the ring reads it a cycle
-                    # later, in MEASURE.
-                    with m.If(legacy_pop):
+                    # fits the line. Its LOAD may come in the emitter's first cycle (the entry
+                    # read in the DECIDE before) or the one after (read in LOOKUP), before the
+                    # ring shows the emitter's pop or push (``legacy_pushed``, above): it then
+                    # reads the ring in MEASURE, through SUM if need be. A delegated frame
+                    # reads it in MEASURE anyway, two cycles after its LOAD at the earliest.
+                    with m.If(legacy_push & ring_behind):
+                        m.next = "SUM"
+                    with m.Elif(legacy_pop | legacy_pushed & ring_behind):
                         m.next = "MEASURE"
                     with m.Else():
                         m.d.sync += checks.eq(frame_checks.checks)
@@ -735,9 +747,8 @@ class RxEngine(wiring.Component):
                     m.d.comb += op_done.eq(1)
                     m.next = "IDLE"
                     # The next operation is taken now, unless this one writes the CAM (the
-                    # answers at hand would predate the write), pushes a legacy buffer (the
-                    # ring shows it two cycles later) or holds or releases a frame (the frame
-                    # source's key moves).
+                    # answers at hand would predate the write) or holds or releases a frame (the
+                    # frame source's key moves).
                     overlap = ~serial & ~frame_key_moves
                     m.d.comb += inputs_free.eq(1)
                     with m.If(overlap):

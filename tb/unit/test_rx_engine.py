@@ -1675,6 +1675,36 @@ def test_short_operations_follow_at_their_pace():
         [[EventType.RX_PLACED], [EventType.DROP]] * (count // 2)
 
 
+
+@pytest.mark.parametrize("spare", [0, 1])
+def test_post_legacy_is_followed_at_once(spare):
+    """Frames of no delegated connection alternate with the POST_LEGACYs that refill the legacy
+    ring, offered back to back, as a driver reposting each legacy buffer does. A POST_LEGACY is
+    followed in its DECIDE like any other command (2 cycles). The ring shows its push two
+    cycles after that DECIDE: with a spare buffer in the ring the push changes nothing the
+    frame after it reads (2 cycles); with the ring empty that frame reads the ring in MEASURE,
+    through SUM (4 cycles). Every frame goes to legacy, with the buffer posted just before it
+    when there is no spare."""
+    count = 12
+    setup = [legacy_slot(100 + n) for n in range(1 + spare)] + [Settle()]
+    ops = [Offer(rx(STRANGER, 7 + n, pattern(10, n))) if n % 2 == 0 else Offer(legacy_slot(n))
+           for n in range(2 * count)]
+    trace = rtl_run(SMALL, setup + ops)
+    served = [entry for entry in trace.served if entry[0] in (FRAME, CMD)][len(setup) - 1:]
+    assert [entry[0] for entry in served] == [FRAME, CMD] * count
+    takes = [entry[2] for entry in served]
+    # From the second operation on: the first, reaching an idle engine, waited for its answer.
+    after_post = 2 if spare else 4
+    assert [b - a for a, b in zip(takes[1:], takes[2:])] == \
+        [2, after_post] * (count - 1), takes
+    ref, _ = replay(SMALL, trace)
+    frames = [outcome for outcome in ref if isinstance(outcome.op, Rx)]
+    assert [types(outcome) for outcome in frames] == [[EventType.LEGACY]] * count
+    # Without a spare, each frame after the first takes the buffer posted just before it.
+    if not spare:
+        tags = [outcome.events[0].tag for outcome in frames[1:]]
+        assert tags == [0x1e000 + n for n in range(1, 2 * count - 1, 2)]
+
 # Arbitration: no update may be lost --------------------------------------------------------------
 
 def same_entry_rounds(rng, conn, index, count, rcv, snd):
