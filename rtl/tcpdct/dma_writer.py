@@ -36,7 +36,9 @@ Why this shape:
   a job's writes never wait for earlier jobs' responses. ``bready`` drops for the cycle in which a
   job is retired (and for each job without bursts), so a response of a later job is never counted
   for the job being retired. A FENCE (every command's job) that follows a job while it streams is
-  taken at once and marked on that job's count, and is done the cycle after it.
+  taken at once and marked on that job's count, and is done the cycle after it; one that the job
+  register has caught but not yet taken when the job ends (a job of few reads) is marked on the
+  count as it is handed over.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal
@@ -393,6 +395,7 @@ class DmaWriter(wiring.Component):
         finishing   = Signal()             # FINISH ends the job this cycle
         releasing   = Signal()             # the job's last segment is set up this cycle
         head_taken  = Signal()             # the queue's head starts at once, not held
+        fence_rides = Signal()             # the held FENCE rides on the entry written now
 
         def set_up_segment(ends_reads):
             # Set up ``job.segments[0]``, which has data; the AW generator and the read issue
@@ -440,7 +443,7 @@ class DmaWriter(wiring.Component):
                 m.d.comb += [
                     bursts_fifo.w_en.eq(1),
                     bursts_fifo.w_data.eq(Cat((job_bursts + aw_accept)[:len(job_bursts)],
-                                              fence_after)),
+                                              fence_after | fence_rides)),
                 ]
                 # Cleared as the count is handed over, whether a job follows or not. Cleared as
                 # the next job is taken, the enable went through the job queue to the receive
@@ -457,6 +460,13 @@ class DmaWriter(wiring.Component):
                 with m.If(job_held & held_direct):
                     with m.If(aw_done):
                         take_and_set_up()
+                # A FENCE held behind the job rides on the job's entry, as one taken while the
+                # job streams does, and the register takes the queue's head at once: behind a
+                # job too short to take the FENCE while it streams, the FENCE costs the cycle
+                # of that take rather than a FINISH of its own as well.
+                with m.Elif(job_held & held_fence & ~fence_after):
+                    m.d.comb += fence_rides.eq(1)
+                    accept_job()
                 with m.Elif(job_held):
                     start_held()
                 with m.Else():
@@ -557,14 +567,15 @@ class DmaWriter(wiring.Component):
 
         # The job register takes the queue's head whenever it holds no job that is needed
         # (``job_locked`` low), or the one it holds is done with in this cycle: as its last
-        # segment is set up (``releasing``), or as FINISH ends it. It loads whether a job is
+        # segment is set up (``releasing``), as FINISH ends it, or as the held FENCE rides on
+        # the job that ends (``fence_rides``). It loads whether a job is
         # offered or not, so that the enable of its hundreds of bits is a few registers and the
         # set-up's own enable, not the job queue's level. A job taken so is ``job_held`` until
         # it starts, unless it starts in the same cycle (``head_taken``, from IDLE or FINISH, or
         # at the end of a job with nothing held). Taking it from the queue as it is caught,
         # rather than as it starts, lets the register catch the job after it in the cycle a job
         # of one segment starts: jobs of one read then follow one another every cycle.
-        with m.If(~job_locked | finishing | releasing):
+        with m.If(~job_locked | finishing | releasing | fence_rides):
             offered = self.job.payload
             offered_data = segments_with_data(offered)
             m.d.comb += self.job.ready.eq(1)
