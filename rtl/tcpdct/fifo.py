@@ -35,6 +35,24 @@ def empty_flag(m, level, added, removed, *, name):
     return empty
 
 
+def _advance(pointer, places):
+    """The statement that moves ``pointer`` to the next of ``places`` places, round the ring."""
+    return pointer.eq(Mux(pointer == places - 1, 0, pointer + 1))
+
+
+def _sync_fifo_members(fifo, width, depth):
+    """Give ``fifo`` :class:`~amaranth.lib.fifo.SyncFIFO`'s parameters and members."""
+    fifo.width  = width
+    fifo.depth  = depth
+    fifo.w_data = Signal(width)
+    fifo.w_en   = Signal()
+    fifo.w_rdy  = Signal()
+    fifo.r_data = Signal(width)
+    fifo.r_en   = Signal()
+    fifo.r_rdy  = Signal()
+    fifo.level  = Signal(range(depth + 1))
+
+
 class SyncFIFOFlagged(Elaboratable):
     """:class:`~amaranth.lib.fifo.SyncFIFO` with the same members and behaviour cycle for cycle,
     but ``w_rdy`` and ``r_rdy`` are registers.
@@ -59,16 +77,8 @@ class SyncFIFOFlagged(Elaboratable):
     """
 
     def __init__(self, *, width, depth, second=None):
-        self.width = width
-        self.depth = depth
+        _sync_fifo_members(self, width, depth)
         self.second = second
-        self.w_data = Signal(width)
-        self.w_en   = Signal()
-        self.w_rdy  = Signal()
-        self.r_data = Signal(width)
-        self.r_en   = Signal()
-        self.r_rdy  = Signal()
-        self.level  = Signal(range(depth + 1))
         if second is not None:
             self.r_second     = Signal(len(range(width)[second]))
             self.r_second_rdy = Signal()
@@ -100,9 +110,9 @@ class SyncFIFOFlagged(Elaboratable):
         produce = Signal(range(self.depth))
         behind  = Signal(range(self.depth), init=1)  # the place after the head
         with m.If(written):
-            m.d.sync += produce.eq(Mux(produce == self.depth - 1, 0, produce + 1))
+            m.d.sync += _advance(produce, self.depth)
         with m.If(read):
-            m.d.sync += behind.eq(Mux(behind == self.depth - 1, 0, behind + 1))
+            m.d.sync += _advance(behind, self.depth)
         m.d.comb += [
             write_port.addr.eq(produce),
             write_port.data.eq(self.w_data[self.second]),
@@ -152,15 +162,7 @@ class SyncFIFOHeadRegistered(Elaboratable):
     def __init__(self, *, width, depth):
         if depth < 2:
             raise ValueError(f"Depth must be at least 2, not {depth!r}")
-        self.width = width
-        self.depth = depth
-        self.w_data = Signal(width)
-        self.w_en   = Signal()
-        self.w_rdy  = Signal()
-        self.r_data = Signal(width)
-        self.r_en   = Signal()
-        self.r_rdy  = Signal()
-        self.level  = Signal(range(depth + 1))
+        _sync_fifo_members(self, width, depth)
 
     def elaborate(self, platform):
         m = Module()
@@ -172,9 +174,6 @@ class SyncFIFOHeadRegistered(Elaboratable):
         consume = Signal(range(places))
         stored  = Signal(range(places + 1))   # entries behind the head
 
-        def advance(pointer):
-            return pointer.eq(Mux(pointer == places - 1, 0, pointer + 1))
-
         written = self.w_en & self.w_rdy
         read    = self.r_en & self.r_rdy
         head_loads = read | ~self.r_rdy
@@ -182,22 +181,20 @@ class SyncFIFOHeadRegistered(Elaboratable):
         # depend on the reader's handshake. The head takes the oldest entry there, or, when
         # there is none, the one written in this cycle straight from ``w_data``, passing over
         # its place in the RAM all the same. Nothing is stored while the head is empty.
-        to_storage   = Signal()
         from_storage = Signal()
-        stored_any = ~empty_flag(m, stored, to_storage, from_storage, name="stored_none")
+        stored_any = ~empty_flag(m, stored, written, from_storage, name="stored_none")
         m.d.comb += [
-            to_storage.eq(written),
             from_storage.eq(head_loads & (stored_any | written)),
             write_port.addr.eq(produce),
             write_port.data.eq(self.w_data),
             write_port.en.eq(written),
             read_port.addr.eq(consume),
         ]
-        with m.If(to_storage):
-            m.d.sync += advance(produce)
+        with m.If(written):
+            m.d.sync += _advance(produce, places)
         with m.If(from_storage):
-            m.d.sync += advance(consume)
-        m.d.sync += stored.eq(stored + to_storage - from_storage)
+            m.d.sync += _advance(consume, places)
+        m.d.sync += stored.eq(stored + written - from_storage)
         with m.If(head_loads):
             m.d.sync += [
                 self.r_data.eq(Mux(stored_any, read_port.data, self.w_data)),

@@ -267,7 +267,6 @@ class RxEngine(wiring.Component):
         # a register.
         serial = Signal()
         writes_key = (op == _Op.CMD) & _writes_cam(command.code)
-        serial_by_code = writes_key
 
         # The legacy ring shows a pop a cycle after the emitter's, and a push two: a frame whose
         # LOAD comes in one of those cycles reads the ring again later (LOAD, below). A push
@@ -661,7 +660,7 @@ class RxEngine(wiring.Component):
                              high_water.eq(self.high_water),
                              timed_out.eq(held_for >= self.buf_req_timeout),
                              cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update)),
-                             since_load.eq(1), serial.eq(serial_by_code)]
+                             since_load.eq(1), serial.eq(writes_key)]
                 m.d.comb += self.tx_matched.eq((op == _Op.TX) & hit)
                 with m.If((op == _Op.FRAME) & hit & (desc.cls == FrameClass.TCP)):
                     m.next = "SUM"
