@@ -60,6 +60,7 @@ from .records import EventType, Opcode
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
 from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
                           room_sums_layout, queue_fill_layout, frame_checks_layout)
+from .fifo import full_flag
 from .cmd_unit import CommandChecks, CommandDecision, command_checks_layout, delegate_key
 from .tx_engine import TxDecision, segment_end
 
@@ -177,6 +178,14 @@ class RxEngine(wiring.Component):
         m.submodules.legacy_ring = legacy_ring = SyncFIFOBuffered(
             width=legacy_buffer_layout.size, depth=p.legacy_ring_depth)
         legacy_head = data.View(legacy_buffer_layout, legacy_ring.r_data)
+        # Full, from the ring's level, the cycle after each push or pop. Not ``~w_rdy``: with a
+        # ring two deep, a buffer pushed into the empty ring fills the RAM behind the output
+        # register for the cycle it takes to move there, and ``w_rdy`` says full meanwhile. A
+        # POST_LEGACY decided in that cycle (the one after a POST_LEGACY's push) would be
+        # refused QUEUE_FULL with a place free.
+        legacy_full = full_flag(m, legacy_ring.level, p.legacy_ring_depth,
+                                legacy_ring.w_en & legacy_ring.w_rdy,
+                                legacy_ring.r_en & legacy_ring.r_rdy, name="legacy_full")
 
         m.submodules.room_sums      = room_sums  = RoomSums(p)
         m.submodules.queue_fill     = queue_fill = QueueFill(p)
@@ -320,7 +329,7 @@ class RxEngine(wiring.Component):
             cmd.key_present.eq(hit),
             cmd.state.eq(state),
             cmd.queue.eq(queue),
-            cmd.legacy_full.eq(~legacy_ring.w_rdy),
+            cmd.legacy_full.eq(legacy_full),
             tx.update.eq(update),
             tx.end.eq(tx_end),
             tx.state.eq(state),

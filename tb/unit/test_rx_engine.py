@@ -1705,6 +1705,27 @@ def test_post_legacy_is_followed_at_once(spare):
         tags = [outcome.events[0].tag for outcome in frames[1:]]
         assert tags == [0x1e000 + n for n in range(1, 2 * count - 1, 2)]
 
+
+def test_post_legacy_right_behind_a_push_into_a_two_deep_ring():
+    """Two POST_LEGACYs back to back into an empty ring two deep: the second is decided in the
+    cycle after the first one's push, while that buffer moves from the ring's RAM to its output
+    register and the ring's ``w_rdy`` says full. Both are accepted (the engine's full flag
+    follows the ring's level), and the two frames after them get the two buffers in order."""
+    params = Params(data_width=128, n_entries=5, buffers_per_conn=3, legacy_ring_depth=2,
+                    rx_buffer_bytes=2048, max_frame_bytes=600)
+    ops = [Offer(legacy_slot(0)), Offer(legacy_slot(1)), Settle(),
+           rx(STRANGER, 7, pattern(10, 0)), rx(STRANGER, 17, pattern(10, 1))]
+    trace = rtl_run(params, ops)
+    # The first, reaching an idle engine, runs LOOKUP, LOAD, DECIDE; the second is taken in
+    # that DECIDE, and decided two cycles later, the cycle after the first one's push.
+    served = [entry for entry in trace.served if entry[0] == CMD]
+    assert served[1][2] - served[0][2] == 3, "the second POST_LEGACY was not taken at once"
+    ref, _ = replay(params, trace)
+    assert [outcome.events[-1].status for outcome in ref
+            if isinstance(outcome.op, Command)] == [CmdStatus.OK] * 2
+    assert [outcome.events[0].tag for outcome in ref
+            if isinstance(outcome.op, Rx)] == [0x1e000, 0x1e001]
+
 # Arbitration: no update may be lost --------------------------------------------------------------
 
 def same_entry_rounds(rng, conn, index, count, rcv, snd):
