@@ -4,12 +4,13 @@ Inputs are the frame's descriptor, the match result and the entry's state and bu
 read from the DCT; outputs are the entry's new contents, the DMA job and the events. The order of
 the checks is the table in ``docs/architecture.md`` ("Decisions for a delegated connection").
 
-The decision takes three cycles of the receive engine, each on the registered results of the
-one before: :class:`RoomSums` adds up the rooms of the posted buffers; :class:`QueueFill` works
-out how the payload would fill them while :class:`FrameChecks` runs every check but the room
-check; and :class:`FrameDecision` decides. Done in one cycle, with the buffers filled one after
-the other, the decision was the core's critical path (``docs/performance.md``, "Critical
-paths").
+The decision is split into steps, each on the registered results of the one before:
+:class:`RoomSums` adds up the rooms of the posted buffers, as the receive engine writes a queue
+(it keeps the sums beside the queue, so a frame starts from them); :class:`QueueFill` works out
+how the payload would fill them while :class:`FrameChecks` runs every check but the room check,
+in one cycle; and :class:`FrameDecision` decides, in the next. Done in one cycle, with the
+buffers filled one after the other, the decision was the core's critical path
+(``docs/performance.md``, "Critical paths").
 """
 
 from amaranth.hdl import Module, Signal, Mux, Cat, Const
@@ -25,7 +26,8 @@ from .records import EventType, LegacyReason, DropReason, NO_CONNECTION
 
 
 __all__ = ["RoomSums", "QueueFill", "FrameChecks", "FrameDecision", "event_slots",
-           "room_sums_layout", "queue_fill_layout", "frame_checks_layout"]
+           "room_sums_layout", "queue_fill_layout", "frame_checks_layout", "room_wait_layout",
+           "room_wait"]
 
 
 def event_slots(params):
@@ -44,11 +46,13 @@ def _sum_bits(params):
 
 
 def room_sums_layout(params):
-    """The room ahead of each slot of a queue: ``before[i]`` is the sum of the rooms of slots
-    ``0 .. i - 1`` (of every slot, valid or not: only ``before[i]`` for ``i <= count`` is the
-    room of posted buffers); ``has_room[i]`` says that slot ``i`` has room."""
+    """The room up to each slot of a queue: ``through[i]`` is the sum of the rooms of slots
+    ``0 .. i`` (of every slot, valid or not: only ``through[i]`` for ``i < count`` is the room of
+    posted buffers); ``has_room[i]`` says that slot ``i`` has room. The room ahead of slot ``i``
+    is ``through[i - 1]``, and 0 ahead of slot 0, which is not stored: the receive engine keeps
+    these sums in a memory beside the buffer portion."""
     return data.StructLayout({
-        "before":   data.ArrayLayout(_sum_bits(params), params.buffers_per_conn + 1),
+        "through":  data.ArrayLayout(_sum_bits(params), params.buffers_per_conn),
         "has_room": params.buffers_per_conn,
     })
 
@@ -73,7 +77,7 @@ def queue_fill_layout(params):
 
 
 class RoomSums(wiring.Component):
-    """Combinational: the prefix sums of the rooms of ``queue`` (first half of the measure).
+    """Combinational: the prefix sums of the rooms of ``queue``, kept with it.
 
     The sums are computed in parallel, a balanced tree of adders each, rather than each slot
     taking what the slot before it left, which chained a subtraction, a minimum and another
@@ -93,9 +97,8 @@ class RoomSums(wiring.Component):
         p = self._params
         m = Module()
         rooms = [self.queue.slots[i].room for i in range(p.buffers_per_conn)]
-        m.d.comb += self.sums.before[0].eq(0)
         for i in range(p.buffers_per_conn):
-            m.d.comb += [self.sums.before[i + 1].eq(_tree_sum(rooms[:i + 1])),
+            m.d.comb += [self.sums.through[i].eq(_tree_sum(rooms[:i + 1])),
                          self.sums.has_room[i].eq(rooms[i] != 0)]
         return m
 
@@ -118,7 +121,9 @@ class QueueFill(wiring.Component):
         p = self._params
         m = Module()
         depth = p.buffers_per_conn
-        before, count, fill, length = self.sums.before, self.count, self.fill, self.payload_len
+        count, fill, length = self.count, self.fill, self.payload_len
+        # The room ahead of slot i, for i in 0 .. depth.
+        before = [Const(0)] + [self.sums.through[i] for i in range(depth)]
 
         within = Signal(depth)  # the payload fits in the posted buffers up to slot i
         for i in range(depth):
@@ -219,6 +224,27 @@ class FrameChecks(wiring.Component):
         return m
 
 
+#: What the room check (R17–R19) makes of a frame: ``hold``, it waits for a user buffer (it
+#: passed every other check and does not fit); ``expired``, it has been waiting, still does not
+#: fit, and the packet buffer or the timer has run out (it goes to legacy). Worked out a cycle
+#: ahead of :class:`FrameDecision` (:func:`room_wait`), so that whether the frame waits, which
+#: decides whether the receive engine takes the next operation at once, is a register.
+room_wait_layout = data.StructLayout({
+    "hold":    1,
+    "expired": 1,
+})
+
+
+def room_wait(checks, fits, held, high_water, timed_out):
+    """The room check's outcome, as a value of ``room_wait_layout``, for a frame whose other
+    checks are ``checks`` (``frame_checks_layout``) and whose payload ``fits`` its posted
+    buffers; ``held``: it has been waiting, ``timed_out``: for BUF_REQ_TIMEOUT cycles,
+    ``high_water``: the receive packet buffer is at its high-water mark."""
+    no_room = checks.room_check & ~fits
+    expired = no_room & held & (high_water | timed_out)
+    return Cat(no_room & ~expired, expired)
+
+
 class FrameDecision(wiring.Component):
     """Combinational decision for one received frame (R10–R23), given the outcome of its other
     checks (``checks``, from :class:`FrameChecks`) and how its payload fills the queue
@@ -239,8 +265,7 @@ class FrameDecision(wiring.Component):
             "fill":         In(queue_fill_layout(params)),
             "checks":       In(frame_checks_layout),
             "legacy_head":  In(legacy_buffer_layout),
-            "held":         In(1),  # the frame has been waiting for a user buffer
-            "timed_out":    In(1),  # ... for BUF_REQ_TIMEOUT cycles
+            "wait":         In(room_wait_layout),
             "high_water":   In(1),  # the receive packet buffer is at its high-water mark
 
             "state_write":  Out(1),
@@ -273,9 +298,8 @@ class FrameDecision(wiring.Component):
                                        Mux(fill.touched[i], fill.rest[i], 0)))
 
         # The room check (R17–R19): placed if it fits, else wait for a user buffer, until the
-        # packet buffer or the timer runs out.
-        no_room    = checks.room_check & ~fill.fits
-        expired    = no_room & self.held & (self.high_water | self.timed_out)
+        # packet buffer or the timer runs out (``wait``, a cycle ahead).
+        expired    = self.wait.expired
         place      = Signal()
         legacy     = Signal()
         reason     = Signal(LegacyReason)
@@ -283,7 +307,7 @@ class FrameDecision(wiring.Component):
         do_advance = Signal()
         m.d.comb += [
             place.eq(checks.room_check & fill.fits),
-            self.hold.eq(no_room & ~expired),
+            self.hold.eq(self.wait.hold),
             legacy.eq(checks.legacy | expired),
             reason.eq(Mux(~checks.room_check, checks.reason,
                           Mux(self.high_water, LegacyReason.HWM, LegacyReason.BUF_TIMEOUT))),

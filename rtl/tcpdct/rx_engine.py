@@ -11,9 +11,9 @@ rule" and "Transmit engine").
 An operation is a short pipeline run one stage per cycle, so that no cycle holds more than one
 step of it (``docs/performance.md``, "Critical paths"): IDLE (take the input), LOOKUP (the
 CAM's answer for its key, looked up ahead and registered, addresses the memories), LOAD
-(register what they read), SUM and MEASURE (frames only: the rooms of the posted buffers added
-up, then how the payload fills them and every check but the room check,
-:mod:`.rx_decision`), DECIDE (the decision, registered). The decided operation then goes to
+(register what they read: the entry, and the rooms of its posted buffers added up, which are
+kept beside them), MEASURE (frames only: how the payload fills the buffers and every check but
+the room check, :mod:`.rx_decision`), DECIDE (the decision, registered). The decided operation then goes to
 the emitter, which writes the memories, CAM and legacy ring from those registers in its first
 cycle and hands out the job and the events, while the sequencer goes on with the next
 operation: that one is taken in the DECIDE of the one before (instead of an IDLE cycle of its
@@ -25,7 +25,7 @@ forwarded from the outcome registers, which hold it until the next DECIDE (``_fo
 the next (the formal proof ``rx_engine_entries`` checks it). A decision waits for the emitter
 to finish the operation before, whose registers it would overwrite.
 
-So a frame of a delegated connection costs four cycles, any other frame two (it skips SUM and
+So a frame of a delegated connection costs three cycles, any other frame two (it skips
 MEASURE), a command or a matching transmit update two, when each finds its answer at hand a
 cycle before it is taken; a 64-byte frame is eight beats at 64 bits. A transmit update of no
 connection costs none: once the CAM has answered "no match" for its key it is dropped outside
@@ -35,8 +35,7 @@ Two kinds of operation are not overlapped, and the next one is taken from IDLE o
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
 predate the write) and a frame that starts or stops waiting for a user buffer (the frame
 source's key moves). The legacy ring shows the emitter's push two cycles later and its pop one:
-a frame of no delegated connection that would read it sooner reads it again later (LOAD). An operation
-whose key's answer is not yet at hand when it is taken waits for it in LOOKUP, one or two
+a frame that would read it sooner reads it later (LOAD, RING). An operation whose key's answer is not yet at hand when it is taken waits for it in LOOKUP, one or two
 cycles (below, "Keys are looked up ahead of the take"). The frame's bytes meanwhile wait in the
 packet buffer and are moved by the DMA writer.
 
@@ -59,7 +58,8 @@ from .layouts import (ConnKey, FrameClass, JobKind, command_layout, rx_descripto
 from .records import EventType, Opcode
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
 from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
-                          room_sums_layout, queue_fill_layout, frame_checks_layout)
+                          room_sums_layout, queue_fill_layout, frame_checks_layout,
+                          room_wait_layout, room_wait)
 from .fifo import full_flag
 from .cmd_unit import CommandChecks, CommandDecision, command_checks_layout, delegate_key
 from .tx_engine import TxDecision, segment_end
@@ -143,7 +143,8 @@ class RxEngine(wiring.Component):
         # The state and buffer portions are separate memories (claim 22) so that either can be
         # sized and placed on its own.
         #
-        # No read of either is used if it collides with a write: the emitter writes an entry in
+        # No read of these memories (nor of the room sums below) is used if it collides with a
+        # write: the emitter writes an entry in
         # its first cycle, and a read of that entry in that cycle is replaced by the entry
         # written (``_as_read``). ``no_rw_check`` tells Yosys so; without it,
         # Yosys emulates read-before-write around each block RAM (the address compared with the
@@ -153,6 +154,13 @@ class RxEngine(wiring.Component):
         self.state_ram  = Memory(shape=conn_state_layout, depth=params.n_entries, init=[],
                                  attrs=unchecked)
         self.buffer_ram = Memory(shape=buffer_queue_layout(params), depth=params.n_entries,
+                                 init=[], attrs=unchecked)
+        # The prefix sums of each queue's rooms (:class:`.rx_decision.RoomSums`), kept beside
+        # the buffer portion and written with it: a frame's decision starts from them, a cycle
+        # sooner than if it added the rooms up after reading the queue. Derived data, like
+        # ``room``: never a source of truth, and the initial sums (zeros) are those of the
+        # initial queues.
+        self.sums_ram   = Memory(shape=room_sums_layout(params), depth=params.n_entries,
                                  init=[], attrs=unchecked)
         # Where operations start and end, for the testbenches (the unit tests and the formal
         # harness observe the sequencer through them); not ports.
@@ -170,10 +178,13 @@ class RxEngine(wiring.Component):
         m = Module()
         m.submodules.state_ram  = self.state_ram
         m.submodules.buffer_ram = self.buffer_ram
+        m.submodules.sums_ram   = self.sums_ram
         state_rd  = self.state_ram.read_port()
         state_wr  = self.state_ram.write_port()
         buffer_rd = self.buffer_ram.read_port()
         buffer_wr = self.buffer_ram.write_port()
+        sums_rd   = self.sums_ram.read_port()
+        sums_wr   = self.sums_ram.write_port()
 
         m.submodules.legacy_ring = legacy_ring = SyncFIFOBuffered(
             width=legacy_buffer_layout.size, depth=p.legacy_ring_depth)
@@ -209,14 +220,20 @@ class RxEngine(wiring.Component):
         held_for = Signal(32)
 
         # Each step of an operation works on registers filled by the step before: what the
-        # memories read for the entry and what depends on the input alone (LOAD: also the
-        # high-water mark and the timer, sampled once per decision), the rooms of the queue added
-        # up (SUM), how the frame's payload fills them and its other checks (MEASURE).
+        # memories read for the entry (its rooms added up among them) and what depends on the
+        # input alone (LOAD: also the high-water mark and the timer, sampled once per decision),
+        # how the frame's payload fills the rooms and its other checks (MEASURE).
         state      = Signal(conn_state_layout)
         queue      = Signal(buffer_queue_layout(p))
         sums       = Signal(room_sums_layout(p))
         fill       = Signal(queue_fill_layout(p))
         checks     = Signal(frame_checks_layout)
+        # Whether the frame waits for a user buffer: worked out in MEASURE, so that in the
+        # DECIDE whether the next operation is taken (``frame_key_moves``) starts from a
+        # register, not from the room check through the rotation to every input's ``ready``.
+        # A frame that skips MEASURE (no delegated connection) has no room check and never
+        # waits.
+        wait       = Signal(room_wait_layout)
         cmd_check  = Signal(command_checks_layout)
         tx_end     = Signal(32)
         high_water = Signal()
@@ -270,6 +287,9 @@ class RxEngine(wiring.Component):
                          Mux((emit_op == _Op.TX) & (slot == 0), tx_report,
                              frame_out.events[slot]))
                      for slot in range(n_slots)]
+        # Its queue's rooms added up, written beside it and forwarded with it.
+        m.d.comb += room_sums.queue.eq(new_queue)
+        new_sums = room_sums.sums
 
         # A command that writes the CAM (the answers at hand would predate the write) is not
         # followed in its DECIDE; told in LOAD, by opcode, so that the DECIDE's take starts from
@@ -303,7 +323,6 @@ class RxEngine(wiring.Component):
             m.d.sync += since_load.eq(since_load + 1)
 
         m.d.comb += [
-            room_sums.queue.eq(queue),
             queue_fill.payload_len.eq(desc.payload_len),
             queue_fill.count.eq(queue.count),
             queue_fill.sums.eq(sums),
@@ -319,8 +338,7 @@ class RxEngine(wiring.Component):
             frame.fill.eq(fill),
             frame.checks.eq(checks),
             frame.legacy_head.eq(legacy_head),
-            frame.held.eq(holding),
-            frame.timed_out.eq(timed_out),
+            frame.wait.eq(wait),
             frame.high_water.eq(high_water),
             cmd_checks.command.eq(command),
             cmd_checks.cam_valid.eq(self.cam_valid),
@@ -339,6 +357,9 @@ class RxEngine(wiring.Component):
             buffer_wr.addr.eq(emit_index),
             buffer_wr.en.eq(queue_write),
             buffer_wr.data.eq(new_queue),
+            sums_wr.addr.eq(emit_index),
+            sums_wr.en.eq(queue_write),
+            sums_wr.data.eq(new_sums),
             self.cam_write_en.eq(cam_write),
             self.cam_write_index.eq(emit_index),
             self.cam_write_valid.eq(cam_valid),
@@ -654,7 +675,8 @@ class RxEngine(wiring.Component):
                     # The entry's address, as the memories see it.
                     address = slice(0, len(state_rd.addr))
                     same_entry = emit_index[address] == index[address]
-                    m.d.comb += [state_rd.addr.eq(index), buffer_rd.addr.eq(index)]
+                    m.d.comb += [state_rd.addr.eq(index), buffer_rd.addr.eq(index),
+                                 sums_rd.addr.eq(index)]
                     m.d.sync += [forward_state.eq(state_write & same_entry),
                                  forward_queue.eq(queue_write & same_entry),
                                  forward_ahead.eq(0)]
@@ -666,44 +688,45 @@ class RxEngine(wiring.Component):
                 forwarded_queue = self._forwarded(forward_queue, forward_ahead, queue_write)
                 m.d.sync += [state.eq(self._as_read(forwarded_state, new_state, state_rd.data)),
                              queue.eq(self._as_read(forwarded_queue, new_queue, buffer_rd.data)),
+                             sums.eq(self._as_read(forwarded_queue, new_sums, sums_rd.data)),
                              high_water.eq(self.high_water),
                              timed_out.eq(held_for >= self.buf_req_timeout),
                              cmd_check.eq(cmd_checks.checks), tx_end.eq(segment_end(update)),
                              since_load.eq(1), serial.eq(writes_key)]
                 m.d.comb += self.tx_matched.eq((op == _Op.TX) & hit)
-                with m.If((op == _Op.FRAME) & hit & (desc.cls == FrameClass.TCP)):
-                    m.next = "SUM"
-                with m.Elif(op == _Op.FRAME):
-                    # A frame of no delegated connection goes to legacy or is dropped whatever
-                    # the entry holds: its checks need only the descriptor, the CAM's answer and
-                    # the legacy ring, so it skips measuring the buffers. The legacy mix then
-                    # fits the line. Its LOAD may come in the emitter's first cycle (the entry
-                    # read in the DECIDE before) or the one after (read in LOOKUP), before the
-                    # ring shows the emitter's pop or push (``legacy_pushed``, above): it then
-                    # reads the ring in MEASURE, through SUM if need be. A delegated frame
-                    # reads it in MEASURE anyway, two cycles after its LOAD at the earliest.
+                # A frame reads the legacy ring in MEASURE, or in LOAD when it has no delegated
+                # connection: its checks then need only the descriptor, the CAM's answer and the
+                # ring, so it skips MEASURE and the legacy mix fits the line. Its LOAD may come
+                # in the emitter's first cycle (the entry read in the DECIDE before) or the one
+                # after (read in LOOKUP), before the ring shows the emitter's pop or push
+                # (``legacy_pushed``, above): it then reads the ring in MEASURE, through RING
+                # if need be, like a delegated frame.
+                delegated = hit & (desc.cls == FrameClass.TCP)
+                with m.If(op == _Op.FRAME):
                     with m.If(legacy_push & ring_behind):
-                        m.next = "SUM"
-                    with m.Elif(legacy_pop | legacy_pushed & ring_behind):
+                        m.next = "RING"
+                    with m.Elif(delegated | legacy_pop | legacy_pushed & ring_behind):
                         m.next = "MEASURE"
                     with m.Else():
-                        m.d.sync += checks.eq(frame_checks.checks)
+                        m.d.sync += [checks.eq(frame_checks.checks), wait.eq(0)]
                         m.next = "DECIDE"
                 with m.Else():
                     m.next = "DECIDE"
 
-            with m.State("SUM"):
-                m.d.sync += sums.eq(room_sums.sums)
+            with m.State("RING"):
+                # The ring shows a push into it when empty two cycles after the emitter's.
                 m.next = "MEASURE"
 
             with m.State("MEASURE"):
-                m.d.sync += [fill.eq(queue_fill.fill), checks.eq(frame_checks.checks)]
+                m.d.sync += [fill.eq(queue_fill.fill), checks.eq(frame_checks.checks),
+                             wait.eq(room_wait(frame_checks.checks, queue_fill.fill.fits,
+                                               holding, high_water, timed_out))]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
-                    starts_wait.eq((op == _Op.FRAME) & checks.room_check & ~fill.fits),
+                    starts_wait.eq((op == _Op.FRAME) & wait.hold),
                     # By opcode alone, not the checks, to keep them off the key's path.
                     key_to_write.eq(writes_key),
                 ]
@@ -769,7 +792,8 @@ class RxEngine(wiring.Component):
                 # The address is the choice's whether it is taken or not: LOAD follows only if
                 # it is.
                 address = slice(0, len(state_rd.addr))
-                m.d.comb += [state_rd.addr.eq(peek_index), buffer_rd.addr.eq(peek_index)]
+                m.d.comb += [state_rd.addr.eq(peek_index), buffer_rd.addr.eq(peek_index),
+                             sums_rd.addr.eq(peek_index)]
                 m.d.sync += [forward_state.eq(0), forward_queue.eq(0),
                              forward_ahead.eq(peek_index[address] == index[address])]
 

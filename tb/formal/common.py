@@ -56,12 +56,16 @@ def elaborate(dut):
     return Fragment.get(dut, platform=None)
 
 
-def signals_named(fragment, pattern):
-    """Signals assigned anywhere in ``fragment`` (not its subfragments) whose name matches.
+def signals_named(fragment, pattern, *, domain=None):
+    """Signals assigned anywhere in ``fragment`` (not its subfragments) whose name matches, or
+    only those assigned in ``domain``.
 
     For white-box properties: a harness may need a block's state (the CAM's stored keys) that no
     port shows. The block is not changed for it; the harness finds the signals by name, so a
-    renaming in the block makes the harness fail loudly rather than prove nothing.
+    renaming in the block makes the harness fail loudly rather than prove nothing. A name may
+    also be that of a subcomponent's port that the block drives (a register ``queue`` and the
+    ``queue`` input of a unit fed from elsewhere): asking for a register, pass ``domain="sync"``,
+    and two registers of one name are an error.
 
     Returns
     -------
@@ -69,11 +73,16 @@ def signals_named(fragment, pattern):
     """
     regex = re.compile(pattern)
     found = {}
-    for statements in fragment.statements.values():
+    for name, statements in fragment.statements.items():
+        if domain is not None and name != domain:
+            continue
         for statement in statements:
             for signal in statement._lhs_signals():
-                if regex.fullmatch(signal.name):
-                    found[signal.name] = signal
+                if not regex.fullmatch(signal.name):
+                    continue
+                if domain is not None and found.get(signal.name, signal) is not signal:
+                    raise RuntimeError(f"Two signals named {signal.name!r} in {domain}")
+                found[signal.name] = signal
     return found
 
 

@@ -34,9 +34,12 @@ write ports of the engine's memories. Properties:
    the CAM would ignore it). The environment's CAM raises ``cam_write_busy`` only in the cycle
    after a key write, as :class:`tcpdct.match_cam.MatchCam` does, and drops it at will.
 6. Operations on one entry take effect in order: what an operation loads (``state``,
-   ``queue``) is what the state and buffer memories' write ports last wrote to its entry (or
-   the memories' initial contents), whether the write was cycles before or in the cycle the
-   entry was read. The harness keeps its own copy of every entry from the write ports.
+   ``queue``, ``sums``) is what the state, buffer and room sums memories' write ports last
+   wrote to its entry (or the memories' initial contents), whether the write was cycles before
+   or in the cycle the entry was read. The harness keeps its own copy of every entry from the
+   write ports.
+7. The room sums loaded are those of the queue loaded (:class:`tcpdct.rx_decision.RoomSums`,
+   here a unit of the harness's own): a frame decides from the rooms of its own buffers.
 
 Every input stream the engine has is an operation source; a new one is checked by 1–3 without
 a change here. The environment obeys the stream rules on the inputs; every other input is free,
@@ -50,6 +53,7 @@ from amaranth.lib import wiring
 
 from tcpdct.params import Params
 from tcpdct.records import Opcode
+from tcpdct.rx_decision import RoomSums
 from tcpdct.rx_engine import RxEngine
 
 from .common import (drive_inputs, elaborate, harness_module, past, signals_named,
@@ -67,8 +71,10 @@ PARAMS = Params(n_entries=4, buffers_per_conn=2, legacy_ring_depth=4)
 #: Operation sources that must each end with exactly one job and at least one event.
 ANSWERED_SOURCES = ("command",)
 
-#: The engine's internal signals the harness reads.
-INTERNALS = ("op_take", "op_done", "op_emit", "op_load", "tx_skip", "state", "queue", "index")
+#: The engine's internal signals the harness reads: flags, and registers (found among the
+#: signals assigned in ``sync``: units inside the engine have ports of the same names).
+INTERNALS = ("op_take", "op_done", "op_emit", "op_load", "tx_skip")
+REGISTERS = ("state", "queue", "sums", "index")
 
 #: The source whose operations of no connection are dropped outside the front (``tx_skip``).
 SKIPPED_SOURCE = "tx_update"
@@ -117,9 +123,10 @@ class RxEngineHarness(Elaboratable):
         m.d.comb += [idle.eq(fsm_state == _state_value(fsm_state, "IDLE")),
                      deciding.eq(fsm_state == _state_value(fsm_state, "DECIDE"))]
         internal = signals_named(fragment, "|".join(INTERNALS))
-        if sorted(internal) != sorted(INTERNALS):
-            raise RuntimeError(f"Expected the engine's {sorted(INTERNALS)!r}, found "
-                               f"{sorted(internal)!r}")
+        internal.update(signals_named(fragment, "|".join(REGISTERS), domain="sync"))
+        if sorted(internal) != sorted(INTERNALS + REGISTERS):
+            raise RuntimeError(f"Expected the engine's {sorted(INTERNALS + REGISTERS)!r}, "
+                               f"found {sorted(internal)!r}")
         op_take, op_done, op_emit = internal["op_take"], internal["op_done"], internal["op_emit"]
         # The front holds an operation from the cycle after it is taken to its op_done.
         in_front = Signal()
@@ -147,9 +154,11 @@ class RxEngineHarness(Elaboratable):
         event_out = engine.event.valid & engine.event.ready
         state_wr = engine.state_ram.write_ports[0]
         buffer_wr = engine.buffer_ram.write_ports[0]
+        sums_wr = engine.sums_ram.write_ports[0]
         writes = {
             "state memory":  state_wr.en.any(),
             "buffer memory": buffer_wr.en.any(),
+            "room sums memory": sums_wr.en.any(),
             "CAM":           engine.cam_write_en,
         }
 
@@ -242,7 +251,8 @@ class RxEngineHarness(Elaboratable):
         index = internal["index"]
         was_load = past(m, internal["op_load"], "op_load")
         followed = (("state", state_wr, internal["state"]),
-                    ("buffer queue", buffer_wr, internal["queue"])) if self.entries else ()
+                    ("buffer queue", buffer_wr, internal["queue"]),
+                    ("room sums", sums_wr, internal["sums"])) if self.entries else ()
         for what, memory_wr, loaded in followed:
             copy = Signal(len(Value.cast(memory_wr.data)), name=f"{what.replace(' ', '_')}_copy")
             with m.If(memory_wr.en.any() & (memory_wr.addr == watched)):
@@ -250,6 +260,15 @@ class RxEngineHarness(Elaboratable):
             m.d.comb += Assert(~(started & was_load & (index == watched))
                                | (Value.cast(loaded) == copy),
                                f"{what} loaded is not the entry as last written")
+        if self.entries:
+            # 7. The sums loaded are the queue's.
+            m.submodules.room_sums = room_sums = RoomSums(self.params)
+            m.d.comb += [
+                room_sums.queue.eq(internal["queue"]),
+                Assert(~(started & was_load)
+                       | (Value.cast(internal["sums"]) == Value.cast(room_sums.sums)),
+                       "room sums loaded are not those of the queue loaded"),
+            ]
 
         m.d.comb += [
             Cover(emit_ended & answered_emit),

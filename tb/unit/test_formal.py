@@ -7,12 +7,16 @@ the same harness must report a counterexample. A harness that passed a broken bl
 nothing about the real one.
 """
 
+from unittest import mock
+
 import pytest
 from amaranth.hdl import Cat, Module, Signal, Value
 
+from tcpdct import rx_engine as rx_engine_rtl
 from tcpdct.dma_writer import DmaWriter
 from tcpdct.event_queue import EventQueue
 from tcpdct.match_cam import MatchCam
+from tcpdct.rx_decision import RoomSums
 from tcpdct.rx_engine import RxEngine
 from tcpdct.rx_parser import RxParser
 from tcpdct.tx_path import TxPath
@@ -154,6 +158,27 @@ class EngineWritingStateTwice(RxEngine):
         return m
 
 
+class RoomsNotAdded(RoomSums):
+    """Gives each slot's own room as the room up to it, for every slot after the first too."""
+
+    def elaborate(self, platform):
+        m = Module()
+        for i, slot in enumerate(self.queue.slots):
+            m.d.comb += [self.sums.through[i].eq(slot.room),
+                         self.sums.has_room[i].eq(slot.room != 0)]
+        return m
+
+
+class EngineWithWrongSums(RxEngine):
+    """Keeps and forwards, beside each queue, sums that are not its rooms added up: every entry
+    loaded is the one last written (property 6 holds), but a frame would decide from the wrong
+    rooms."""
+
+    def elaborate(self, platform):
+        with mock.patch.object(rx_engine_rtl, "RoomSums", RoomsNotAdded):
+            return super().elaborate(platform)
+
+
 class EngineNotForwarding(RxEngine):
     """Loads what the memories read even in the cycle the emitter writes the entry: an
     operation taken in the DECIDE of one on the same entry loads it as it was before."""
@@ -196,6 +221,9 @@ BROKEN = [
     (Proof("broken_rx_engine_state",
            lambda: rx_engine.RxEngineHarness(EngineWritingStateTwice), "bmc", 8),
      "state memory written twice in one emission"),
+    (Proof("broken_rx_engine_sums",
+           lambda: rx_engine.RxEngineHarness(EngineWithWrongSums), "bmc", 10),
+     "room sums loaded are not those of the queue loaded"),
     (Proof("broken_rx_engine_forwarding",
            lambda: rx_engine.RxEngineHarness(EngineNotForwarding), "bmc", 14),
      "loaded is not the entry as last written"),

@@ -1620,9 +1620,9 @@ def test_frames_and_commands_alternate():
 def test_unmatched_updates_take_no_turn():
     """Transmit updates of no delegated connection, offered beside a delegated connection's
     frames, are dropped outside the rotation (``tx_skip``): none is taken as an operation, and
-    the frames follow one another exactly as they do with no update offered, one every four
-    cycles (a delegated frame's LOAD, SUM, MEASURE and DECIDE, the next taken in the DECIDE with
-    its entry read there). Before, each update took a turn and a cycle of the sequencer."""
+    the frames follow one another exactly as they do with no update offered, one every three
+    cycles (a delegated frame's LOAD, MEASURE and DECIDE, the next taken in the DECIDE with its
+    entry read there). Before, each update took a turn and a cycle of the sequencer."""
     conn, index = CONNS[0], 1
     count = 12
     setup = [legacy_slot(0), delegate(index, conn, 100), post(index, 0xe_0000_0000, 4096, 1),
@@ -1646,7 +1646,7 @@ def test_unmatched_updates_take_no_turn():
     assert len(updates) == count - 1 and all(entry.skipped for entry in updates)
     assert gaps_beside == gaps_alone
     # From the second frame on: the first, reaching an idle engine, waited for its answer.
-    assert gaps_alone[1:] == [4] * (count - 2)
+    assert gaps_alone[1:] == [3] * (count - 2)
     ref, model = replay(SMALL, trace)
     assert [types(outcome) for outcome in ref if isinstance(outcome.op, Rx)] == \
         [[EventType.RX_PLACED]] * count
@@ -1656,8 +1656,8 @@ def test_unmatched_updates_take_no_turn():
 def test_short_operations_follow_at_their_pace():
     """A delegated connection's frames alternate with frames of no delegated connection,
     offered back to back. Each is taken in the DECIDE of the one before with its entry read
-    there, so a delegated frame costs four cycles (LOAD, SUM, MEASURE, DECIDE) and the other
-    two (LOAD, DECIDE). That needs each frame's answer at hand when the one before is taken:
+    there, so a delegated frame costs three cycles (LOAD, MEASURE, DECIDE) and the other two
+    (LOAD, DECIDE). That needs each frame's answer at hand when the one before is taken:
     the key behind the head of the stream (``frame_key_next``) is looked up while the head's
     operation runs. (No legacy buffer is posted, so the other frames are dropped and pop
     nothing: a frame read in the cycle of a pop reads the ring a cycle later.)"""
@@ -1669,7 +1669,7 @@ def test_short_operations_follow_at_their_pace():
     trace = rtl_run(SMALL, setup + frames[:1] + [Offer(frame) for frame in frames[1:]])
     takes = [entry.cycle for entry in trace.served if entry[0] == FRAME]
     # From the second frame on: the first, reaching an idle engine, waited for its answer.
-    assert [b - a for a, b in zip(takes[1:], takes[2:])] == [2, 4] * ((count - 2) // 2)
+    assert [b - a for a, b in zip(takes[1:], takes[2:])] == [2, 3] * ((count - 2) // 2)
     ref, _ = replay(SMALL, trace)
     assert [types(outcome) for outcome in ref if isinstance(outcome.op, Rx)] == \
         [[EventType.RX_PLACED], [EventType.DROP]] * (count // 2)
@@ -1683,7 +1683,7 @@ def test_post_legacy_is_followed_at_once(spare):
     followed in its DECIDE like any other command (2 cycles). The ring shows its push two
     cycles after that DECIDE: with a spare buffer in the ring the push changes nothing the
     frame after it reads (2 cycles); with the ring empty that frame reads the ring in MEASURE,
-    through SUM (4 cycles). Every frame goes to legacy, with the buffer posted just before it
+    through RING (4 cycles). Every frame goes to legacy, with the buffer posted just before it
     when there is no spare."""
     count = 12
     setup = [legacy_slot(100 + n) for n in range(1 + spare)] + [Settle()]
