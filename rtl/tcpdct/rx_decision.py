@@ -235,14 +235,14 @@ room_wait_layout = data.StructLayout({
 })
 
 
-def room_wait(checks, fits, held, high_water, timed_out):
-    """The room check's outcome, as a value of ``room_wait_layout``, for a frame whose other
-    checks are ``checks`` (``frame_checks_layout``) and whose payload ``fits`` its posted
-    buffers; ``held``: it has been waiting, ``timed_out``: for BUF_REQ_TIMEOUT cycles,
-    ``high_water``: the receive packet buffer is at its high-water mark."""
+def room_wait(wait, checks, fits, held, high_water, timed_out):
+    """The statements that set ``wait`` (``room_wait_layout``) to the room check's outcome for a
+    frame whose other checks are ``checks`` (``frame_checks_layout``) and whose payload ``fits``
+    its posted buffers; ``held``: it has been waiting, ``timed_out``: for BUF_REQ_TIMEOUT
+    cycles, ``high_water``: the receive packet buffer is at its high-water mark."""
     no_room = checks.room_check & ~fits
     expired = no_room & held & (high_water | timed_out)
-    return Cat(no_room & ~expired, expired)
+    return [wait.hold.eq(no_room & ~expired), wait.expired.eq(expired)]
 
 
 class FrameDecision(wiring.Component):
@@ -273,7 +273,6 @@ class FrameDecision(wiring.Component):
             "queue_write":  Out(1),
             "new_queue":    Out(buffer_queue_layout(params)),
             "legacy_pop":   Out(1),
-            "hold":         Out(1),  # keep the frame at the head: it waits for a user buffer
             "job_valid":    Out(1),
             "job":          Out(dma_job_layout(params)),
             "events":       Out(data.ArrayLayout(event_layout, slots)),
@@ -299,6 +298,7 @@ class FrameDecision(wiring.Component):
 
         # The room check (R17–R19): placed if it fits, else wait for a user buffer, until the
         # packet buffer or the timer runs out (``wait``, a cycle ahead).
+        hold       = self.wait.hold      # keep the frame at the head: it waits for a buffer
         expired    = self.wait.expired
         place      = Signal()
         legacy     = Signal()
@@ -307,7 +307,6 @@ class FrameDecision(wiring.Component):
         do_advance = Signal()
         m.d.comb += [
             place.eq(checks.room_check & fill.fits),
-            self.hold.eq(self.wait.hold),
             legacy.eq(checks.legacy | expired),
             reason.eq(Mux(~checks.room_check, checks.reason,
                           Mux(self.high_water, LegacyReason.HWM, LegacyReason.BUF_TIMEOUT))),
@@ -316,7 +315,7 @@ class FrameDecision(wiring.Component):
         ]
         # The first time a connection waits, the driver is asked for a buffer; a request stays
         # open (BUF_REQ set) until a frame of the connection is finally decided.
-        request = self.hold & ~state.buf_req
+        request = hold & ~state.buf_req
 
         # A legacy upload that cannot be delivered is dropped as if never received.
         no_legacy = legacy & ~checks.legacy_buffer
@@ -327,8 +326,8 @@ class FrameDecision(wiring.Component):
         # buffer request, as does a frame decided without needing one.
         m.d.comb += [
             self.new_state.eq(state),
-            self.new_state.buf_req.eq(self.hold),
-            self.state_write.eq(delegated & (~self.hold | request)),
+            self.new_state.buf_req.eq(hold),
+            self.state_write.eq(delegated & (~hold | request)),
         ]
         with m.If(place):
             m.d.comb += self.new_state.rcv_nxt.eq(state.rcv_nxt + desc.payload_len)
@@ -374,8 +373,8 @@ class FrameDecision(wiring.Component):
         # DMA job: placed payload into the segments, a legacy frame whole, or nothing.
         job = self.job
         m.d.comb += [job.buf_start.eq(desc.buf_start), job.frame_beats.eq(desc.stored_beats),
-                     self.job_valid.eq(~self.hold | request)]
-        with m.If(self.hold):
+                     self.job_valid.eq(~hold | request)]
+        with m.If(hold):
             m.d.comb += job.kind.eq(JobKind.FENCE)
         with m.Elif(place):
             m.d.comb += [job.kind.eq(JobKind.WRITE), job.src_offset.eq(desc.payload_offset),
@@ -394,8 +393,8 @@ class FrameDecision(wiring.Component):
         # Events.
         main = self.events[0]
         m.d.comb += [main.index.eq(Mux(delegated, self.index, NO_CONNECTION)),
-                     self.event_valid[0].eq(~self.hold | request)]
-        with m.If(self.hold):
+                     self.event_valid[0].eq(~hold | request)]
+        with m.If(hold):
             m.d.comb += [main.code.eq(EventType.BUF_REQ),
                          main.body.buf_req.bytes.eq(fill.shortfall)]
         with m.Elif(place):

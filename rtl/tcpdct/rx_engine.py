@@ -13,9 +13,9 @@ step of it (``docs/performance.md``, "Critical paths"): IDLE (take the input), L
 CAM's answer for its key, looked up ahead and registered, addresses the memories), LOAD
 (register what they read: the entry, and the rooms of its posted buffers added up, which are
 kept beside them), MEASURE (frames only: how the payload fills the buffers and every check but
-the room check, :mod:`.rx_decision`), DECIDE (the decision, registered). The decided operation then goes to
-the emitter, which writes the memories, CAM and legacy ring from those registers in its first
-cycle and hands out the job and the events, while the sequencer goes on with the next
+the room check, :mod:`.rx_decision`), DECIDE (the decision, registered). The decided operation
+then goes to the emitter, which writes the memories, CAM and legacy ring from those registers
+in its first cycle and hands out the job and the events, while the sequencer goes on with the next
 operation: that one is taken in the DECIDE of the one before (instead of an IDLE cycle of its
 own), and usually reads its entry in that DECIDE already, from the choice registered a cycle
 before (``peek_*``), going straight to LOAD; otherwise it reads it in its LOOKUP, the emitter's
@@ -35,9 +35,10 @@ Two kinds of operation are not overlapped, and the next one is taken from IDLE o
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
 predate the write) and a frame that starts or stops waiting for a user buffer (the frame
 source's key moves). The legacy ring shows the emitter's push two cycles later and its pop one:
-a frame that would read it sooner reads it later (LOAD, RING). An operation whose key's answer is not yet at hand when it is taken waits for it in LOOKUP, one or two
-cycles (below, "Keys are looked up ahead of the take"). The frame's bytes meanwhile wait in the
-packet buffer and are moved by the DMA writer.
+a frame that would read it sooner reads it later (LOAD, RING). An operation whose key's answer
+is not yet at hand when it is taken waits for it in LOOKUP, one or two cycles (below, "Keys are
+looked up ahead of the take"). The frame's bytes meanwhile wait in the packet buffer and are
+moved by the DMA writer.
 
 A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
 transmit updates still run, and between them the frame is decided again, until it is placed or
@@ -144,12 +145,11 @@ class RxEngine(wiring.Component):
         # sized and placed on its own.
         #
         # No read of these memories (nor of the room sums below) is used if it collides with a
-        # write: the emitter writes an entry in
-        # its first cycle, and a read of that entry in that cycle is replaced by the entry
-        # written (``_as_read``). ``no_rw_check`` tells Yosys so; without it,
-        # Yosys emulates read-before-write around each block RAM (the address compared with the
-        # write's, the write data kept, a multiplexer after the read data), which sat on the
-        # receive engine's critical path from the CAM's answer.
+        # write: the emitter writes an entry in its first cycle, and a read of that entry in
+        # that cycle is replaced by the entry written (``_as_read``). ``no_rw_check`` tells
+        # Yosys so; without it, Yosys emulates read-before-write around each block RAM (the
+        # address compared with the write's, the write data kept, a multiplexer after the read
+        # data), which sat on the receive engine's critical path from the CAM's answer.
         unchecked = {"no_rw_check": 1}
         self.state_ram  = Memory(shape=conn_state_layout, depth=params.n_entries, init=[],
                                  attrs=unchecked)
@@ -185,6 +185,10 @@ class RxEngine(wiring.Component):
         buffer_wr = self.buffer_ram.write_port()
         sums_rd   = self.sums_ram.read_port()
         sums_wr   = self.sums_ram.write_port()
+
+        def read_entry(address):
+            """An entry is read from all three memories at once."""
+            return [port.addr.eq(address) for port in (state_rd, buffer_rd, sums_rd)]
 
         m.submodules.legacy_ring = legacy_ring = SyncFIFOBuffered(
             width=legacy_buffer_layout.size, depth=p.legacy_ring_depth)
@@ -384,8 +388,9 @@ class RxEngine(wiring.Component):
         self._choose(m, choice, last_op, holding, waiting)
 
         # An operation is taken when the sequencer is idle, or in the last cycle of the one before
-        # (its DECIDE), so that consecutive operations leave no idle cycle between them. An operation that writes the CAM is not
-        # overlapped: the answers at hand in the cycle of the write predate it (below). The next
+        # (its DECIDE), so that consecutive operations leave no idle cycle between them. An
+        # operation that writes the CAM is not overlapped: the answers at hand in the cycle of
+        # the write predate it (below). The next
         # one reads the memories in the emitter's first cycle at the earliest (forwarded, as
         # above), the legacy ring and the CAM valid bits in its LOAD and later, after the
         # emitter's writes.
@@ -675,8 +680,7 @@ class RxEngine(wiring.Component):
                     # The entry's address, as the memories see it.
                     address = slice(0, len(state_rd.addr))
                     same_entry = emit_index[address] == index[address]
-                    m.d.comb += [state_rd.addr.eq(index), buffer_rd.addr.eq(index),
-                                 sums_rd.addr.eq(index)]
+                    m.d.comb += read_entry(index)
                     m.d.sync += [forward_state.eq(state_write & same_entry),
                                  forward_queue.eq(queue_write & same_entry),
                                  forward_ahead.eq(0)]
@@ -719,13 +723,13 @@ class RxEngine(wiring.Component):
 
             with m.State("MEASURE"):
                 m.d.sync += [fill.eq(queue_fill.fill), checks.eq(frame_checks.checks),
-                             wait.eq(room_wait(frame_checks.checks, queue_fill.fill.fits,
-                                               holding, high_water, timed_out))]
+                             *room_wait(wait, frame_checks.checks, queue_fill.fill.fits,
+                                        holding, high_water, timed_out)]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):
                 m.d.comb += [
-                    frame_key_moves.eq((op == _Op.FRAME) & (holding != frame.hold)),
+                    frame_key_moves.eq((op == _Op.FRAME) & (holding != wait.hold)),
                     starts_wait.eq((op == _Op.FRAME) & wait.hold),
                     # By opcode alone, not the checks, to keep them off the key's path.
                     key_to_write.eq(writes_key),
@@ -749,11 +753,11 @@ class RxEngine(wiring.Component):
                                          pending.eq(frame.event_valid),
                                          legacy_pop.eq(frame.legacy_pop),
                                          job_pending.eq(frame.job_valid),
-                                         holding.eq(frame.hold)]
+                                         holding.eq(wait.hold)]
                             # The timer runs from the BUF_REQ that opened the request, counted
                             # from that operation's LOAD, the cycle in which the timer is
                             # compared.
-                            with m.If(frame.hold & frame.job_valid):
+                            with m.If(wait.hold & frame.job_valid):
                                 m.d.sync += held_for.eq(since_load)
                         with m.Case(_Op.CMD):
                             m.d.sync += [
@@ -792,8 +796,7 @@ class RxEngine(wiring.Component):
                 # The address is the choice's whether it is taken or not: LOAD follows only if
                 # it is.
                 address = slice(0, len(state_rd.addr))
-                m.d.comb += [state_rd.addr.eq(peek_index), buffer_rd.addr.eq(peek_index),
-                             sums_rd.addr.eq(peek_index)]
+                m.d.comb += read_entry(peek_index)
                 m.d.sync += [forward_state.eq(0), forward_queue.eq(0),
                              forward_ahead.eq(peek_index[address] == index[address])]
 
