@@ -9,11 +9,10 @@ update with :class:`TxDecision` in its own slot, so the state portion has one wr
 
 from amaranth.hdl import Module, Signal, Mux
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .checksum import network_order
-from .fifo import empty_flag
+from .fifo import SyncFIFOFlagged
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MAX_HEADER_BYTES,
                       IPV4_MIN_HEADER_BYTES, TCP_MIN_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN,
                       IP_PROTO_TCP, TCP_FIN, TCP_SYN, TCP_ACK)
@@ -98,14 +97,17 @@ class TxEngine(wiring.Component):
         beat_bytes = p.data_bytes
         header_beats = -(-TX_HEADER_BYTES // beat_bytes)
 
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=tx_update_layout.size,
-                                                    depth=TX_UPDATE_DEPTH)
+        # The head is read from the FIFO's LUT RAM, not from a register at its output (as in
+        # Amaranth's ``SyncFIFOBuffered``): the receive engine takes an update late in its
+        # cycle, and that take then moves a read pointer and two flags rather than loading a
+        # register as wide as the update. The engine registers the head itself, in every cycle
+        # in which it may take one.
+        m.submodules.fifo = fifo = SyncFIFOFlagged(width=tx_update_layout.size,
+                                                   depth=TX_UPDATE_DEPTH)
         # A place is kept for each frame in a parse stage and for one ending this cycle.
         m.d.comb += self.busy.eq(fifo.level >= TX_UPDATE_DEPTH - TX_PARSE_STAGES)
-        # Whether the FIFO is empty, as a register that follows its level (the buffered FIFO's
-        # level is a sum): a key is announced ahead only into an empty FIFO.
-        fifo_empty = empty_flag(m, fifo.level, fifo.w_en & fifo.w_rdy, fifo.r_en & fifo.r_rdy,
-                                name="fifo_empty")
+        # A key is announced ahead only into an empty FIFO (``r_rdy`` is a register).
+        fifo_empty = ~fifo.r_rdy
 
         header    = Signal(8 * TX_HEADER_BYTES)
         beat_index = Signal(range(header_beats + 1))
