@@ -209,7 +209,11 @@ class FrameChecks(wiring.Component):
             m.d.comb += legacy(LegacyReason.NOT_TCP)
         with m.Elif(desc.cls == FrameClass.CHECKSUM):
             m.d.comb += legacy(LegacyReason.CHECKSUM)
-        with m.Elif(~self.hit):
+        with m.Elif(~out.delegated):
+            # No delegated connection. A class the parser never produces (6, 7) lands here too,
+            # hit or not: it is delivered to legacy like a frame of no connection, and never
+            # reaches the room check, which the receive engine would make without a fill (it
+            # takes a frame that is not delegated straight from LOAD to DECIDE).
             m.d.comb += legacy(LegacyReason.NO_MATCH)
         with m.Elif(special):
             m.d.comb += legacy(LegacyReason.SPECIAL, set_sync=1, do_advance=in_seq)

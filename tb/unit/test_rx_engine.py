@@ -35,19 +35,19 @@ import ipaddress
 from typing import NamedTuple
 
 import pytest
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Signal
 from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
 from model import Model, parse, parse_tx
-from tcpdct.layouts import (JobKind, command_layout, rx_descriptor_layout, tx_update_layout,
+from tcpdct.layouts import (FrameClass, JobKind, command_layout, rx_descriptor_layout, tx_update_layout,
                             packet_buffer_depth)
 from tcpdct.match_cam import MatchCam, write_cycles
 from tcpdct.params import Params
 from tcpdct.records import (NO_CONNECTION, Command, Event, EventType, Opcode, CmdStatus,
                             LegacyReason, DropReason)
-from tcpdct.rx_decision import RoomSums, QueueFill
+from tcpdct.rx_decision import RoomSums, QueueFill, FrameChecks
 from tcpdct.rx_engine import RxEngine
 from unit.simtools import seeded_rng, run_simulation, idle
 
@@ -1938,6 +1938,53 @@ class _Fill(Elaboratable):
         m.d.comb += [self.fill.sums.eq(self.sums.sums),
                      self.fill.count.eq(self.sums.queue.count)]
         return m
+
+
+class _ChecksOfAnyClass(Elaboratable):
+    """:class:`FrameChecks` whose descriptor's class is any 3-bit value (``cls``), not only a
+    :class:`FrameClass` member, as a corrupted descriptor could carry."""
+
+    def __init__(self, params):
+        self.checks = FrameChecks(params)
+        self.desc = Signal(rx_descriptor_layout(params))
+        self.cls = Signal(3)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.checks = self.checks
+        m.d.comb += [self.checks.desc.eq(self.desc),
+                     self.checks.desc.cls.as_value().eq(self.cls)]
+        return m
+
+
+@pytest.mark.parametrize("cls", [FrameClass.TCP.value, 6, 7])
+@pytest.mark.parametrize("hit", [0, 1])
+def test_frame_checks_room_check_only_when_delegated(cls, hit):
+    """An in-sequence data segment reaches the room check only when it is delegated: IPv4/TCP
+    (class TCP) and its key hit. A class the parser never produces (6, 7) goes to legacy as a
+    frame of no connection, hit or not: the engine takes such a frame without MEASURE, so a
+    room check there would read a fill left by an earlier frame."""
+    dut = _ChecksOfAnyClass(SMALL)
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.cls, cls)
+        ctx.set(dut.desc.seq, 100)
+        ctx.set(dut.desc.payload_len, 60)
+        ctx.set(dut.desc.flags, 0x10)  # ACK
+        ctx.set(dut.checks.hit, hit)
+        ctx.set(dut.checks.state.rcv_nxt, 100)
+        await ctx.delay(1e-9)
+        got.update({name: ctx.get(getattr(dut.checks.checks, name))
+                    for name in ("legacy", "reason", "room_check", "delegated")})
+
+    run_simulation(dut, bench, clock=False)
+    delegated = cls == FrameClass.TCP.value and hit == 1
+    assert got["delegated"] == delegated
+    assert got["room_check"] == delegated
+    assert got["legacy"] == (not delegated)
+    if not delegated:
+        assert got["reason"] == LegacyReason.NO_MATCH
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4, 5])
