@@ -350,6 +350,54 @@ def parse_critical_path(log, clock="clk", max_lines=80):
             "sources": sources}
 
 
+_HISTOGRAM_LEGEND = re.compile(r"\* represents (?P<unit>\d+) endpoint")
+_HISTOGRAM_BIN = re.compile(r"\[\s*(?P<low>-?\d+),\s*(?P<high>-?\d+)\)\s*\|(?P<stars>\**)(?P<plus>\+?)")
+
+
+def parse_failing_endpoints(log):
+    """How many timing endpoints miss the clock target, from the last slack histogram in
+    nextpnr's log (the routed design's).
+
+    Fmax is the worst path alone; this says whether the target is missed by a few paths or by
+    a large part of the design. The histogram draws ``unit`` endpoints per ``*`` and a ``+`` for
+    a remainder of 1 to ``unit - 1``, and its bins (in ps of slack) need not end at 0, so the
+    count is a range.
+
+    Returns
+    -------
+    dict or None
+        ``min`` and ``max``: the endpoints with negative slack at least (bins that end at or
+        below 0) and at most (bins that start below 0); ``of``: all endpoints, at least. ``None``
+        if the log holds no histogram.
+    """
+    lines = log.split("Slack histogram:")
+    if len(lines) < 2:
+        return None
+    failing_min = failing_max = total = 0
+    unit = None
+    for line in lines[-1].splitlines():
+        legend = _HISTOGRAM_LEGEND.search(line)
+        if legend:
+            unit = int(legend["unit"])
+            continue
+        found = _HISTOGRAM_BIN.search(line)
+        if found is None or unit is None:
+            if total:
+                break
+            continue
+        stars = len(found["stars"]) * unit
+        low_count = stars + (1 if found["plus"] else 0)
+        high_count = stars + (unit - 1 if found["plus"] else 0)
+        total += low_count
+        if int(found["high"]) <= 0:
+            failing_min += low_count
+        if int(found["low"]) < 0:
+            failing_max += high_count
+    if unit is None:
+        return None
+    return {"min": failing_min, "max": failing_max, "of": total}
+
+
 def _rtl_source(entry):
     """``file:line`` of a source location, or ``None`` for Yosys' own technology library.
 
@@ -692,6 +740,8 @@ def _read_timing(record, work, device):
     critical["startpoint"], critical["endpoint"] = timing["startpoint"], timing["endpoint"]
     critical["steps"] = timing["critical_path"]
     record["critical_path"] = critical
+    record["failing_endpoints"] = parse_failing_endpoints(
+        (work / "nextpnr.log").read_text(errors="replace"))
     record["stage"] = "done"
     record["status"] = "ok" if record["target_met"] else "timing_failed"
 

