@@ -3,7 +3,8 @@
 Stages that never stall once a beat is accepted, numbered by the cycle they take after it:
 
 1. *Accept*: the beat is written to the packet buffer and, if it lies in the first
-   ``MAX_HEADER_BYTES``, captured into the header register at its place.
+   ``MAX_HEADER_BYTES``, captured into the header register at its place (as it is offered:
+   below, at the register).
 2. *Locate*, one cycle later: from the header register, the offsets where the IPv4 header, the
    TCP header and the IPv4 packet's end fall, each split into the beat it falls in and the
    places before it in that beat. A word's place in the sums depends on header fields
@@ -323,12 +324,20 @@ class RxParser(wiring.Component):
                 ]
                 with m.If(nonempty & (beat_index != beat_limit)):
                     m.d.sync += beat_index.eq(beat_index + 1)
-            with m.If(nonempty):
-                for k in range(header_beats):
-                    low = k * beat_bytes
-                    count = min(beat_bytes, MAX_HEADER_BYTES - low)
-                    with m.If(beat_index == k):
-                        m.d.sync += header[8 * low:8 * (low + count)].eq(beat.data[:8 * count])
+        # The header register takes a beat at its place whenever one is offered, accepted or
+        # not: a beat not accepted is offered again, unchanged, and written again as it is
+        # accepted, and until then nothing reads the place it takes (stage 2 and the record read
+        # the header in the cycle after a beat is accepted, before any later beat is written).
+        # So the enable of its hundreds of bits starts from the port and a register, not from
+        # ``ready`` (the packet buffer's and the descriptor FIFO's flags): with it, it was five
+        # levels of logic deep, the most common deep endpoint of the 64x64 core
+        # (``sim/logic_depth.py``, docs/performance.md, "Critical paths").
+        with m.If(self.rx.valid & nonempty):
+            for k in range(header_beats):
+                low = k * beat_bytes
+                count = min(beat_bytes, MAX_HEADER_BYTES - low)
+                with m.If(beat_index == k):
+                    m.d.sync += header[8 * low:8 * (low + count)].eq(beat.data[:8 * count])
 
         # ---- stage 2: locate ---------------------------------------------------------------------
         locate_data = Signal(width)
