@@ -267,6 +267,9 @@ class RxParser(wiring.Component):
         beat = self.rx.payload
         header = Signal(8 * MAX_HEADER_BYTES)
         beat_index = Signal(range(beat_limit + 1))
+        # ``beat_index == k`` for each beat of the header, kept one-hot beside the index so that
+        # the header register's enables are a gate on registers rather than a compare.
+        header_place = Signal(header_beats, init=1)
         frame_len = Signal(16)
         start_of_frame = Signal(init=1)
         start_addr = Signal.like(self.buffer.addr)
@@ -313,6 +316,7 @@ class RxParser(wiring.Component):
                     keep_error.eq(0),
                     start_of_frame.eq(1),
                     beat_index.eq(0),
+                    header_place.eq(1),
                     frame_len.eq(0),
                 ]
             with m.Else():
@@ -323,7 +327,9 @@ class RxParser(wiring.Component):
                     frame_len.eq(new_len),
                 ]
                 with m.If(nonempty & (beat_index != beat_limit)):
-                    m.d.sync += beat_index.eq(beat_index + 1)
+                    # Past the header's last beat no place is set; the limit is past it too.
+                    m.d.sync += [beat_index.eq(beat_index + 1),
+                                 header_place.eq(header_place << 1)]
         # The header register takes a beat at its place whenever one is offered, accepted or
         # not: a beat not accepted is offered again, unchanged, and written again as it is
         # accepted, and until then nothing reads the place it takes (stage 2 and the record read
@@ -336,7 +342,7 @@ class RxParser(wiring.Component):
             for k in range(header_beats):
                 low = k * beat_bytes
                 count = min(beat_bytes, MAX_HEADER_BYTES - low)
-                with m.If(beat_index == k):
+                with m.If(header_place[k]):
                     m.d.sync += header[8 * low:8 * (low + count)].eq(beat.data[:8 * count])
 
         # ---- stage 2: locate ---------------------------------------------------------------------
