@@ -51,6 +51,13 @@ def _bits(connection):
     return [bit for bit in connection if isinstance(bit, int)]
 
 
+def _is_submodule(netlist, kind):
+    """Whether a cell of type ``kind`` is a module of the design that Yosys kept, rather than a
+    primitive (whose module in the netlist is a black box)."""
+    module = netlist["modules"].get(kind)
+    return module is not None and not module.get("attributes", {}).get("blackbox")
+
+
 def _top_module(netlist):
     for name, module in netlist["modules"].items():
         if module.get("attributes", {}).get("top"):
@@ -86,9 +93,7 @@ def cell_levels(netlist, module_name, _cache=None):
         kind = cell["type"]
         directions = cell.get("port_directions", {})
         conns = cell["connections"]
-        if kind in netlist["modules"] and not kind.startswith("$") and kind != "TRELLIS_FF" \
-                and "ports" in netlist["modules"][kind] and netlist["modules"][kind]["cells"] \
-                and not netlist["modules"][kind].get("attributes", {}).get("blackbox"):
+        if _is_submodule(netlist, kind):
             # A kept submodule: its outputs start here at the levels they have inside it.
             _, out_levels, _ = cell_levels(netlist, kind, cache)
             for port, bits in conns.items():
