@@ -54,7 +54,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (ConnKey, FrameClass, JobKind, command_layout, rx_descriptor_layout,
+from .layouts import (ConnKey, JobKind, command_layout, rx_descriptor_layout,
                       dma_job_layout, queued_event_layout, event_layout, tx_update_layout)
 from .records import EventType, Opcode
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
@@ -704,8 +704,10 @@ class RxEngine(wiring.Component):
                 # in the emitter's first cycle (the entry read in the DECIDE before) or the one
                 # after (read in LOOKUP), before the ring shows the emitter's pop or push
                 # (``legacy_pushed``, above): it then reads the ring in MEASURE, through RING
-                # if need be, like a delegated frame.
-                delegated = hit & (desc.cls == FrameClass.TCP)
+                # if need be, like a delegated frame. Whether it is delegated is the checks'
+                # (from the descriptor and the CAM's answer alone, both registered by now), so
+                # that the frames that skip MEASURE are exactly those never given a room check.
+                delegated = frame_checks.checks.delegated
                 with m.If(op == _Op.FRAME):
                     with m.If(legacy_push & ring_behind):
                         m.next = "RING"
