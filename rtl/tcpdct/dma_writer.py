@@ -19,8 +19,8 @@ Why this shape:
   the burst ends from the host address alone, so no burst-length FIFO is needed between them,
   every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
 * The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
-  address again until the beat moves on (so ``read_addr`` depends on ``axi_wready`` through
-  logic, never the other way round). The data read is registered before it is realigned, a
+  address again until the beat moves on (so ``read_addr`` depends on the W skid buffer's
+  ``ready``, a register, through logic). The data read is registered before it is realigned, a
   cycle that delays W (not AW, so not a frame's first write) and the write responses. Every read
   is of a beat holding bytes of the segment, but a flush step presents an address it does not
   use.
@@ -32,6 +32,9 @@ Why this shape:
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
+* AW and W leave through skid buffers (:class:`~tcpdct.skid.SkidBuffer`): the slave's ``awready``
+  and ``wready`` reach one register each and the output multiplexers, not the enables of the
+  pipeline. They add no cycle; under back-pressure each channel holds one beat more.
 * Write responses (single ID, so in order) are matched against a FIFO of per-job burst counts, so
   a job's writes never wait for earlier jobs' responses. ``bready`` drops for the cycle in which a
   job is retired (and for each job without bursts), so a response of a later job is never counted
@@ -47,6 +50,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts, ports
 from .fifo import SyncFIFOFlagged
+from .skid import SkidBuffer
 from .layouts import JobKind
 
 
@@ -199,6 +203,19 @@ class DmaWriter(wiring.Component):
         aw_left      = Signal(range(seg_beats_max + 1))    # beats of the segment not yet covered
         aw_span_left = Signal(range(burst_span + 1))       # beats from aw_beat to its span's end
         job_bursts   = Signal(range(job_bursts_max + 1))
+        # The burst on offer: ``aw_left != 0`` kept as a register, so that the AW generator's
+        # enable is a gate on registers (the compare in front of it, then the enable's fan-out,
+        # was the 64x64 core's critical path).
+        aw_valid     = Signal()
+        # The AW and W channels leave through skid buffers, so that the slave's ``awready`` and
+        # ``wready``, which come from outside the core, reach a register each rather than the
+        # enables of the generator, the read issue and, through the end of a segment, the
+        # sequencer and its job register (the 64x64 core's critical path in 54467b3).
+        m.submodules.aw_skid = aw_skid = SkidBuffer(data.StructLayout({
+            "addr": len(self.axi_awaddr), "len": len(self.axi_awlen)}))
+        m.submodules.w_skid = w_skid = SkidBuffer(data.StructLayout({
+            "data": params.data_width, "strb": data_bytes, "last": 1}))
+        aw_ready     = aw_skid.sink.ready
 
         # -- Read issue / data stage state ----------------------------------------------------
 
@@ -245,6 +262,10 @@ class DmaWriter(wiring.Component):
         e_beat       = Signal(beat_layout)
         e_data       = Signal(params.data_width)
         prev_data    = Signal(params.data_width)
+        # The beat on offer to the W skid buffer.
+        w_valid      = w_skid.sink.valid
+        w_beat       = w_skid.sink.payload
+        w_ready      = w_skid.sink.ready
 
         # -- AW generator ---------------------------------------------------------------------
 
@@ -257,14 +278,14 @@ class DmaWriter(wiring.Component):
         # address phase, and with it enables the set-up of the next segment. This comes before
         # the sequencer, whose set-up in the cycle the last burst is accepted must win.
         last_burst = Signal()
-        aw_accept = self.axi_awvalid & self.axi_awready
+        aw_accept = aw_valid & aw_ready
         # The segment's bursts are all accepted by the end of this cycle.
-        aw_done = ~self.axi_awvalid | self.axi_awready & last_burst
+        aw_done = ~aw_valid | aw_ready & last_burst
         with m.If(aw_accept):
             m.d.sync += [
                 aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
                 aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
-                self.axi_awvalid.eq(~last_burst),
+                aw_valid.eq(~last_burst),
                 aw_span_left.eq(burst_span),
                 last_burst.eq(aw_left - aw_span_left <= burst_span),
                 job_bursts.eq(job_bursts + 1),
@@ -274,7 +295,7 @@ class DmaWriter(wiring.Component):
 
         # This comes before the sequencer, whose set-up of the next segment in the cycle of the
         # current one's last read must win over the read issue's own update of its registers.
-        w_free  = ~self.axi_wvalid | self.axi_wready
+        w_free  = ~w_valid | w_ready
         e_take  = e_beat.valid & (e_beat.prime | w_free)
         e_moves = ~e_beat.valid | e_take
         d_take  = d_beat.valid & e_moves
@@ -354,14 +375,14 @@ class DmaWriter(wiring.Component):
             m.d.sync += prev_data.eq(e_data)
         with m.If(e_take & ~e_beat.prime):
             m.d.sync += [
-                self.axi_wvalid.eq(1),
-                self.axi_wdata.eq(Cat(prev_data, e_data)
-                                  .bit_select(e_beat.shift * 8, params.data_width)),
-                self.axi_wstrb.eq(e_beat.strb),
-                self.axi_wlast.eq(e_beat.last),
+                w_valid.eq(1),
+                w_beat.data.eq(Cat(prev_data, e_data)
+                               .bit_select(e_beat.shift * 8, params.data_width)),
+                w_beat.strb.eq(e_beat.strb),
+                w_beat.last.eq(e_beat.last),
             ]
-        with m.Elif(self.axi_wready):
-            m.d.sync += self.axi_wvalid.eq(0)
+        with m.Elif(w_ready):
+            m.d.sync += w_valid.eq(0)
 
         # -- Completion FIFO of per-job burst counts ------------------------------------------
 
@@ -405,7 +426,7 @@ class DmaWriter(wiring.Component):
             m.d.sync += [
                 aw_beat.eq(segment.address[lane_bits:]),
                 aw_left.eq(seg_beats),
-                self.axi_awvalid.eq(1),   # a segment with data has a beat
+                aw_valid.eq(1),           # a segment with data has a beat
                 aw_span_left.eq(span_left),
                 last_burst.eq(seg_beats <= span_left),
                 rd_addr.eq(seg_read_start),
@@ -535,7 +556,7 @@ class DmaWriter(wiring.Component):
                 # The last segment's bursts are all accepted before STREAM comes back here, so
                 # the address channel is always idle now; saying so keeps a stalled burst's
                 # address still by construction (and lets the induction proof see it).
-                with m.Elif(~self.axi_awvalid):
+                with m.Elif(~aw_valid):
                     set_up_segment(~seg_data[1:].any())
                     m.next = "STREAM"
 
@@ -604,17 +625,24 @@ class DmaWriter(wiring.Component):
             self.axi_awcache.eq(_AXI_CACHE_BUFFERABLE_MODIFIABLE),
             self.axi_awprot.eq(0),
         ]
-        # The address channel is driven straight from the AW generator's registers (through the
-        # burst-length choice), so a segment's first burst is offered the cycle after the
-        # sequencer sets the segment up: a registered copy would delay every frame's first write
-        # by a cycle. It stays still while stalled because the registers move only when a burst
-        # is accepted.
-        # ``awvalid`` is ``aw_left != 0`` kept as a register, so that the AW generator's enable
-        # is a gate on a register and the port: the compare in front of it, then the enable's
-        # fan-out, was the 64x64 core's critical path.
+        # The address channel is driven from the AW generator's registers (through the
+        # burst-length choice and the skid buffer's multiplexer), so a segment's first burst is
+        # offered the cycle after the sequencer sets the segment up: a registered copy would
+        # delay every frame's first write by a cycle. A stalled burst stays still: the skid
+        # buffer holds it.
         m.d.comb += [
-            self.axi_awaddr.eq(Cat(C(0, lane_bits), aw_beat)),
-            self.axi_awlen.eq(burst_beats - 1),
+            aw_skid.sink.valid.eq(aw_valid),
+            aw_skid.sink.payload.addr.eq(Cat(C(0, lane_bits), aw_beat)),
+            aw_skid.sink.payload.len.eq(burst_beats - 1),
+            self.axi_awvalid.eq(aw_skid.source.valid),
+            self.axi_awaddr.eq(aw_skid.source.payload.addr),
+            self.axi_awlen.eq(aw_skid.source.payload.len),
+            aw_skid.source.ready.eq(self.axi_awready),
+            self.axi_wvalid.eq(w_skid.source.valid),
+            self.axi_wdata.eq(w_skid.source.payload.data),
+            self.axi_wstrb.eq(w_skid.source.payload.strb),
+            self.axi_wlast.eq(w_skid.source.payload.last),
+            w_skid.source.ready.eq(self.axi_wready),
         ]
 
         # -- B channel: count responses against the oldest unfinished job ---------------------
