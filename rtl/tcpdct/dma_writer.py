@@ -18,9 +18,11 @@ Why this shape:
 * Bursts end on every ``min(4 KiB, max_burst_beats * W/8)``-aligned boundary. Both AW and W derive
   the burst ends from the host address alone, so no burst-length FIFO is needed between them,
   every burst is at most ``max_burst_beats`` long and none crosses 4 KiB.
-* The packet-buffer read port has no enable: a stalled beat keeps its data by presenting its own
-  address again until the beat moves on (so ``read_addr`` depends on the W skid buffer's
-  ``ready``, a register, through logic). The data read is registered before it is realigned, a
+* Nothing after the read issue stalls. The realigned beats go into a W queue of four places, from
+  whose LUT RAM the W channel reads them, and a read is issued only while the queue has a place
+  for its beat that no earlier beat has reserved (a register). So the slave's ``wready`` reaches
+  the queue's read side and the count of places, never the read issue or the sequencer, and the
+  packet-buffer read port needs no enable. The data read is registered before it is realigned, a
   cycle that delays W (not AW, so not a frame's first write) and the write responses. Every read
   is of a beat holding bytes of the segment, but a flush step presents an address it does not
   use.
@@ -32,9 +34,9 @@ Why this shape:
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
-* AW and W leave through skid buffers (:class:`~tcpdct.skid.SkidBuffer`): the slave's ``awready``
-  and ``wready`` reach one register each and the output multiplexers, not the enables of the
-  pipeline. They add no cycle; under back-pressure each channel holds one beat more.
+* AW leaves through a skid buffer (:class:`~tcpdct.skid.SkidBuffer`): the slave's ``awready``
+  reaches a register and the output multiplexer, not the AW generator's enables. It adds no
+  cycle; under back-pressure it holds one burst more.
 * Write responses (single ID, so in order) are matched against a FIFO of per-job burst counts, so
   a job's writes never wait for earlier jobs' responses. ``bready`` drops for the cycle in which a
   job is retired (and for each job without bursts), so a response of a later job is never counted
@@ -58,6 +60,8 @@ __all__ = ["DmaWriter"]
 
 
 _AXI_BURST_INCR = 0b01
+#: Places in the W queue: a read issued in cycle t frees its place in t + 4 at the earliest.
+_W_QUEUE_DEPTH = 4
 _AXI_CACHE_BUFFERABLE_MODIFIABLE = 0b0011
 
 
@@ -207,14 +211,11 @@ class DmaWriter(wiring.Component):
         # enable is a gate on registers (the compare in front of it, then the enable's fan-out,
         # was the 64x64 core's critical path).
         aw_valid     = Signal()
-        # The AW and W channels leave through skid buffers, so that the slave's ``awready`` and
-        # ``wready``, which come from outside the core, reach a register each rather than the
-        # enables of the generator, the read issue and, through the end of a segment, the
-        # sequencer and its job register (the 64x64 core's critical path in 54467b3).
+        # The AW channel leaves through a skid buffer, so that the slave's ``awready``, which
+        # comes from outside the core, reaches a register rather than the enables of the
+        # generator and, through the end of a segment, the sequencer and its job register.
         m.submodules.aw_skid = aw_skid = SkidBuffer(data.StructLayout({
             "addr": len(self.axi_awaddr), "len": len(self.axi_awlen)}))
-        m.submodules.w_skid = w_skid = SkidBuffer(data.StructLayout({
-            "data": params.data_width, "strb": data_bytes, "last": 1}))
         aw_ready     = aw_skid.sink.ready
 
         # -- Read issue / data stage state ----------------------------------------------------
@@ -252,7 +253,6 @@ class DmaWriter(wiring.Component):
             "shift": lane_bits,
         })
         d_beat       = Signal(beat_layout)
-        d_addr       = Signal(self._addr_bits)
         d_free       = Signal()                            # last read of the job: free after it
         d_free_beats = Signal(self._frame_beats_bits)
 
@@ -262,10 +262,23 @@ class DmaWriter(wiring.Component):
         e_beat       = Signal(beat_layout)
         e_data       = Signal(params.data_width)
         prev_data    = Signal(params.data_width)
-        # The beat on offer to the W skid buffer.
-        w_valid      = w_skid.sink.valid
-        w_beat       = w_skid.sink.payload
-        w_ready      = w_skid.sink.ready
+
+        # The W queue: output beats, realigned, on their way to the W channel, which reads them
+        # from its LUT RAM (``wvalid`` is its ``r_rdy``, a register). Each beat that enters the
+        # data stage has a place reserved in it (``w_reserved``) until it leaves, so that the data
+        # stage and the realigner never stall: the read issue steps only while a place is free
+        # (``w_room``, a register), and the slave's ``wready`` reaches the queue's read side and
+        # the count, not the read issue, the sequencer and the job register behind them (its
+        # chain through the two stages' stalls to the end of a segment, and so to the job take,
+        # was the 64x64 core's critical path in 54467b3). A beat issued in cycle t is in the
+        # queue in t + 3 and its place free in t + 4 when ``wready`` is high: four places keep a
+        # read issued every cycle.
+        w_layout = data.StructLayout({"data": params.data_width, "strb": data_bytes, "last": 1})
+        m.submodules.w_queue = w_queue = SyncFIFOFlagged(width=w_layout.size,
+                                                         depth=_W_QUEUE_DEPTH)
+        w_beat       = data.View(w_layout, w_queue.w_data)
+        w_reserved   = Signal(range(_W_QUEUE_DEPTH + 1))
+        w_room       = Signal(init=1)                      # ``w_reserved < _W_QUEUE_DEPTH``
 
         # -- AW generator ---------------------------------------------------------------------
 
@@ -295,13 +308,8 @@ class DmaWriter(wiring.Component):
 
         # This comes before the sequencer, whose set-up of the next segment in the cycle of the
         # current one's last read must win over the read issue's own update of its registers.
-        w_free  = ~w_valid | w_ready
-        e_take  = e_beat.valid & (e_beat.prime | w_free)
-        e_moves = ~e_beat.valid | e_take
-        d_take  = d_beat.valid & e_moves
-        d_moves = ~d_beat.valid | e_moves
-        # The read port has no enable: a beat that stays in the data stage reads itself again.
-        m.d.comb += self.read_addr.eq(Mux(d_moves, rd_addr, d_addr))
+        # The read port has no enable, and nothing after it stalls.
+        m.d.comb += self.read_addr.eq(rd_addr)
 
         # A step of the read issue reads the segment's next source beat, or flushes the segment
         # before (no read), or both at once when the next read only primes.
@@ -311,13 +319,17 @@ class DmaWriter(wiring.Component):
         # address has been accepted, before or in this cycle (``awvalid`` is ``aw_left != 0``):
         # a segment of one burst and one read costs one cycle.
         last_read_issued = Signal()
-        m.d.comb += last_read_issued.eq(aw_done & is_last_read & read_step & d_moves)
+        m.d.comb += last_read_issued.eq(aw_done & is_last_read & read_step & w_room)
 
-        with m.If(d_moves):
+        # A beat enters the data stage (and takes a place in the W queue) in this cycle.
+        d_enters = Signal()
+        m.d.comb += d_enters.eq(w_room & (read_step | fl_valid))
+        with m.If(~w_room):
+            m.d.sync += [d_beat.valid.eq(0), d_free.eq(0)]
+        with m.Else():
             ends_segment = is_last_read & ~rd_flush
             m.d.sync += [
                 d_beat.valid.eq(read_step | fl_valid),
-                d_addr.eq(rd_addr),
                 d_free.eq(read_step & rd_free & is_last_read),
                 d_free_beats.eq(rd_free_beats),
             ]
@@ -363,26 +375,38 @@ class DmaWriter(wiring.Component):
         # A beat's data is read once it leaves the data stage: its frame may be freed then. Any
         # beat may become ``prev_data``: after a flush it is replaced by a priming read, or it
         # feeds only lanes that are not strobed.
-        with m.If(e_moves):
-            m.d.sync += [e_beat.eq(d_beat), e_data.eq(self.read_data)]
+        m.d.sync += [e_beat.eq(d_beat), e_data.eq(self.read_data)]
         m.d.sync += self.free_valid.eq(0)
-        with m.If(d_take & d_free):
+        with m.If(d_beat.valid & d_free):
             m.d.sync += [
                 self.free_valid.eq(1),
                 self.free_beats.eq(d_free_beats),
             ]
-        with m.If(e_take):
+        with m.If(e_beat.valid):
             m.d.sync += prev_data.eq(e_data)
-        with m.If(e_take & ~e_beat.prime):
-            m.d.sync += [
-                w_valid.eq(1),
-                w_beat.data.eq(Cat(prev_data, e_data)
-                               .bit_select(e_beat.shift * 8, params.data_width)),
-                w_beat.strb.eq(e_beat.strb),
-                w_beat.last.eq(e_beat.last),
-            ]
-        with m.Elif(w_ready):
-            m.d.sync += w_valid.eq(0)
+        m.d.comb += [
+            w_queue.w_en.eq(e_beat.valid & ~e_beat.prime),
+            w_beat.data.eq(Cat(prev_data, e_data).bit_select(e_beat.shift * 8, params.data_width)),
+            w_beat.strb.eq(e_beat.strb),
+            w_beat.last.eq(e_beat.last),
+        ]
+        w_head = data.View(w_layout, w_queue.r_data)
+        m.d.comb += [
+            self.axi_wvalid.eq(w_queue.r_rdy),
+            self.axi_wdata.eq(w_head.data),
+            self.axi_wstrb.eq(w_head.strb),
+            self.axi_wlast.eq(w_head.last),
+            w_queue.r_en.eq(self.axi_wready),
+        ]
+        # A place is freed as its beat leaves for the W channel, or, for a beat that only primes
+        # the realigner, as it leaves the realigner.
+        w_freed = Signal(2)
+        reserved_next = Signal(range(_W_QUEUE_DEPTH + 1))
+        m.d.comb += [
+            w_freed.eq((self.axi_wvalid & self.axi_wready) + (e_beat.valid & e_beat.prime)),
+            reserved_next.eq(w_reserved + d_enters - w_freed),
+        ]
+        m.d.sync += [w_reserved.eq(reserved_next), w_room.eq(reserved_next < _W_QUEUE_DEPTH)]
 
         # -- Completion FIFO of per-job burst counts ------------------------------------------
 
@@ -638,11 +662,6 @@ class DmaWriter(wiring.Component):
             self.axi_awaddr.eq(aw_skid.source.payload.addr),
             self.axi_awlen.eq(aw_skid.source.payload.len),
             aw_skid.source.ready.eq(self.axi_awready),
-            self.axi_wvalid.eq(w_skid.source.valid),
-            self.axi_wdata.eq(w_skid.source.payload.data),
-            self.axi_wstrb.eq(w_skid.source.payload.strb),
-            self.axi_wlast.eq(w_skid.source.payload.last),
-            w_skid.source.ready.eq(self.axi_wready),
         ]
 
         # -- B channel: count responses against the oldest unfinished job ---------------------

@@ -176,17 +176,29 @@ class StreamRulesHarness(Elaboratable):
     inputs : callable
         Given the block, returns ``{name: channel}`` of flat-port channels (:class:`AxiChannel`)
         whose sender obeys the rules too; every ``lib.stream`` input is included without it.
+    invariants : callable
+        Given the harness's module and the block's elaborated fragment, asserts facts about the
+        block's internal state. The induction step starts from any state that satisfies the
+        assertions for ``depth`` cycles, unreachable ones included; where an output's rule rests
+        on internal state (a queue whose head is read from its RAM holds still only if its level
+        agrees with its pointers), the invariants rule those states out, and are proved too.
     """
 
-    def __init__(self, block_factory, outputs=None, inputs=None):
+    def __init__(self, block_factory, outputs=None, inputs=None, invariants=None):
         self.block_factory = block_factory
         self.outputs = outputs
         self.inputs = inputs
+        self.invariants = invariants
 
     def elaborate(self, platform):
         m, started = harness_module()
         block = self.block_factory()
-        m.submodules.block = block
+        if self.invariants is None:
+            m.submodules.block = block
+        else:
+            fragment = elaborate(block)
+            m.submodules.block = fragment
+            self.invariants(m, fragment)
         drive_inputs(m, block)
 
         in_channels = {name: getattr(block, name) for name, flow in stream_members(block)

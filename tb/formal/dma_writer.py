@@ -1,15 +1,25 @@
-"""DMA writer AXI channels: AW and W hold valid and every payload bit from a stall until ready.
+"""DMA writer AXI channels: AW and W hold valid and every payload bit from a stall until ready;
+and the W queue never refuses a beat.
 
-AXI4 requires it of a master (IHI 0022, A3.2.1): once ``awvalid``/``wvalid`` is high it stays high
-until the handshake, and the address or data with it does not change. Jobs arrive under the
-stream rules (assumed), the slave's ``awready``/``wready``, the B channel and the packet-buffer
-data are free.
+AXI4 requires the first of a master (IHI 0022, A3.2.1): once ``awvalid``/``wvalid`` is high it
+stays high until the handshake, and the address or data with it does not change. Jobs arrive
+under the stream rules (assumed), the slave's ``awready``/``wready``, the B channel and the
+packet-buffer data are free.
+
+The second is what lets the writer's data stages run without stalls: each beat issued has a
+place reserved in the W queue, so the count of places reserved is the queue's level plus the
+beats in the data stage and the realigner, and is never more than the queue holds. A beat
+written to a full queue would be lost without a trace; here it is proved that none is. The same
+facts, with the queue's own (its level agrees with its pointers and flags), make the W channel's
+rule inductive: its data is read from the queue's RAM at its read pointer.
 """
+
+from amaranth.hdl import Assert
 
 from tcpdct.dma_writer import DmaWriter
 from tcpdct.params import Params
 
-from .common import AxiChannel, StreamRulesHarness
+from .common import AxiChannel, StreamRulesHarness, signals_named
 from .runner import Proof
 
 
@@ -20,18 +30,53 @@ AW_PAYLOAD = ("addr", "len", "size", "burst", "id", "lock", "cache", "prot")
 W_PAYLOAD = ("data", "strb", "last")
 
 
+def _registers(fragment, names):
+    found = signals_named(fragment, "|".join(names), domain="sync")
+    if sorted(found) != sorted(names):
+        raise RuntimeError(f"Expected registers {sorted(names)!r}, found {sorted(found)!r}")
+    return found
+
+
+def w_queue_invariants(m, fragment):
+    """Assert the W queue's bookkeeping, in the writer's elaborated ``fragment``."""
+    writer = _registers(fragment, ["d_beat", "e_beat", "w_reserved", "w_room"])
+    queue_fragment = fragment.find_subfragment("w_queue")
+    flags = _registers(queue_fragment, ["full", "empty"])
+    fifo = _registers(queue_fragment.find_subfragment("fifo"), ["level", "produce", "consume"])
+    depth = 1 << len(fifo["produce"])   # the queue's depth is a power of two
+    level = fifo["level"]
+    # ``valid`` and ``prime`` are the first two fields of a beat (``beat_layout``).
+    d_valid = writer["d_beat"][0]
+    e_valid, e_prime = writer["e_beat"][0], writer["e_beat"][1]
+    reserved = writer["w_reserved"]
+    m.d.comb += [
+        Assert(level <= depth, "W queue: level beyond its depth"),
+        Assert(((fifo["produce"] - fifo["consume"]) % depth) == level % depth,
+               "W queue: level disagrees with its pointers"),
+        Assert(flags["empty"] == (level == 0), "W queue: empty flag"),
+        Assert(flags["full"] == (level == depth), "W queue: full flag"),
+        Assert(reserved == level + d_valid + e_valid,
+               "W queue: places reserved are not the beats in the queue and on their way"),
+        Assert(reserved <= depth, "W queue: more places reserved than it has"),
+        Assert(writer["w_room"] == (reserved < depth), "W queue: room flag"),
+        Assert(~(e_valid & ~e_prime) | ~flags["full"], "W queue: a beat written while full"),
+    ]
+
+
 def harness(writer_class=DmaWriter):
     """The AW/W harness, for :class:`DmaWriter` or a variant of it."""
     return StreamRulesHarness(
         lambda: writer_class(Params(), jobs_in_flight=2),
         outputs=lambda writer: {"aw": AxiChannel(writer, "axi_aw", AW_PAYLOAD),
-                                "w":  AxiChannel(writer, "axi_w", W_PAYLOAD)})
+                                "w":  AxiChannel(writer, "axi_w", W_PAYLOAD)},
+        invariants=w_queue_invariants)
 
 
 def proofs():
     return [
         Proof("dma_writer_axi", harness, "prove", 4, quick=True,
-              description="AXI AW and W: valid and payload hold while stalled"),
+              description="AXI AW and W: valid and payload hold while stalled; the W queue never "
+                          "refuses a beat"),
         Proof("dma_writer_cover", harness, "cover", 12,
               description="AW and W each stall and then move on"),
     ]
