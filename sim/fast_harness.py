@@ -57,10 +57,12 @@ import hashlib
 import json
 import platform
 import re
+import shutil
 import sys
 import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tcpdct.params import Params
@@ -73,7 +75,7 @@ from toolchain import compiler_is_gcc, find_verilator, make_overrides, verilator
 
 
 __all__ = ["HARNESS_SOURCE", "HarnessError", "HarnessScript", "HarnessRun", "HarnessProcess",
-           "build_harness", "run_harness"]
+           "build_harness", "prune_builds", "run_harness", "KEEP_BUILDS"]
 
 
 _SIM = Path(__file__).resolve().parent
@@ -114,6 +116,16 @@ _INPUT_READIES = ("s_axis_rx_tready", "s_axis_tx_tready", "s_axis_cmd_tready")
 
 #: The edge the core's registers are clocked on, as Amaranth's Verilog writes it.
 _CLOCK_EDGE = "posedge clk"
+
+#: Harness builds kept besides the one just made: the most recently used. Each is about 150 MB
+#: and every change to the RTL makes a new one, so that without a limit a day of work on the RTL
+#: filled ``sim/build`` with gigabytes.
+KEEP_BUILDS = 4
+
+#: A build used less than this many seconds ago is never removed, whatever the count: another
+#: process may be about to start it (:func:`build_harness` returns the path, then the caller
+#: runs it, for as long as a ``make bench``).
+_IN_USE_SECONDS = 3600
 
 
 class HarnessError(RuntimeError):
@@ -340,7 +352,8 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     in ``sim/build/fast-<hash>``, the hash covering the generated Verilog, the harness source and
     this module, the Verilator version, the build commands and the processor (the code is
     compiled for it), so that any change rebuilds; ``built`` marks a finished one.
-    Safe to call from several processes at once.
+    Safe to call from several processes at once. A new build removes older ones
+    (:func:`prune_builds`).
 
     Parameters
     ----------
@@ -383,6 +396,7 @@ def build_harness(params=None, *, jobs=2, quiet=True):
     with open(directory / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if built.exists() and executable.exists():
+            built.touch()   # its time of last use, for prune_builds
             return executable
         source = directory / "tcpdct.v"
         source.write_text(both_edges(verilog.read_text()))
@@ -405,7 +419,51 @@ def build_harness(params=None, *, jobs=2, quiet=True):
         if returncode != 0 or not executable.exists():
             raise HarnessError(f"building the harness failed (exit {returncode}); see {log}")
         built.touch()
+    prune_builds(keep=KEEP_BUILDS, spare=directory)
     return executable
+
+
+def prune_builds(*, keep=KEEP_BUILDS, spare=None, root=None, now=None):
+    """Remove the harness builds (``fast-*`` in ``root``, ``sim/build`` by default) beyond the
+    ``keep`` most recently used, other than ``spare``.
+
+    A build's last use is the time its ``built`` stamp was touched (each :func:`build_harness`
+    that returns it); one without the stamp (a build that failed, or is under way) counts as used
+    when its folder was last changed. A build used within the last hour stays, and so does one
+    whose lock another process holds (a build under way).
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    root = BUILD_ROOT if root is None else Path(root)
+    now = time.time() if now is None else now
+
+    def last_use(folder):
+        stamp = folder / "built"
+        return (stamp if stamp.exists() else folder).stat().st_mtime
+
+    builds = []
+    for folder in root.glob("fast-*"):
+        if folder.is_dir() and folder != spare:
+            try:
+                builds.append((last_use(folder), folder))
+            except FileNotFoundError:
+                pass        # removed meanwhile by another process
+    builds.sort(reverse=True)
+    removed = []
+    for used, folder in builds[keep:]:
+        if now - used < _IN_USE_SECONDS:
+            continue
+        with open(folder / ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 class HarnessRun:

@@ -346,3 +346,36 @@ def test_harness_build_is_profile_guided_with_gcc(harness):
     counted = {path.stem for path in obj.glob("*.gcda")}
     model = {path.stem for path in obj.glob("Vtcpdct___024root__[0-9].cpp")}
     assert model and model <= counted
+
+
+def test_prune_builds_keeps_recent_and_locked(tmp_path):
+    """Builds beyond the most recently used few are removed, but not one used within the hour,
+    one whose lock is held, the one just made, or anything that is not a harness build."""
+    import fcntl
+    import os
+    from fast_harness import prune_builds
+
+    now = 1_000_000.0
+    ages = {"fast-a": 10, "fast-b": 7200, "fast-c": 9000, "fast-d": 8000, "fast-e": 600,
+            "fast-locked": 20000, "fast-nostamp": 30000, "fast-spare": 40000}
+    for name, age in ages.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / ".lock").touch()
+        if name != "fast-nostamp":
+            (folder / "built").touch()
+            os.utime(folder / "built", (now - age, now - age))
+        os.utime(folder, (now - age, now - age))
+    (tmp_path / "0123456789abcdef").mkdir()     # a cocotb build: never touched
+    os.utime(tmp_path / "0123456789abcdef", (now - 50000, now - 50000))
+
+    with open(tmp_path / "fast-locked" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_SH)
+        removed = prune_builds(keep=1, spare=tmp_path / "fast-spare", root=tmp_path, now=now)
+
+    # By last use: a (10 s), e (600 s), b, d, c, locked, nostamp. The most recent stays; of the
+    # rest, those used more than an hour ago go unless locked.
+    assert sorted(folder.name for folder in removed) == ["fast-b", "fast-c", "fast-d",
+                                                         "fast-nostamp"]
+    left = sorted(folder.name for folder in tmp_path.iterdir())
+    assert left == ["0123456789abcdef", "fast-a", "fast-e", "fast-locked", "fast-spare"]
