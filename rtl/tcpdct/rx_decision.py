@@ -61,8 +61,9 @@ def queue_fill_layout(params):
     """How a payload of ``payload_len`` bytes fills an entry's queue, slot by slot.
 
     Slot ``i`` is *touched* if the payload reaches it (it is posted, has room, and
-    ``payload_len > before[i]``), *full* if the payload fills it (it is posted and
-    ``payload_len >= before[i + 1]``, or it has no room); ``rest[i]`` is what reaches it
+    ``payload_len > before[i]``), *full* if it is posted and the payload fills it
+    (``payload_len >= before[i + 1]``) or it has no room; so a slot not posted is neither, which
+    :class:`FrameDecision` relies on. ``rest[i]`` is what reaches it
     (``payload_len - before[i]``, meaningful when it is touched). The payload *fits* if it is at
     most the room of the posted buffers; ``shortfall`` is what it lacks when it does not.
     """
@@ -348,9 +349,12 @@ class FrameDecision(wiring.Component):
         for i in range(depth):
             slot = queue.slots[i]
             last_touched = fill.touched[i] & (~fill.touched[i + 1] if i + 1 < depth else 1)
+            # Only a posted slot is full or touched (``queue_fill_layout``), so ``i < count`` is
+            # not tested again here: that compare of the queue's count put it at the head of the
+            # compaction's path (the receive engine's deepest group of endpoints, 366 of them).
             m.d.comb += [
                 filled[i].eq(slot.filled + take[i]),
-                completed[i].eq((i < queue.count) & (fill.full[i] | (psh & last_touched))),
+                completed[i].eq(fill.full[i] | (psh & last_touched)),
             ]
         n_completed = Signal(range(depth + 1))
         m.d.comb += n_completed.eq(sum(completed[i] for i in range(depth)))
