@@ -19,9 +19,12 @@ class Csr(wiring.Component):
     source here (a constant or a counter), or construction fails, so the table and the hardware
     cannot drift apart.
 
-    Counters count what leaves the core: an event is counted on the cycle ``event_fire`` is high,
-    a transmitted frame on the cycle ``tx_frame`` is high, and a read whose AR handshake happens
-    on a later cycle sees it. 32-bit counters wrap at 2**32. A 64-bit byte counter is read as
+    Counters count what leaves the core: an event whose ``event_fire`` is high in cycle t, or a
+    transmitted frame whose ``tx_frame`` is, is counted at the end of cycle t + 1, and a read
+    whose AR handshake happens in cycle t + 2 or later sees it. (Which counters an event
+    advances, and by how much, is registered first, so that the counters' enables are registers:
+    decoded from the event stream's handshake, they were five levels of logic deep. Until the
+    seventeenth session a read in cycle t + 1 saw it.) 32-bit counters wrap at 2**32. A 64-bit byte counter is read as
     ``_LO`` then ``_HI``: reading ``_LO`` copies the upper word into a latch that ``_HI`` returns,
     so the pair is consistent even if the counter moves between the two reads; ``_HI`` read before
     any ``_LO`` returns 0.
@@ -169,8 +172,14 @@ class Csr(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for counter, condition, amount in self._counter_table.values():
-            with m.If(condition):
+        for name, (counter, condition, amount) in self._counter_table.items():
+            counts = Signal(name=f"counts_{name.lower()}")
+            m.d.sync += counts.eq(condition)
+            if not isinstance(amount, int):
+                by = Signal.like(amount, name=f"by_{name.lower()}")
+                m.d.sync += by.eq(amount)
+                amount = by
+            with m.If(counts):
                 m.d.sync += counter.eq(counter + amount)
         decode = self._decode(self.counters)
 

@@ -184,7 +184,9 @@ def _registers_section():
         "## Registers",
         "",
         "32-bit registers on `s_axil`; offsets in bytes. A 64-bit counter is a `_LO`/`_HI` pair: "
-        "reading `_LO` latches `_HI`. Counters wrap.",
+        "reading `_LO` latches `_HI`. Counters wrap. An event, or a transmitted frame, that "
+        "leaves the core in cycle t is counted at the end of cycle t + 1: a read whose AR "
+        "handshake is in cycle t + 2 or later sees it.",
         "",
         "| offset | name | access | meaning |",
         "|---|---|---|---|",

@@ -144,6 +144,7 @@ class Bench:
         self.tx_rate = tx_rate
         self.model = CounterModel()
         self.events_fed = 0
+        self._uncounted = []    # what left in the last cycle, to count at the end of this one
 
     def preload(self, ctx, name, value):
         ctx.set(self.dut.counters[name], value)
@@ -165,13 +166,18 @@ class Bench:
         ctx.set(dut.tx_frame, tx_frame)
         ctx.set(dut.tx_matched, tx_matched)
         await ctx.tick()
+        # What leaves in a cycle is counted at the end of the next (the Csr's docstring): a
+        # read whose AR handshake is in the cycle after it does not see it yet.
+        for count in self._uncounted:
+            count()
+        self._uncounted = []
         if event is not None:
-            self.model.event(event)
+            self._uncounted.append(lambda: self.model.event(event))
             self.events_fed += 1
         if tx_frame:
-            self.model.tx_frame()
+            self._uncounted.append(self.model.tx_frame)
         if tx_matched:
-            self.model.tx_matched()
+            self._uncounted.append(self.model.tx_matched)
 
     def _set_valid(self, ctx, valid, ready, value):
         """Drive a valid and check that its ready did not follow it combinationally."""
