@@ -60,9 +60,10 @@ __all__ = ["DmaWriter"]
 
 
 _AXI_BURST_INCR = 0b01
+_AXI_CACHE_BUFFERABLE_MODIFIABLE = 0b0011
+
 #: Places in the W queue: a read issued in cycle t frees its place in t + 4 at the earliest.
 _W_QUEUE_DEPTH = 4
-_AXI_CACHE_BUFFERABLE_MODIFIABLE = 0b0011
 
 
 class DmaWriter(wiring.Component):
