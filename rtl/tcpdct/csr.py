@@ -24,10 +24,10 @@ class Csr(wiring.Component):
     whose AR handshake happens in cycle t + 2 or later sees it. (Which counters an event
     advances, and by how much, is registered first, so that the counters' enables are registers:
     decoded from the event stream's handshake, they were five levels of logic deep. Until the
-    seventeenth session a read in cycle t + 1 saw it.) 32-bit counters wrap at 2**32. A 64-bit byte counter is read as
-    ``_LO`` then ``_HI``: reading ``_LO`` copies the upper word into a latch that ``_HI`` returns,
-    so the pair is consistent even if the counter moves between the two reads; ``_HI`` read before
-    any ``_LO`` returns 0.
+    seventeenth session a read in cycle t + 1 saw it.) 32-bit counters wrap at 2**32. A 64-bit
+    byte counter is read as ``_LO`` then ``_HI``: reading ``_LO`` copies the upper word into a
+    latch that ``_HI`` returns, so the pair is consistent even if the counter moves between the
+    two reads; ``_HI`` read before any ``_LO`` returns 0.
 
     AXI4-Lite behaviour:
 

@@ -1,11 +1,11 @@
 """A skid buffer: a stream stage whose ``ready`` towards its source is a register.
 
-Where a stream's ``ready`` comes from outside the core (an AXI slave's ``awready`` or ``wready``),
-it arrives late in the cycle, from wherever the interconnect makes it. Used straight, it decides
-whether the block's pipeline moves, and so reaches the enables of every register that moves with
-it: the DMA writer's W ``ready`` ran through the read issue and the sequencer to its job register
-and the job queue's head, hundreds of flip-flops. Behind a skid buffer the block sees ``ready``
-as a register, and the port's ``ready`` reaches one register and the output multiplexer.
+Where a stream's ``ready`` comes from outside the core (an AXI slave's ``awready``), it arrives
+late in the cycle, from wherever the interconnect makes it. Used straight, it decides whether the
+block's state moves, and so reaches the enables of every register that moves with it: the DMA
+writer's ``awready`` reached its AW generator and, through the end of a segment, its sequencer.
+Behind a skid buffer the block sees ``ready`` as a register, and the port's ``ready`` reaches one
+register and the output multiplexer.
 
 The buffer adds no cycle: while it holds nothing, the source's beat is offered on the output in
 the same cycle. A beat offered and not taken is caught (the source sees it taken, since
