@@ -29,8 +29,11 @@ Why this shape:
 * The next segment (of the same job, or the first of the next job when the job register already
   holds it) is set up in the cycle of the current one's last read, or of its last burst's
   address if that is accepted later, so the read issue never waits for the sequencer. The job
-  register takes a job from the queue as it catches it and catches the next one in the cycle
-  the last segment of the job it holds is set up: jobs of one read follow one per cycle.
+  register takes a job from the queue as it catches it and holds the next one from the cycle
+  the last segment of the job it holds is set up: jobs of one read follow one per cycle. It is
+  one of two slots: while it holds a job, the other takes the queue's next one, and the two swap
+  as the register is done with its job, so that this late decision reaches a bit and a few small
+  registers, not the enables of the slots' hundreds of bits or the job queue's ``ready``.
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
@@ -56,7 +59,7 @@ from .skid import SkidBuffer
 from .layouts import JobKind
 
 
-__all__ = ["DmaWriter"]
+__all__ = ["DmaWriter", "jobs_held_max"]
 
 
 _AXI_BURST_INCR = 0b01
@@ -64,6 +67,14 @@ _AXI_CACHE_BUFFERABLE_MODIFIABLE = 0b0011
 
 #: Places in the W queue: a read issued in cycle t frees its place in t + 4 at the earliest.
 _W_QUEUE_DEPTH = 4
+
+
+def jobs_held_max(jobs_in_flight):
+    """The most jobs a :class:`DmaWriter` with ``jobs_in_flight`` takes whose done pulses are
+    still to come. Each job in flight may carry a FENCE, and so may the job whose count waits for
+    room among them; the job register holds one more job, and the other job slot one more again.
+    """
+    return 2 * (jobs_in_flight + 2)
 
 
 class DmaWriter(wiring.Component):
@@ -76,8 +87,13 @@ class DmaWriter(wiring.Component):
     jobs_in_flight : int
         Jobs whose bursts are all issued but whose write responses are not all back, beyond which
         the writer stops taking jobs. A power of two is not required. A FENCE taken while a job
-        streams rides on that job's count and is not counted, so the writer may hold up to
-        ``2 * (jobs_in_flight + 1)`` jobs whose done pulses are still to come.
+        streams rides on that job's count and is not counted.
+
+    Attributes
+    ----------
+    jobs_held_max : int
+        The most jobs the writer takes whose done pulses are still to come
+        (:func:`jobs_held_max`).
 
     Members
     -------
@@ -108,6 +124,7 @@ class DmaWriter(wiring.Component):
             raise ValueError(f"Jobs in flight must be a positive integer, not {jobs_in_flight!r}")
         self._params = params
         self._jobs_in_flight = jobs_in_flight
+        self.jobs_held_max = jobs_held_max(jobs_in_flight)
         self._depth = layouts.packet_buffer_depth(params)
         self._addr_bits = (self._depth - 1).bit_length()
         job_layout = layouts.dma_job_layout(params)
@@ -139,16 +156,35 @@ class DmaWriter(wiring.Component):
         seg_beats_max = (data_bytes - 1 + 0xFFFF) // data_bytes + 1
         job_bursts_max = params.buffers_per_conn * seg_beats_max
 
-        job = Signal(layouts.dma_job_layout(params))
+        job_layout  = layouts.dma_job_layout(params)
+
+        # -- Job slots ------------------------------------------------------------------------
+
+        # The job register is one of two slots, ``cur``. While it holds a job, the other slot
+        # takes the job queue's next one (``pre_full``), so that its successor is at hand when
+        # the register is done with its job: the slots then swap roles (``cur`` flips) rather
+        # than the register loading the queue's head. The decision that the register is done
+        # with (the last segment set up, as the last read of the job before is issued) is late;
+        # it now reaches one bit and the few registers of the take below, while the enables of
+        # the slots' hundreds of bits, and the job queue's ``ready`` behind them, are a gate on
+        # registers (``cur``, ``job_locked``, ``pre_full``). Loaded under that decision, the
+        # job register and the queue's head register were the 64x64 core's critical path in
+        # 39f6438, through a gate the placer put at the job queue.
+        slots       = [Signal(job_layout, name=f"job_slot{number}") for number in range(2)]
+        cur         = Signal()
+        pre_full    = Signal()
+        job         = Signal(job_layout)
+        m.d.comb += job.eq(Mux(cur, slots[1], slots[0]))
 
         # -- Sequencer: one job at a time, one segment at a time ------------------------------
 
-        # The job register's segments are a shift register: ``job.segments[0]`` is always the
-        # segment to set up next, and each segment set up (or skipped) shifts the rest down, so
-        # that no multiplexer by segment number sits between the job register and the
-        # segment's arithmetic. ``seg_data`` has bit k set while segment k (after the shifts)
-        # is one of the job's and has bytes to write.
+        # ``seg_index`` is the job's segment to set up next; each segment set up (or skipped)
+        # moves it on. ``seg_data`` has bit k set while segment ``seg_index + k`` is one of the
+        # job's and has bytes to write. An index, not a shift of the job register's segments:
+        # the shift's enable is the late decision of a set-up, and it reached every segment bit
+        # of the register.
         n_segments  = params.buffers_per_conn
+        seg_index   = Signal(range(n_segments))
         seg_data    = Signal(n_segments)
         src_offset  = Signal(16)   # frame byte that goes to the current segment's first byte
         # Set while the job's frame is still to be freed by the sequencer itself, rather than by
@@ -156,16 +192,14 @@ class DmaWriter(wiring.Component):
         free_pending = Signal()
 
         def next_segment():
-            m.d.sync += seg_data.eq(seg_data >> 1)
-            for i in range(n_segments - 1):
-                m.d.sync += job.segments[i].eq(job.segments[i + 1])
+            m.d.sync += [seg_data.eq(seg_data >> 1), seg_index.eq(seg_index + 1)]
 
         def segments_with_data(payload):
             return Cat((i < payload.n_segments) & (payload.segments[i].length != 0)
                        for i in range(n_segments))
 
         all_lanes   = C((1 << data_bytes) - 1, data_bytes)
-        segment     = job.segments[0]
+        segment     = job.segments[seg_index]
         seg_lane0   = segment.address[:lane_bits]
         src_lane0   = src_offset[:lane_bits]
         seg_lane_end = Signal(17)
@@ -421,14 +455,14 @@ class DmaWriter(wiring.Component):
             SyncFIFOFlagged(width=entry_layout.size, depth=self._jobs_in_flight)
         fence_after = Signal()
 
-        # The job register and ``src_offset`` load from the job queue's head in every cycle in
-        # which they hold no job that is needed (``job_locked`` low), whether a job is taken or
-        # not, so that the enable of their hundreds of bits is one register (or, in FINISH, a
-        # gate on registers) and not the end of the read issue's handshake. A job is needed
-        # from its take until its last segment with data is set up (or, for a job with nothing
-        # to read, until it finishes in FINISH). While the current job's last segment streams,
-        # the register catches the next job and keeps it (``job_held``), so that its first
-        # segment can be set up in the cycle the current job's last read is issued.
+        # The job register (the slot ``cur``) loads from the job queue's head in every cycle in
+        # which it holds no job that is needed (``job_locked`` low), whether a job is taken or
+        # not, so that the enable of its hundreds of bits is one register and not the job
+        # queue's level. A job is needed from its take until its last segment with data is set
+        # up (or, for a job with nothing to read, until it finishes in FINISH). While the
+        # current job's last segment streams, the register holds the next job (``job_held``),
+        # so that its first segment can be set up in the cycle the current job's last read is
+        # issued.
         job_locked  = Signal()
         job_held    = Signal()             # holds a job taken from the queue, not yet started
         # ... a WRITE whose first segment has data: ``held_write & held_first``, kept as a
@@ -440,12 +474,35 @@ class DmaWriter(wiring.Component):
         held_rest   = Signal(n_segments - 1)   # ... its later segments with data
         finishing   = Signal()             # FINISH ends the job this cycle
         releasing   = Signal()             # the job's last segment is set up this cycle
-        head_taken  = Signal()             # the queue's head starts at once, not held
+        head_taken  = Signal()             # the incoming job (below) starts at once, not held
         fence_rides = Signal()             # the held FENCE rides on the entry written now
+        fence_taken = Signal()             # STREAM takes the held FENCE, riding on its job
+
+        # What the sequencer needs to know of a job as it takes it, worked out as the job is
+        # offered: for the other slot's job as that slot takes it (``pre_*``).
+        def job_flags(payload):
+            with_data = segments_with_data(payload)
+            return {
+                "direct":     (payload.kind == JobKind.WRITE) & with_data[0],
+                "write":      payload.kind == JobKind.WRITE,
+                "first":      with_data[0],
+                "fence":      payload.kind == JobKind.FENCE,
+                "rest":       with_data[1:],
+                "src_offset": payload.src_offset,
+            }
+        offered_flags = job_flags(self.job.payload)
+        pre_flags = {name: Signal(len(value), name=f"pre_{name}")
+                     for name, value in offered_flags.items()}
+        # The job the register holds from the next cycle, when it takes one: the other slot's, or,
+        # if that holds none, the queue's head, which the other slot (or a free register) takes
+        # in this cycle.
+        incoming = {name: Mux(pre_full, pre_flags[name], offered_flags[name])
+                    for name in offered_flags}
+        incoming_valid = pre_full | self.job.valid
 
         def set_up_segment(ends_reads):
-            # Set up ``job.segments[0]``, which has data; the AW generator and the read issue
-            # are idle, or become so in this cycle.
+            # Set up ``job.segments[seg_index]``, which has data; the AW generator and the read
+            # issue are idle, or become so in this cycle.
             next_segment()
             span_left = burst_span - segment.address[lane_bits:lane_bits + phase_bits]
             m.d.sync += [
@@ -550,19 +607,18 @@ class DmaWriter(wiring.Component):
                 m.next = "FINISH"
 
         def accept_job():
-            # The register is free and catches the queue's head in this cycle (below): the job
-            # starts at once. Loaded whether a job is offered or not, so that these enables
-            # depend on the writer's state, not on the job queue's level: that path, from the
-            # queue through the receive engine's side and back, was the 64x64 core's critical
-            # path. Nothing reads these registers until a job is taken.
+            # The register is free, or done with its job, and takes the incoming job in this
+            # cycle (below): the job starts at once. Loaded whether a job is offered or not, so
+            # that these enables depend on the writer's state, not on the job queue's level:
+            # that path, from the queue through the receive engine's side and back, was the
+            # 64x64 core's critical path. Nothing reads these registers until a job is taken.
             m.d.comb += head_taken.eq(1)
-            offered = self.job.payload
             m.d.sync += [
-                seg_data.eq(segments_with_data(offered)),
-                free_pending.eq(offered.kind != JobKind.FENCE),
+                seg_data.eq(Cat(incoming["first"], incoming["rest"])),
+                free_pending.eq(~incoming["fence"]),
             ]
-            with m.If(self.job.valid):
-                with m.If(offered.kind == JobKind.WRITE):
+            with m.If(incoming_valid):
+                with m.If(incoming["write"]):
                     m.next = "SEGMENT"
                 with m.Else():
                     m.next = "FINISH"
@@ -600,41 +656,49 @@ class DmaWriter(wiring.Component):
                         finish_job("FINISH", chain=True)
                 # A FENCE behind the job streaming its last segment is taken at once: it has no
                 # frame and writes nothing, and its done pulse follows the job's. The job
-                # register then follows the queue again, to catch the job after it in time.
+                # register then takes the job after it (below), in time for the job's end.
                 with m.Elif(job_held & held_fence & ~fence_after):
-                    m.d.sync += [
-                        fence_after.eq(1),
-                        job_held.eq(0),
-                        job_locked.eq(0),
-                    ]
+                    m.d.sync += fence_after.eq(1)
+                    m.d.comb += fence_taken.eq(1)
 
             with m.State("FINISH"):
                 finish_job("FINISH", in_finish=True)
 
-        # The job register takes the queue's head whenever it holds no job that is needed
-        # (``job_locked`` low), or the one it holds is done with in this cycle: as its last
-        # segment is set up (``releasing``), as FINISH ends it, or as the held FENCE rides on
-        # the job that ends (``fence_rides``). It loads whether a job is
-        # offered or not, so that the enable of its hundreds of bits is a few registers and the
-        # set-up's own enable, not the job queue's level. A job taken so is ``job_held`` until
-        # it starts, unless it starts in the same cycle (``head_taken``, from IDLE or FINISH, or
-        # at the end of a job with nothing held). Taking it from the queue as it is caught,
-        # rather than as it starts, lets the register catch the job after it in the cycle a job
-        # of one segment starts: jobs of one read then follow one another every cycle.
-        with m.If(~job_locked | finishing | releasing | fence_rides):
-            offered = self.job.payload
-            offered_data = segments_with_data(offered)
-            m.d.comb += self.job.ready.eq(1)
+        # The register is done with its job in this cycle: as its last segment is set up
+        # (``releasing``), as FINISH ends it, or as the held FENCE is taken or rides on the job
+        # that ends. The slots swap, and the register holds the other slot's job, or the queue's
+        # head if that slot had none. A free register loads the queue's head instead (its slot
+        # stays). Either way the register takes the incoming job: as ``job_held`` until it
+        # starts, unless it starts in this cycle (``head_taken``: from IDLE or FINISH, or at the
+        # end of a job with nothing held). Holding the next job as soon as the last segment is
+        # set up lets a job of one segment start in the cycle after the job before it: jobs of
+        # one read then follow one another every cycle.
+        done_with = Signal()
+        m.d.comb += done_with.eq(job_locked & (finishing | releasing | fence_rides | fence_taken))
+        # Which slot loads the queue's head is decided by registers alone: the register while it
+        # is free, the other slot while the register holds a job and the other slot none.
+        other_loads = job_locked & ~pre_full
+        m.d.comb += self.job.ready.eq(~job_locked | ~pre_full)
+        for number, slot in enumerate(slots):
+            with m.If(Mux(cur == number, ~job_locked, other_loads)):
+                m.d.sync += slot.eq(self.job.payload)
+        with m.If(other_loads):
+            m.d.sync += [pre_flags[name].eq(value) for name, value in offered_flags.items()]
+        with m.If(done_with):
+            m.d.sync += [cur.eq(~cur), pre_full.eq(0)]
+        with m.Elif(other_loads):
+            m.d.sync += pre_full.eq(self.job.valid)
+        with m.If(~job_locked | done_with):
             m.d.sync += [
-                job.eq(offered),
-                src_offset.eq(offered.src_offset),
-                job_locked.eq(self.job.valid),
-                job_held.eq(self.job.valid & ~head_taken),
-                held_direct.eq((offered.kind == JobKind.WRITE) & offered_data[0]),
-                held_write.eq(offered.kind == JobKind.WRITE),
-                held_first.eq(offered_data[0]),
-                held_fence.eq(offered.kind == JobKind.FENCE),
-                held_rest.eq(offered_data[1:]),
+                seg_index.eq(0),
+                src_offset.eq(incoming["src_offset"]),
+                job_locked.eq(incoming_valid),
+                job_held.eq(incoming_valid & ~head_taken),
+                held_direct.eq(incoming["direct"]),
+                held_write.eq(incoming["write"]),
+                held_first.eq(incoming["first"]),
+                held_fence.eq(incoming["fence"]),
+                held_rest.eq(incoming["rest"]),
             ]
 
         # -- AW channel ports (the generator's registers are above) ---------------------------

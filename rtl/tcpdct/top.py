@@ -11,7 +11,7 @@ from .match_cam import MatchCam
 from .rx_parser import RxParser
 from .rx_packet_buffer import RxPacketBuffer
 from .rx_engine import RxEngine
-from .dma_writer import DmaWriter
+from .dma_writer import DmaWriter, jobs_held_max
 from .event_queue import EventQueue
 from .csr import Csr
 from .tx_path import TxPath
@@ -31,9 +31,8 @@ EVENT_QUEUE_DEPTH = 32
 #: Completions arrive without back-pressure. The engine may hand a job over before its first
 #: event is queued, so every job the job queue and the DMA writer can hold may complete ahead of
 #: its events: the completion FIFO is sized for all of them, and for the event queue's input
-#: register. The DMA writer holds up to twice its jobs in flight plus one, a FENCE riding on
-#: each (``DmaWriter``).
-EVENT_COMPLETION_DEPTH = EVENT_QUEUE_DEPTH + 1 + JOB_QUEUE_DEPTH + 2 * (DMA_JOBS_IN_FLIGHT + 1)
+#: register.
+EVENT_COMPLETION_DEPTH = EVENT_QUEUE_DEPTH + 1 + JOB_QUEUE_DEPTH + jobs_held_max(DMA_JOBS_IN_FLIGHT)
 
 
 class TcpDct(wiring.Component):

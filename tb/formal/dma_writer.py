@@ -12,6 +12,10 @@ beats in the data stage and the realigner, and is never more than the queue hold
 written to a full queue would be lost without a trace; here it is proved that none is. The same
 facts, with the queue's own (its level agrees with its pointers and flags), make the W channel's
 rule inductive: its data is read from the queue's RAM at its read pointer.
+
+The job slots' bookkeeping is asserted too: a job is held for later, or taken into the slot
+beside the job register, only while the register holds a job. A free register with a job in the
+other slot would load the queue's head over it, and that job would be lost.
 """
 
 from amaranth.hdl import Assert
@@ -63,20 +67,36 @@ def w_queue_invariants(m, fragment):
     ]
 
 
+def job_slot_invariants(m, fragment):
+    """Assert the job slots' bookkeeping, in the writer's elaborated ``fragment``."""
+    writer = _registers(fragment, ["job_locked", "job_held", "pre_full"])
+    m.d.comb += [
+        Assert(~writer["job_held"] | writer["job_locked"],
+               "Job slots: a job held for later in a free register"),
+        Assert(~writer["pre_full"] | writer["job_locked"],
+               "Job slots: a job in the other slot beside a free register"),
+    ]
+
+
+def writer_invariants(m, fragment):
+    w_queue_invariants(m, fragment)
+    job_slot_invariants(m, fragment)
+
+
 def harness(writer_class=DmaWriter):
     """The AW/W harness, for :class:`DmaWriter` or a variant of it."""
     return StreamRulesHarness(
         lambda: writer_class(Params(), jobs_in_flight=2),
         outputs=lambda writer: {"aw": AxiChannel(writer, "axi_aw", AW_PAYLOAD),
                                 "w":  AxiChannel(writer, "axi_w", W_PAYLOAD)},
-        invariants=w_queue_invariants)
+        invariants=writer_invariants)
 
 
 def proofs():
     return [
         Proof("dma_writer_axi", harness, "prove", 4, quick=True,
               description="AXI AW and W: valid and payload hold while stalled; the W queue never "
-                          "refuses a beat"),
+                          "refuses a beat; no job is lost between the job slots"),
         Proof("dma_writer_cover", harness, "cover", 12,
               description="AW and W each stall and then move on"),
     ]

@@ -114,8 +114,8 @@ def random_jobs(rng, params, n_jobs, max_frame=None):
 class Harness(Elaboratable):
     """The writer wired to a packet buffer memory, as the top level wires it."""
 
-    def __init__(self, params):
-        self.dut = DmaWriter(params)
+    def __init__(self, params, **writer_options):
+        self.dut = DmaWriter(params, **writer_options)
         self.depth = layouts.packet_buffer_depth(params)
         self.packet_buffer = Memory(shape=params.data_width, depth=self.depth, init=[])
         self._read_port = self.packet_buffer.read_port()
@@ -441,3 +441,54 @@ def test_back_to_back_jobs_cost_their_source_beats(frame_bytes):
     # The first job's set-up, the read port's latency and the two data stages come on top,
     # once.
     assert cycles <= budget + 4, f"{cycles} cycles for a budget of {budget}"
+
+
+@pytest.mark.parametrize("jobs_in_flight", [1, 3])
+def test_jobs_held_bound_is_tight(jobs_in_flight):
+    """With write responses held back, the writer takes exactly ``jobs_held_max`` jobs when every
+    WRITE is followed by a FENCE, and then no more: the top level sizes the event queue's
+    completion FIFO with that bound, and a done pulse beyond it would be lost."""
+    params = Params(data_width=512)
+    harness = Harness(params, jobs_in_flight=jobs_in_flight)
+    dut = harness.dut
+    rng = _rng(f"held-{jobs_in_flight}")
+    slave = AxiWriteSlave(dut, data_width=params.data_width,
+                          max_burst_beats=params.max_burst_beats, rng=rng,
+                          b_delay=(10**6, 10**6))
+    jobs = []
+    for n in range(2 * dut.jobs_held_max):
+        # Eight reads each: long enough for the FENCE behind to be taken while the job streams.
+        jobs.append(Job(JobKind.WRITE, bytes(512), 0, [(0x4000_0000 + n * 0x1000, 512)]))
+        jobs.append(Job(JobKind.FENCE))
+    taken = []
+    done = []
+
+    async def job_driver(ctx):
+        for number, job in enumerate(jobs):
+            job.buf_start = 0
+            ctx.set(dut.job.payload, _job_payload(params, job))
+            ctx.set(dut.job.valid, 1)
+            async for _, _, ready in ctx.tick().sample(dut.job.ready):
+                if ready:
+                    break
+            taken.append(number)
+
+    async def monitor(ctx):
+        async for _, _, pulse in ctx.tick().sample(dut.done_valid):
+            if pulse:
+                done.append(True)
+
+    async def testbench(ctx):
+        await ctx.tick().repeat(300)
+
+    sim = Simulator(harness)
+    sim.add_clock(1e-8)
+    sim.add_process(slave.process)
+    sim.add_process(job_driver)
+    sim.add_process(monitor)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert not done
+    assert len(slave.bursts) == jobs_in_flight + 1
+    assert len(taken) == dut.jobs_held_max, \
+        f"{len(taken)} jobs taken, {dut.jobs_held_max} expected"
