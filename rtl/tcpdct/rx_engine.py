@@ -202,7 +202,8 @@ class RxEngine(wiring.Component):
                                 legacy_ring.w_en & legacy_ring.w_rdy,
                                 legacy_ring.r_en & legacy_ring.r_rdy, name="legacy_full")
 
-        m.submodules.room_sums      = room_sums  = RoomSums(p)
+        m.submodules.frame_sums     = frame_sums = RoomSums(p)
+        m.submodules.cmd_sums       = cmd_sums   = RoomSums(p)
         m.submodules.queue_fill     = queue_fill = QueueFill(p)
         m.submodules.frame_checks   = frame_checks = FrameChecks(p)
         m.submodules.frame_decision = frame = FrameDecision(p)
@@ -291,9 +292,13 @@ class RxEngine(wiring.Component):
                          Mux((emit_op == _Op.TX) & (slot == 0), tx_report,
                              frame_out.events[slot]))
                      for slot in range(n_slots)]
-        # Its queue's rooms added up, written beside it and forwarded with it.
-        m.d.comb += room_sums.queue.eq(new_queue)
-        new_sums = room_sums.sums
+        # Its queue's rooms added up, written beside it and forwarded with it. Each kind's queue
+        # is added up from its own outcome register and the sums chosen after the adders: with
+        # the choice by ``emit_op`` in front of them, that register's fan-out and the choice's
+        # two levels started the path into the sums memory, the 64x64 core's worst in 79ff04a.
+        m.d.comb += [frame_sums.queue.eq(frame_out.new_queue),
+                     cmd_sums.queue.eq(cmd_out.new_queue)]
+        new_sums = Mux(emit_op == _Op.CMD, cmd_sums.sums, frame_sums.sums)
 
         # A command that writes the CAM (the answers at hand would predate the write) is not
         # followed in its DECIDE; told in LOAD, by opcode, so that the DECIDE's take starts from
