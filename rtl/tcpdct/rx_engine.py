@@ -296,9 +296,16 @@ class RxEngine(wiring.Component):
         # is added up from its own outcome register and the sums chosen after the adders: with
         # the choice by ``emit_op`` in front of them, that register's fan-out and the choice's
         # two levels started the path into the sums memory, the 64x64 core's worst in 79ff04a.
+        # The choice is a statement, not a ``Mux`` of the two views: with the ``Mux``, Yosys 0.70
+        # failed an assertion in ABC9's reintegration on the 64x256 core (``GetSize(conn.first)
+        # == GetSize(conn.second)``, rtlil.cc).
         m.d.comb += [frame_sums.queue.eq(frame_out.new_queue),
                      cmd_sums.queue.eq(cmd_out.new_queue)]
-        new_sums = Mux(emit_op == _Op.CMD, cmd_sums.sums, frame_sums.sums)
+        new_sums = Signal(room_sums_layout(p))
+        with m.If(emit_op == _Op.CMD):
+            m.d.comb += new_sums.eq(cmd_sums.sums)
+        with m.Else():
+            m.d.comb += new_sums.eq(frame_sums.sums)
 
         # A command that writes the CAM (the answers at hand would predate the write) is not
         # followed in its DECIDE; told in LOAD, by opcode, so that the DECIDE's take starts from
