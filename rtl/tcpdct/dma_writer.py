@@ -30,10 +30,11 @@ Why this shape:
   holds it) is set up in the cycle of the current one's last read, or of its last burst's
   address if that is accepted later, so the read issue never waits for the sequencer. The job
   register takes a job from the queue as it catches it and holds the next one from the cycle
-  the last segment of the job it holds is set up: jobs of one read follow one per cycle. It is
-  one of two slots: while it holds a job, the other takes the queue's next one, and the two swap
-  as the register is done with its job, so that this late decision reaches a bit and a few small
-  registers, not the enables of the slots' hundreds of bits or the job queue's ``ready``.
+  after the last segment of the job it holds is set up: jobs of one read follow one per cycle.
+  It is one of two slots: while it holds a job, the other takes the queue's next one, and the
+  two swap as the register is done with its job, so that this late decision reaches a bit and
+  a few small registers, not the enables of the slots' hundreds of bits or the job queue's
+  ``ready``.
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
