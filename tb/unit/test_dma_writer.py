@@ -147,6 +147,16 @@ def _job_payload(params, job):
     }
 
 
+def _simulate(harness, processes, testbench):
+    """Runs ``harness`` with a clock, the ``processes`` and the ``testbench`` until it returns."""
+    sim = Simulator(harness)
+    sim.add_clock(1e-8)
+    for process in processes:
+        sim.add_process(process)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
 def run_jobs(params, jobs, rng, *, job_gap=(0, 0), max_cycles=200_000, **slave_options):
     """Runs ``jobs`` through the writer; returns (slave, done pulses, free pulses, accept
     cycles)."""
@@ -240,13 +250,7 @@ def run_jobs(params, jobs, rng, *, job_gap=(0, 0), max_cycles=200_000, **slave_o
                                  f"{max_cycles} cycles")
         await ctx.tick().repeat(50)   # long enough for a spurious extra pulse to show
 
-    sim = Simulator(harness)
-    sim.add_clock(1e-8)
-    sim.add_process(slave.process)
-    sim.add_process(job_driver)
-    sim.add_process(monitor)
-    sim.add_testbench(testbench)
-    sim.run()
+    _simulate(harness, [slave.process, job_driver, monitor], testbench)
     return slave, done_pulses, free_pulses, accept_cycles
 
 
@@ -461,7 +465,7 @@ def test_jobs_held_bound_is_tight(jobs_in_flight):
         jobs.append(Job(JobKind.WRITE, bytes(512), 0, [(0x4000_0000 + n * 0x1000, 512)]))
         jobs.append(Job(JobKind.FENCE))
     taken = []
-    done = []
+    done = []   # cycles of done pulses
 
     async def job_driver(ctx):
         for number, job in enumerate(jobs):
@@ -474,21 +478,17 @@ def test_jobs_held_bound_is_tight(jobs_in_flight):
             taken.append(number)
 
     async def monitor(ctx):
+        cycle = 0
         async for _, _, pulse in ctx.tick().sample(dut.done_valid):
+            cycle += 1
             if pulse:
-                done.append(True)
+                done.append(cycle)
 
     async def testbench(ctx):
         await ctx.tick().repeat(300)
 
-    sim = Simulator(harness)
-    sim.add_clock(1e-8)
-    sim.add_process(slave.process)
-    sim.add_process(job_driver)
-    sim.add_process(monitor)
-    sim.add_testbench(testbench)
-    sim.run()
-    assert not done
+    _simulate(harness, [slave.process, job_driver, monitor], testbench)
+    assert not done, f"done pulses at cycles {done} with no write response back"
     assert len(slave.bursts) == jobs_in_flight + 1
     assert len(taken) == dut.jobs_held_max, \
         f"{len(taken)} jobs taken, {dut.jobs_held_max} expected"
