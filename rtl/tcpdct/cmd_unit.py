@@ -22,56 +22,90 @@ def delegate_key(delegate):
     return Cat(delegate.local_ip, delegate.remote_ip, delegate.local_port, delegate.remote_port)
 
 
-#: The checks of a command that depend on the command record alone (and on the valid bits):
-#: ``known`` opcode, ``in_range`` index, ``delegated`` (the indexed entry is valid), and, for
-#: a posted buffer, ``zero_length`` and ``wraps`` (``address + length > 2**64``).
+#: What the checks of a command decide before the entry's buffer queue and the legacy ring are
+#: known: ``status``, the first check that fails of those on the command record, the valid bits
+#: and the CAM's answer (OK if none fails), and, when none fails and a full check comes next,
+#: which: ``ring_full_check`` (POST_LEGACY: QUEUE_FULL if the legacy ring is full) or
+#: ``queue_full_check`` (POST_BUFFER: QUEUE_FULL if the entry's queue is full).
 command_checks_layout = data.StructLayout({
-    "known":       1,
-    "in_range":    1,
-    "delegated":   1,
-    "zero_length": 1,
-    "wraps":       1,
+    "status":           CmdStatus,
+    "ring_full_check":  1,
+    "queue_full_check": 1,
 })
 
 
 class CommandChecks(wiring.Component):
-    """Combinational: the checks of :data:`command_checks_layout`, a cycle ahead of
-    :class:`CommandDecision`, so that the 65-bit sum of a buffer's end and the selection of one
-    valid bit of many are not in the same cycle as the decision."""
+    """Combinational: the checks of a command in their order (R41), all but the full checks,
+    whose operands (the entry's queue, the legacy ring) are read later. Registered in the
+    command's LOAD, a cycle ahead of :class:`CommandDecision`, so that the decision's write
+    enables and CMD_DONE start from a status already chosen, and the 65-bit sum of a buffer's
+    end and the selection of one valid bit of many are not in the decision's cycle.
+
+    ``key_present``: the DELEGATE key is held by a valid entry (the CAM's answer).
+    """
 
     def __init__(self, params):
         self._params = params
         super().__init__({
-            "command":   In(command_layout),
-            "cam_valid": In(params.n_entries),
-            "checks":    Out(command_checks_layout),
+            "command":     In(command_layout),
+            "cam_valid":   In(params.n_entries),
+            "key_present": In(1),
+            "checks":      Out(command_checks_layout),
         })
 
     def elaborate(self, platform):
         p = self._params
         m = Module()
         cmd, checks = self.command, self.checks
-        with m.Switch(cmd.code):
+        opcode = cmd.code
+
+        known = Signal()
+        with m.Switch(opcode):
             for op in Opcode:
                 with m.Case(op):
-                    m.d.comb += checks.known.eq(1)
-        in_range = cmd.index < p.n_entries
+                    m.d.comb += known.eq(1)
+        in_range  = cmd.index < p.n_entries
+        delegated = in_range & self.cam_valid.bit_select(cmd.index[:p.index_bits], 1)
         # POST_BUFFER and POST_LEGACY share a body layout.
         post = cmd.body.post_buffer
         end  = post.address + post.length
-        m.d.comb += [
-            checks.in_range.eq(in_range),
-            checks.delegated.eq(in_range &
-                                self.cam_valid.bit_select(cmd.index[:p.index_bits], 1)),
-            checks.zero_length.eq(post.length == 0),
-            checks.wraps.eq(end[64] & end[:64].any()),  # a buffer may end exactly at 2**64
-        ]
+        zero_length = post.length == 0
+        wraps       = end[64] & end[:64].any()  # a buffer may end exactly at 2**64
+
+        status = checks.status
+        with m.If(~known):
+            m.d.comb += status.eq(CmdStatus.BAD_OPCODE)
+        with m.Elif((opcode != Opcode.POST_LEGACY) & ~in_range):
+            m.d.comb += status.eq(CmdStatus.BAD_INDEX)
+        with m.Elif(opcode == Opcode.DELEGATE):
+            with m.If(delegated):
+                m.d.comb += status.eq(CmdStatus.IN_USE)
+            with m.Elif(self.key_present):
+                m.d.comb += status.eq(CmdStatus.DUPLICATE_KEY)
+        with m.Elif(opcode == Opcode.POST_LEGACY):
+            self._check_buffer(m, status, zero_length, wraps, full_check=checks.ring_full_check)
+        with m.Elif(~delegated):
+            m.d.comb += status.eq(CmdStatus.NOT_DELEGATED)
+        with m.Elif(opcode == Opcode.POST_BUFFER):
+            self._check_buffer(m, status, zero_length, wraps, full_check=checks.queue_full_check)
         return m
+
+    @staticmethod
+    def _check_buffer(m, status, zero_length, wraps, *, full_check):
+        """The checks of a posted buffer, user or legacy, in their order (R41); the full check,
+        the last, is the decision's."""
+        with m.If(zero_length):
+            m.d.comb += status.eq(CmdStatus.ZERO_LENGTH)
+        with m.Elif(wraps):
+            m.d.comb += status.eq(CmdStatus.ADDRESS_WRAP)
+        with m.Else():
+            m.d.comb += full_check.eq(1)
 
 
 class CommandDecision(wiring.Component):
     """Combinational decision for one command, given its :class:`CommandChecks` (``checks``,
-    registered a cycle earlier).
+    registered a cycle earlier) and the operands of its full checks (``queue``,
+    ``legacy_full``).
 
     ``events`` slot 0 is STATE (RECLAIM, QUERY), slot ``i + 1`` the BUF_DONE of queue slot ``i``
     (RECLAIM), and the last slot CMD_DONE.
@@ -83,7 +117,6 @@ class CommandDecision(wiring.Component):
         super().__init__({
             "command":            In(command_layout),
             "checks":             In(command_checks_layout),
-            "key_present":        In(1),  # the DELEGATE key is held by a valid entry
             "state":              In(conn_state_layout),
             "queue":              In(buffer_queue_layout(params)),
             "legacy_full":        In(1),
@@ -110,29 +143,15 @@ class CommandDecision(wiring.Component):
         opcode = cmd.code
         index  = cmd.index
 
-        checks    = self.checks
-        in_range  = checks.in_range
-        delegated = checks.delegated
-        known     = checks.known
-        post      = cmd.body.post_buffer  # POST_BUFFER and POST_LEGACY share a body layout
+        post   = cmd.body.post_buffer  # POST_BUFFER and POST_LEGACY share a body layout
 
+        # The full checks, the last of a posted buffer's, on the checks made in LOAD.
+        checks = self.checks
+        full = ((checks.ring_full_check & self.legacy_full) |
+                (checks.queue_full_check & (queue.count == depth)))
         status = Signal(CmdStatus)
-        with m.If(~known):
-            m.d.comb += status.eq(CmdStatus.BAD_OPCODE)
-        with m.Elif((opcode != Opcode.POST_LEGACY) & ~in_range):
-            m.d.comb += status.eq(CmdStatus.BAD_INDEX)
-        with m.Elif(opcode == Opcode.DELEGATE):
-            with m.If(delegated):
-                m.d.comb += status.eq(CmdStatus.IN_USE)
-            with m.Elif(self.key_present):
-                m.d.comb += status.eq(CmdStatus.DUPLICATE_KEY)
-        with m.Elif(opcode == Opcode.POST_LEGACY):
-            self._check_buffer(m, status, checks, full=self.legacy_full)
-        with m.Elif(~delegated):
-            m.d.comb += status.eq(CmdStatus.NOT_DELEGATED)
-        with m.Elif(opcode == Opcode.POST_BUFFER):
-            self._check_buffer(m, status, checks, full=queue.count == depth)
-        ok = status == CmdStatus.OK
+        m.d.comb += status.eq(Mux(full, CmdStatus.QUEUE_FULL, checks.status))
+        ok = (checks.status == CmdStatus.OK) & ~full
 
         delegate = cmd.body.delegate
         m.d.comb += [
@@ -214,13 +233,3 @@ class CommandDecision(wiring.Component):
             self.event_valid[depth + 1].eq(1),
         ]
         return m
-
-    @staticmethod
-    def _check_buffer(m, status, checks, *, full):
-        """The checks of a posted buffer, user or legacy, in their order (R41)."""
-        with m.If(checks.zero_length):
-            m.d.comb += status.eq(CmdStatus.ZERO_LENGTH)
-        with m.Elif(checks.wraps):
-            m.d.comb += status.eq(CmdStatus.ADDRESS_WRAP)
-        with m.Elif(full):
-            m.d.comb += status.eq(CmdStatus.QUEUE_FULL)

@@ -358,9 +358,9 @@ class RxEngine(wiring.Component):
             frame.high_water.eq(high_water),
             cmd_checks.command.eq(command),
             cmd_checks.cam_valid.eq(self.cam_valid),
+            cmd_checks.key_present.eq(hit),
             cmd.command.eq(command),
             cmd.checks.eq(cmd_check),
-            cmd.key_present.eq(hit),
             cmd.state.eq(state),
             cmd.queue.eq(queue),
             cmd.legacy_full.eq(legacy_full),
@@ -745,8 +745,9 @@ class RxEngine(wiring.Component):
                 m.d.comb += [
                     frame_key_moves.eq((op == _Op.FRAME) & (holding != wait.hold)),
                     starts_wait.eq((op == _Op.FRAME) & wait.hold),
-                    # By opcode alone, not the checks, to keep them off the key's path.
-                    key_to_write.eq(writes_key),
+                    # By opcode alone, not the checks, and from LOAD's register of it, to keep
+                    # both off the key's path.
+                    key_to_write.eq(serial),
                 ]
                 # The decision waits for the emitter to finish the operation before: the
                 # outcome registers are its.
