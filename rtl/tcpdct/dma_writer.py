@@ -42,7 +42,8 @@ Why this shape:
   reaches a register and the output multiplexer, not the AW generator's enables. It adds no
   cycle; under back-pressure it holds one burst more.
 * Write responses (single ID, so in order) are matched against a FIFO of per-job burst counts, so
-  a job's writes never wait for earlier jobs' responses. ``bready`` drops for the cycle in which a
+  a job's writes never wait for earlier jobs' responses. The FIFO's head is a register, so the
+  count of responses is compared with a register, not with a LUT RAM's read. ``bready`` drops for the cycle in which a
   job is retired (and for each job without bursts), so a response of a later job is never counted
   for the job being retired. A FENCE (every command's job) that follows a job while it streams is
   taken at once and marked on that job's count, and is done the cycle after it; one that the job
@@ -55,7 +56,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts, ports
-from .fifo import SyncFIFOFlagged
+from .fifo import SyncFIFOFlagged, SyncFIFOHeadRegistered
 from .skid import SkidBuffer
 from .layouts import JobKind
 
@@ -449,11 +450,17 @@ class DmaWriter(wiring.Component):
         # An entry also says whether a FENCE came right after the job: a FENCE taken while a
         # job streams (``fence_after``) rides on that job's entry and is reported done the
         # cycle after it, so that it costs the sequencer no cycle of its own.
-        entry_layout = data.StructLayout({"bursts": len(job_bursts), "fence_after": 1})
+        # ``has_bursts`` is ``bursts != 0``, worked out as the entry is written rather than from
+        # the head as it is retired.
+        entry_layout = data.StructLayout({"bursts": len(job_bursts), "fence_after": 1,
+                                          "has_bursts": 1})
         # Its ``w_rdy`` is a register: it starts the take of the next job, and with it the set-up
-        # of that job's first segment.
+        # of that job's first segment. Its head is a register too: the retirement (the head's
+        # count against the responses, then the FIFO's read, level and flags) starts from it
+        # rather than from the LUT RAM's read, and it was the writer's deepest logic.
         m.submodules.job_bursts_fifo = bursts_fifo = \
-            SyncFIFOFlagged(width=entry_layout.size, depth=self._jobs_in_flight)
+            SyncFIFOHeadRegistered(width=entry_layout.size, depth=self._jobs_in_flight)
+        entry = data.View(entry_layout, bursts_fifo.w_data)
         fence_after = Signal()
 
         # The job register (the slot ``cur``) loads from the job queue's head in every cycle in
@@ -546,8 +553,9 @@ class DmaWriter(wiring.Component):
                 # A job ends in the cycle its last burst is accepted at the latest.
                 m.d.comb += [
                     bursts_fifo.w_en.eq(1),
-                    bursts_fifo.w_data.eq(Cat((job_bursts + aw_accept)[:len(job_bursts)],
-                                              fence_after | fence_rides)),
+                    entry.bursts.eq(job_bursts + aw_accept),
+                    entry.fence_after.eq(fence_after | fence_rides),
+                    entry.has_bursts.eq((job_bursts != 0) | aw_accept),
                 ]
                 # Cleared as the count is handed over, whether a job follows or not. Cleared as
                 # the next job is taken, the enable went through the job queue to the receive
@@ -736,7 +744,7 @@ class DmaWriter(wiring.Component):
         b_error = Signal()
         head = data.View(entry_layout, bursts_fifo.r_data)
         fence_due = Signal()                # the FENCE after the job retired last cycle is done
-        head_has_bursts = head.bursts != 0
+        head_has_bursts = head.has_bursts
         head_complete = ~head_has_bursts | (b_count == head.bursts)
         job_complete = bursts_fifo.r_rdy & head_complete & ~fence_due
         # A response may be counted only while it surely belongs to the oldest unfinished job:

@@ -10,7 +10,7 @@ non-empty and full if it was one short; read and not written, it has room and is
 held one. The compares are of the registered level, off the path of the handshake.
 """
 
-from amaranth.hdl import Elaboratable, Module, Mux, Signal
+from amaranth.hdl import C, Elaboratable, Module, Mux, Signal
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 
@@ -151,7 +151,7 @@ class SyncFIFOHeadRegistered(Elaboratable):
     ----------
     width : int
     depth : int
-        At least 2.
+        At least 1 (a depth of 1 is the head register alone).
 
     Members
     -------
@@ -160,47 +160,65 @@ class SyncFIFOHeadRegistered(Elaboratable):
     """
 
     def __init__(self, *, width, depth):
-        if depth < 2:
-            raise ValueError(f"Depth must be at least 2, not {depth!r}")
+        if depth < 1:
+            raise ValueError(f"Depth must be at least 1, not {depth!r}")
         _sync_fifo_members(self, width, depth)
 
     def elaborate(self, platform):
         m = Module()
         places = self.depth - 1
-        m.submodules.storage = storage = Memory(shape=self.width, depth=places, init=[])
-        write_port = storage.write_port()
-        read_port = storage.read_port(domain="comb")
-        produce = Signal(range(places))
-        consume = Signal(range(places))
-        stored  = Signal(range(places + 1))   # entries behind the head
-
         written = self.w_en & self.w_rdy
         read    = self.r_en & self.r_rdy
         head_loads = read | ~self.r_rdy
+        if places:
+            stored = self._storage(m, places, written, head_loads)
+        else:
+            # One place: the head register alone.
+            stored = C(0, 1)
+            with m.If(head_loads):
+                m.d.sync += [self.r_data.eq(self.w_data), self.r_rdy.eq(written)]
+        m.d.comb += self.level.eq(stored + self.r_rdy)
+        full = full_flag(m, self.level, self.depth, written, read, name="full")
+        m.d.comb += self.w_rdy.eq(~full)
+        return m
+
+    def _storage(self, m, places, written, head_loads):
+        """The LUT RAM behind the head and the head's loads from it; returns the count of
+        entries behind the head."""
+        stored  = Signal(range(places + 1))   # entries behind the head
         # Every entry written goes to the RAM, so that the writer's side (``produce``) does not
         # depend on the reader's handshake. The head takes the oldest entry there, or, when
         # there is none, the one written in this cycle straight from ``w_data``, passing over
         # its place in the RAM all the same. Nothing is stored while the head is empty.
         from_storage = Signal()
         stored_any = ~empty_flag(m, stored, written, from_storage, name="stored_none")
-        m.d.comb += [
-            from_storage.eq(head_loads & (stored_any | written)),
-            write_port.addr.eq(produce),
-            write_port.data.eq(self.w_data),
-            write_port.en.eq(written),
-            read_port.addr.eq(consume),
-        ]
-        with m.If(written):
-            m.d.sync += _advance(produce, places)
-        with m.If(from_storage):
-            m.d.sync += _advance(consume, places)
+        m.d.comb += from_storage.eq(head_loads & (stored_any | written))
+        if places == 1:
+            # A register rather than a RAM of one word, whose address would have no bits.
+            oldest = Signal(self.width)
+            with m.If(written):
+                m.d.sync += oldest.eq(self.w_data)
+        else:
+            m.submodules.storage = storage = Memory(shape=self.width, depth=places, init=[])
+            write_port = storage.write_port()
+            read_port = storage.read_port(domain="comb")
+            produce = Signal(range(places))
+            consume = Signal(range(places))
+            m.d.comb += [
+                write_port.addr.eq(produce),
+                write_port.data.eq(self.w_data),
+                write_port.en.eq(written),
+                read_port.addr.eq(consume),
+            ]
+            with m.If(written):
+                m.d.sync += _advance(produce, places)
+            with m.If(from_storage):
+                m.d.sync += _advance(consume, places)
+            oldest = read_port.data
         m.d.sync += stored.eq(stored + written - from_storage)
         with m.If(head_loads):
             m.d.sync += [
-                self.r_data.eq(Mux(stored_any, read_port.data, self.w_data)),
+                self.r_data.eq(Mux(stored_any, oldest, self.w_data)),
                 self.r_rdy.eq(stored_any | written),
             ]
-        m.d.comb += self.level.eq(stored + self.r_rdy)
-        full = full_flag(m, self.level, self.depth, written, read, name="full")
-        m.d.comb += self.w_rdy.eq(~full)
-        return m
+        return stored

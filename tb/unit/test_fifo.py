@@ -18,17 +18,15 @@ class _SideBySide(Elaboratable):
         # Bits 2 to 6 of the entry behind the head, where there can be one.
         self.flagged = SyncFIFOFlagged(width=8, depth=depth,
                                        second=slice(2, 7) if depth > 1 else None)
-        self.head_registered = SyncFIFOHeadRegistered(width=8, depth=depth) if depth > 1 else None
+        self.head_registered = SyncFIFOHeadRegistered(width=8, depth=depth)
         self.reference = SyncFIFO(width=8, depth=depth)
-        self.checked = [(self.flagged, ("w_rdy", "r_rdy"))]
-        if self.head_registered is not None:
-            self.checked.append((self.head_registered, ("w_rdy", "r_rdy", "r_data")))
+        self.checked = [(self.flagged, ("w_rdy", "r_rdy")),
+                        (self.head_registered, ("w_rdy", "r_rdy", "r_data"))]
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.flagged = self.flagged
-        if self.head_registered is not None:
-            m.submodules.head_registered = self.head_registered
+        m.submodules.head_registered = self.head_registered
         m.submodules.reference = self.reference
         return m
 
