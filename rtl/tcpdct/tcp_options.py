@@ -89,7 +89,7 @@ class TcpOptionScan(wiring.Component):
             flags[f"ts{i}"] = ts
             flags[f"other{i}"] = inside & ~nop & ~eol & ~ts
 
-        def reach_of(stage, positions):
+        def sources_of(stage, positions):
             # A source is where the walk may enter the positions: from the last position before
             # them over a NOP, or over a Timestamps option from ten back.
             source = {}
@@ -104,9 +104,21 @@ class TcpOptionScan(wiring.Component):
                     entry = entry | (stage[f"reach{k - TCPOPT_TIMESTAMP_LEN}"]
                                      & stage[f"ts{k - TCPOPT_TIMESTAMP_LEN}"])
                 source[k] = entry
+            return source
+
+        def reach_of(stage, positions):
+            source = sources_of(stage, positions)
             return {f"reach{j}": any_of(source[k] & all_of(stage[f"nop{p}"] for p in range(k, j))
                                       for k in positions if k <= j)
                     for j in positions}
+
+        def bad_after(stage, positions):
+            # Whether a walk entering the positions at k (over NOPs from there) reaches a bad
+            # option among them: from the flags alone, so a stage ahead of the walk.
+            return {f"bad_after{k}": any_of(stage[f"other{j}"]
+                                            & all_of(stage[f"nop{p}"] for p in range(k, j))
+                                            for j in positions if j >= k)
+                    for k in positions}
 
         def fold_results(stage, positions):
             # The walk through the list is one path, and after a Timestamps option starting at
@@ -131,15 +143,24 @@ class TcpOptionScan(wiring.Component):
         # ---- reach, ten positions per stage ------------------------------------------------
         # Each stage carries everything on (synthesis drops the registers nothing reads), with
         # the results so far: those of the positions whose reach the stage before resolved.
+        # The last ten positions are resolved after the last register, where only whether
+        # the walk reaches a bad option among them and a Timestamps option at their first
+        # are needed: the first from where the walk enters them and ``bad_after``, worked out
+        # a stage ahead, rather than from their reach (a chain through the ten positions, then
+        # an OR over them, which was the 64x64 core's critical path into the descriptor FIFO).
         chunks = [range(base, min(base + chunk, n)) for base in range(0, n, chunk)]
+        last = chunks[-1]
         stage = {**flags, "bad": Const(0), "ts_present": Const(0),
                  "tsval": Const(0, 32), "tsecr": Const(0, 32)}
         stage = register_stage(m, "flags", {**stage, **reach_of(stage, chunks[0])})
         for previous, positions in zip(chunks, chunks[1:-1]):
+            ahead = bad_after(stage, last) if positions == chunks[1] else {}
             stage = register_stage(m, f"reach{positions[0]}", {
-                **stage, **fold_results(stage, previous), **reach_of(stage, positions)})
-        stage = {**stage, **fold_results(stage, chunks[-2]), **reach_of(stage, chunks[-1])}
-        final = fold_results(stage, chunks[-1])
+                **stage, **ahead, **fold_results(stage, previous), **reach_of(stage, positions)})
+        stage = {**stage, **fold_results(stage, chunks[-2]), **reach_of(stage, last)}
+        final = fold_results(stage, last)
+        final["bad"] = stage["bad"] | any_of(entry & stage[f"bad_after{k}"]
+                                             for k, entry in sources_of(stage, last).items())
         m.d.comb += [
             self.bad.eq(final["bad"]),
             self.ts_present.eq(final["ts_present"]),
