@@ -8,21 +8,7 @@ every lane of a wide data path.
 from amaranth.hdl import Value, Cat
 
 
-__all__ = ["tree_sum", "ones_complement_fold", "network_order"]
-
-
-def tree_sum(terms):
-    """Sum of ``terms`` as a balanced adder tree, so the depth grows with log2 of their number
-    rather than linearly as Python's :func:`sum` would build it."""
-    terms = [Value.cast(term) for term in terms]
-    if not terms:
-        raise ValueError("Cannot sum an empty list of terms")
-    while len(terms) > 1:
-        paired = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        if len(terms) % 2:
-            paired.append(terms[-1])
-        terms = paired
-    return terms[0]
+__all__ = ["ones_complement_fold", "network_order"]
 
 
 def ones_complement_fold(value, max_value=None):

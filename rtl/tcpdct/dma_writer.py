@@ -43,12 +43,12 @@ Why this shape:
   cycle; under back-pressure it holds one burst more.
 * Write responses (single ID, so in order) are matched against a FIFO of per-job burst counts, so
   a job's writes never wait for earlier jobs' responses. The FIFO's head is a register, so the
-  count of responses is compared with a register, not with a LUT RAM's read. ``bready`` drops for the cycle in which a
-  job is retired (and for each job without bursts), so a response of a later job is never counted
-  for the job being retired. A FENCE (every command's job) that follows a job while it streams is
-  taken at once and marked on that job's count, and is done the cycle after it; one that the job
-  register has caught but not yet taken when the job ends (a job of few reads) is marked on the
-  count as it is handed over.
+  count of responses is compared with a register, not with a LUT RAM's read. ``bready`` drops
+  for the cycle in which a job is retired (and for each job without bursts), so a response of a
+  later job is never counted for the job being retired. A FENCE (every command's job) that
+  follows a job while it streams is taken at once and marked on that job's count, and is done the
+  cycle after it; one that the job register has caught but not yet taken when the job ends (a job
+  of few reads) is marked on the count as it is handed over.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal

@@ -17,7 +17,7 @@ from amaranth.hdl import Module, Signal, Mux, Cat, Const
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .logic import any_of
+from .logic import any_of, tree_sum
 from .headers import TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_URG
 from .layouts import FrameClass, JobKind, rx_descriptor_layout, dma_job_layout, event_layout
 from .dct_layouts import (conn_state_layout, buffer_queue_layout, legacy_buffer_layout,
@@ -99,7 +99,7 @@ class RoomSums(wiring.Component):
         m = Module()
         rooms = [self.queue.slots[i].room for i in range(p.buffers_per_conn)]
         for i in range(p.buffers_per_conn):
-            m.d.comb += [self.sums.through[i].eq(_tree_sum(rooms[:i + 1])),
+            m.d.comb += [self.sums.through[i].eq(tree_sum(rooms[:i + 1])),
                          self.sums.has_room[i].eq(rooms[i] != 0)]
         return m
 
@@ -143,14 +143,6 @@ class QueueFill(wiring.Component):
                 with m.Case(posted):
                     m.d.comb += fill.shortfall.eq(length - before[posted])
         return m
-
-
-def _tree_sum(values):
-    """The sum of ``values`` as a balanced tree of adders."""
-    if len(values) == 1:
-        return values[0]
-    half = len(values) // 2
-    return _tree_sum(values[:half]) + _tree_sum(values[half:])
 
 
 #: The checks of a frame that come before the room check, in the order of the table in

@@ -43,7 +43,8 @@ from amaranth.lib.wiring import In, Out
 
 from . import headers, layouts
 from .fifo import SyncFIFOFlagged, full_flag
-from .checksum import tree_sum, ones_complement_fold, network_order
+from .logic import tree_sum
+from .checksum import ones_complement_fold, network_order
 from .headers import (ETH_HEADER_BYTES, VLAN_TAG_BYTES, IPV4_MIN_HEADER_BYTES,
                       IPV4_MAX_HEADER_BYTES, TCP_MIN_HEADER_BYTES, TCP_MAX_HEADER_BYTES,
                       MAX_HEADER_BYTES, ETHERTYPE_IPV4, ETHERTYPE_VLAN, IP_PROTO_TCP)

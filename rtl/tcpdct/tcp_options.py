@@ -153,10 +153,10 @@ class TcpOptionScan(wiring.Component):
         stage = {**flags, "bad": Const(0), "ts_present": Const(0),
                  "tsval": Const(0, 32), "tsecr": Const(0, 32)}
         stage = register_stage(m, "flags", {**stage, **reach_of(stage, chunks[0])})
+        stage = {**stage, **bad_after(stage, last)}
         for previous, positions in zip(chunks, chunks[1:-1]):
-            ahead = bad_after(stage, last) if positions == chunks[1] else {}
             stage = register_stage(m, f"reach{positions[0]}", {
-                **stage, **ahead, **fold_results(stage, previous), **reach_of(stage, positions)})
+                **stage, **fold_results(stage, previous), **reach_of(stage, positions)})
         stage = {**stage, **fold_results(stage, chunks[-2]), **reach_of(stage, last)}
         final = fold_results(stage, last)
         final["bad"] = stage["bad"] | any_of(entry & stage[f"bad_after{k}"]
