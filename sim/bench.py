@@ -45,13 +45,16 @@ __all__ = ["SIZES", "TRAFFIC", "MIN_FRAMES", "cell_frames", "run_cell", "format_
 MIN_FRAMES = 2000
 
 
-def _first_write_latencies(run, last_beats):
+def _first_write_latencies(run, last_beats, data_bytes):
     """Cycles from each frame's last beat to its first DMA write, in frame order.
 
     The DMA writes frames in decision order, and each frame's first write starts at the byte
     its data goes to: the legacy buffer its LEGACY event names, or the fill position of its
     connection's buffers when it is placed. The buffers come from the commands the harness
-    logged, automatic posts included.
+    logged, automatic posts included. That write is the address or the first beat of a burst
+    starting there, whichever goes first; or, for a payload placed right after the one before
+    inside a host beat, the last beat of that one's last burst, which carries the first bytes
+    of both (the DMA writer's joined beat).
     """
     tags = {}
     queues = {}
@@ -85,18 +88,35 @@ def _first_write_latencies(run, last_beats):
     position = 0
     bursts = [burst for burst in run.bursts if burst[5] == 1]
     for start, last_beat in zip(starts, last_beats):
-        found = None
-        for number in range(position, len(bursts)):
-            if bursts[number][3] == start:
-                found = number
-                break
-        if found is None:
+        if start is None:
             latencies.append(None)
             continue
-        aw_cycle, w_cycle = bursts[found][:2]
-        latencies.append(min(aw_cycle, w_cycle) - last_beat)
-        position = found + 1
+        ahead = range(position, min(len(bursts), position + _BURSTS_AHEAD))
+        found = next((number for number in ahead if bursts[number][3] == start), None)
+        if found is not None:
+            aw_cycle, w_cycle = bursts[found][:2]
+            latencies.append(min(aw_cycle, w_cycle) - last_beat)
+            position = found + 1
+            continue
+        # Joined to the frame before: in the last beat of its last burst.
+        joined = None
+        for number in range(max(0, position - _BURSTS_BEHIND), ahead.stop):
+            address, beats, last_w_cycle = bursts[number][2], bursts[number][4], bursts[number][6]
+            last_beat_at = address - address % data_bytes + (beats - 1) * data_bytes
+            if last_beat_at <= start < last_beat_at + data_bytes:
+                joined = last_w_cycle
+                position = max(position, number + 1)
+                break
+        latencies.append(None if joined is None else joined - last_beat)
     return latencies
+
+
+#: Where a frame's first write is looked for, from the burst after the one the frame before
+#: started with: its own first burst comes after the rest of that frame's (a 1518-byte frame at
+#: 64 bits is 12 bursts of 16 beats, one more per 4 KiB crossed) ...
+_BURSTS_AHEAD = 64
+#: ... and the burst its first bytes joined, that frame's last, after its first.
+_BURSTS_BEHIND = 1
 
 
 def _stats(values):
@@ -130,7 +150,7 @@ def run_cell(executable, params, size, traffic, *, count=MIN_FRAMES, workdir=Non
                     if step == 1 and event.type in (EventType.RX_PLACED, EventType.LEGACY,
                                                     EventType.DROP)]
     event_latency = [cycle - last for cycle, last in zip(event_cycles, last_beats)]
-    dma_latency = _first_write_latencies(run, last_beats)
+    dma_latency = _first_write_latencies(run, last_beats, params.data_bytes)
 
     def rate(beats, first, last):
         return round(beats / (last - first + 1), 4) if first is not None and beats else 0.0

@@ -488,8 +488,9 @@ class HarnessRun:
         ``(step, address, data)``: the strobed bytes of the W beats, in order, each run of them
         at consecutive addresses in one step merged into one record; logged whatever
         ``LOG_WRITES`` says.
-    bursts : list of (int, int, int, int, int, int)
-        ``(AW cycle, first W cycle, awaddr, first strobed byte, beats, step)``.
+    bursts : list of (int, int, int, int, int, int, int)
+        ``(AW cycle, first W cycle, awaddr, first strobed byte, beats, step, last W cycle)``,
+        in the order the bursts' last beats went (their AW order), the step that of the last.
     tx_frames : list of (int, int, bytes)
         ``(cycle of the last beat, step, frame)`` for each frame out of ``m_axis_tx``.
     rx_frames : list of (int, int)
@@ -681,7 +682,7 @@ def _read_run(directory, params, returncode, stderr):
               _records(directory / "events.bin", f"<QII{RECORD_BYTES}s")]
     writes = [(cycle, step, address, strobe, data) for cycle, step, _, address, strobe, data in
               _records(directory / "writes.bin", f"<QIIQQ{width}s")]
-    bursts = _records(directory / "bursts.bin", "<QQQQII")
+    bursts = _records(directory / "bursts.bin", "<QQQQIIQ")
     tx_frames = [(cycle, step, data) for cycle, step, _, data in
                  _sized_records(directory / "tx.bin", "<QII", 2)]
     rx_frames = _records(directory / "rx.bin", "<QQ")

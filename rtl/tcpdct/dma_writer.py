@@ -35,6 +35,16 @@ Why this shape:
   two swap as the register is done with its job, so that this late decision reaches a bit and
   a few small registers, not the enables of the slots' hundreds of bits or the job queue's
   ``ready``.
+* A job whose first segment starts where the job before ended, inside a host beat (a
+  connection's payloads, placed one after the other), shares that beat with it: the earlier
+  job's last beat is held back and goes out completed by the later job's first bytes, in the
+  earlier job's last burst, and the later job's bursts start a beat further on. Each host beat
+  is then written once, and W needs no more beats than the frames have. If the earlier job's
+  last beat is a flush, it joins the later job's first read in one step, whether that read
+  primes or not, so placed payloads cost the read issue their source beats and nothing more.
+  A job holds its last beat only when the next job is already in the job register as its last
+  read leaves, so a held beat never waits for a job not yet known. The later job's done pulse
+  reports an error response to that shared burst too.
 * A frame is freed when its last beat has been read, in job order: a ``DISCARD`` (which reads
   nothing) waits for the previous job's last read, because freeing tells the parser it may
   overwrite everything up to the end of that frame.
@@ -273,12 +283,22 @@ class DmaWriter(wiring.Component):
         rd_last_strb = Signal(data_bytes)
         rd_free      = Signal()                            # segment ends the job's reads
         rd_free_beats = Signal(self._frame_beats_bits)
+        rd_merge     = Signal()    # the segment's first output beat completes the held beat
+        # The job register holds the next job, and it continues the current one inside its last
+        # beat (below, "Jobs that continue the one before").
+        continues_held = Signal()
+        merge_next   = Signal()    # the next segment set up completes the held beat
 
         # A segment's flush, due once its last read is issued: its last output beat, made of the
         # realigner's previous beat alone.
         fl_valid     = Signal()
         fl_shift     = Signal(lane_bits)
         fl_strb      = Signal(data_bytes)
+        fl_merge     = Signal()
+        fl_hold      = Signal()
+        # ... held, and not itself completing a held beat: it joins the next segment's first
+        # beat in one step (``joined`` below), even when that one's first read does not prime.
+        fl_joins     = Signal()
 
         # What the W channel needs of a beat, carried from the data stage (``d_beat``, the cycle
         # its read is presented) to the stage that holds its data (``e_beat``).
@@ -288,6 +308,12 @@ class DmaWriter(wiring.Component):
             "strb":  data_bytes,
             "last":  1,
             "shift": lane_bits,
+            "merge": 1,              # completes the held beat (``tail_*``): both go out as one
+            "hold":  1,              # is held for the next segment's first beat to complete
+            # Lanes taken from a flush joined to this beat (the last of the segment before,
+            # which this one's segment continues), and that flush's shift.
+            "flush_strb":  data_bytes,
+            "flush_shift": lane_bits,
         })
         d_beat       = Signal(beat_layout)
         d_free       = Signal()                            # last read of the job: free after it
@@ -329,8 +355,25 @@ class DmaWriter(wiring.Component):
         # the sequencer, whose set-up in the cycle the last burst is accepted must win.
         last_burst = Signal()
         aw_accept = aw_valid & aw_ready
+        # A segment whose first beat completes the held one (``rd_merge``) has that beat written
+        # by the burst before, which covers it already: its own bursts start a beat later. The
+        # set-up loads the generator as for any segment and ``aw_skip``, and the generator steps
+        # over the beat in the next cycle, from its registers, rather than the set-up adding
+        # one to the segment's address on its way in (the set-up is the writer's longest path).
+        aw_skip = Signal()
         # The segment's bursts are all accepted by the end of this cycle.
-        aw_done = ~aw_valid | aw_ready & last_burst
+        aw_done = ~aw_skip & (~aw_valid | aw_ready & last_burst)
+        with m.If(aw_skip):
+            skipped_left = aw_left - 1
+            skipped_span_left = Mux(aw_span_left == 1, burst_span, aw_span_left - 1)
+            m.d.sync += [
+                aw_skip.eq(0),
+                aw_beat.eq(aw_beat + 1),
+                aw_left.eq(skipped_left),
+                aw_span_left.eq(skipped_span_left),
+                aw_valid.eq(aw_left != 1),
+                last_burst.eq(skipped_left <= skipped_span_left),
+            ]
         with m.If(aw_accept):
             m.d.sync += [
                 aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
@@ -350,13 +393,18 @@ class DmaWriter(wiring.Component):
 
         # A step of the read issue reads the segment's next source beat, or flushes the segment
         # before (no read), or both at once when the next read only primes.
-        read_step = rd_any & (~fl_valid | rd_prime)
+        read_step = rd_any & (~fl_valid | rd_prime | fl_joins)
         is_last_read = rd_last
         # The segment's last read leaves the read issue in this cycle, and its last burst's
         # address has been accepted, before or in this cycle (``awvalid`` is ``aw_left != 0``):
         # a segment of one burst and one read costs one cycle.
         last_read_issued = Signal()
         m.d.comb += last_read_issued.eq(aw_done & is_last_read & read_step & w_room)
+        # The job's last read leaves now, and the job after it, already in the register,
+        # continues it inside its last beat: that beat is held (``d_beat.hold``, ``fl_hold``),
+        # and the next segment set up, that job's first, completes it.
+        hold_now = Signal()
+        m.d.comb += hold_now.eq(read_step & is_last_read & rd_free & w_room & continues_held)
 
         # A beat enters the data stage (and takes a place in the W queue) in this cycle.
         d_enters = Signal()
@@ -365,25 +413,42 @@ class DmaWriter(wiring.Component):
             m.d.sync += [d_beat.valid.eq(0), d_free.eq(0)]
         with m.Else():
             ends_segment = is_last_read & ~rd_flush
+            # A flush that joins the next segment's first beat, which a read that does not prime
+            # makes: one beat, of two rotations of the realigner's two source beats (its lanes
+            # from the flush's, ``flush_strb``, from the previous beat by the flush's shift).
+            # Without it the flush takes a step of its own, with no read, and a connection's
+            # payloads placed one after the other cost the read issue a cycle more whenever
+            # one ends in a flush and the next does not start with a priming read.
+            joined = fl_valid & fl_joins & rd_any & ~rd_prime
             m.d.sync += [
                 d_beat.valid.eq(read_step | fl_valid),
                 d_free.eq(read_step & rd_free & is_last_read),
                 d_free_beats.eq(rd_free_beats),
             ]
-            with m.If(fl_valid):
+            m.d.sync += [
+                d_beat.flush_strb.eq(Mux(joined, fl_strb, 0)),
+                d_beat.flush_shift.eq(fl_shift),
+            ]
+            with m.If(fl_valid & ~joined):
                 m.d.sync += [
                     d_beat.prime.eq(0),
                     d_beat.strb.eq(fl_strb),
                     d_beat.last.eq(1),
                     d_beat.shift.eq(fl_shift),
+                    d_beat.merge.eq(fl_merge),
+                    d_beat.hold.eq(fl_hold),
                 ]
             with m.Else():
                 m.d.sync += [
                     d_beat.prime.eq(rd_prime),
                     d_beat.strb.eq(Mux(rd_first, rd_first_strb, all_lanes) &
                                    Mux(ends_segment, rd_last_strb, all_lanes)),
-                    d_beat.last.eq(ends_segment | (rd_phase == burst_span - 1)),
+                    # A first beat that completes the held one ends the burst that covers both.
+                    d_beat.last.eq(ends_segment | (rd_phase == burst_span - 1) |
+                                   (rd_merge & rd_first)),
                     d_beat.shift.eq(rd_shift),
+                    d_beat.merge.eq(rd_merge & rd_first & ~rd_prime & ~joined),
+                    d_beat.hold.eq(continues_held & rd_free & ends_segment),
                 ]
             with m.If(read_step):
                 m.d.sync += [
@@ -405,6 +470,9 @@ class DmaWriter(wiring.Component):
                     fl_valid.eq(1),
                     fl_shift.eq(rd_shift),
                     fl_strb.eq(rd_last_strb & Mux(rd_first & rd_prime, rd_first_strb, all_lanes)),
+                    fl_merge.eq(rd_merge & rd_first & rd_prime),
+                    fl_hold.eq(continues_held & rd_free),
+                    fl_joins.eq(continues_held & rd_free & ~(rd_merge & rd_first & rd_prime)),
                 ]
             with m.Else():
                 m.d.sync += fl_valid.eq(0)
@@ -421,10 +489,34 @@ class DmaWriter(wiring.Component):
             ]
         with m.If(e_beat.valid):
             m.d.sync += prev_data.eq(e_data)
+        # A beat held (the last of a segment that the next one continues inside the same host
+        # beat) waits in ``tail_*`` instead of the W queue, and the next segment's first beat
+        # takes its lanes from it: the two go out as one beat. The lanes of the two never
+        # overlap, the one segment ending where the other starts.
+        tail_data    = Signal(params.data_width)
+        tail_strb    = Signal(data_bytes)
+        realigned    = Signal(params.data_width)
+        from_tail    = Signal(data_bytes)
+        out_data     = Signal(params.data_width)
+        out_strb     = Signal(data_bytes)
+        flushed      = Signal(params.data_width)
         m.d.comb += [
-            w_queue.w_en.eq(e_beat.valid & ~e_beat.prime),
-            w_beat.data.eq(Cat(prev_data, e_data).bit_select(e_beat.shift * 8, params.data_width)),
-            w_beat.strb.eq(e_beat.strb),
+            realigned.eq(Cat(prev_data, e_data).bit_select(e_beat.shift * 8, params.data_width)),
+            flushed.eq(prev_data >> Cat(C(0, 3), e_beat.flush_shift)),
+            from_tail.eq(tail_strb & e_beat.merge.replicate(data_bytes)),
+            out_data.eq(Cat(Mux(from_tail[lane], tail_data.word_select(lane, 8),
+                                Mux(e_beat.flush_strb[lane], flushed.word_select(lane, 8),
+                                    realigned.word_select(lane, 8)))
+                            for lane in range(data_bytes))),
+            out_strb.eq(e_beat.strb | from_tail | e_beat.flush_strb),
+        ]
+        writes_beat = e_beat.valid & ~e_beat.prime
+        with m.If(writes_beat & e_beat.hold):
+            m.d.sync += [tail_data.eq(out_data), tail_strb.eq(out_strb)]
+        m.d.comb += [
+            w_queue.w_en.eq(writes_beat & ~e_beat.hold),
+            w_beat.data.eq(out_data),
+            w_beat.strb.eq(out_strb),
             w_beat.last.eq(e_beat.last),
         ]
         w_head = data.View(w_layout, w_queue.r_data)
@@ -436,11 +528,12 @@ class DmaWriter(wiring.Component):
             w_queue.r_en.eq(self.axi_wready),
         ]
         # A place is freed as its beat leaves for the W channel, or, for a beat that only primes
-        # the realigner, as it leaves the realigner.
+        # the realigner or is held, as it leaves the realigner.
         w_freed = Signal(2)
         reserved_next = Signal(range(_W_QUEUE_DEPTH + 1))
         m.d.comb += [
-            w_freed.eq((self.axi_wvalid & self.axi_wready) + (e_beat.valid & e_beat.prime)),
+            w_freed.eq((self.axi_wvalid & self.axi_wready) +
+                       (e_beat.valid & (e_beat.prime | e_beat.hold))),
             reserved_next.eq(w_reserved + d_enters - w_freed),
         ]
         m.d.sync += [w_reserved.eq(reserved_next), w_room.eq(reserved_next < _W_QUEUE_DEPTH)]
@@ -451,9 +544,10 @@ class DmaWriter(wiring.Component):
         # job streams (``fence_after``) rides on that job's entry and is reported done the
         # cycle after it, so that it costs the sequencer no cycle of its own.
         # ``has_bursts`` is ``bursts != 0``, worked out as the entry is written rather than from
-        # the head as it is retired.
+        # the head as it is retired. ``shares_last``: the job's last burst also writes the first
+        # bytes of the next job, whose done pulse then reports that burst's error too.
         entry_layout = data.StructLayout({"bursts": len(job_bursts), "fence_after": 1,
-                                          "has_bursts": 1})
+                                          "has_bursts": 1, "shares_last": 1})
         # Its ``w_rdy`` is a register: it starts the take of the next job, and with it the set-up
         # of that job's first segment. Its head is a register too: the retirement (the head's
         # count against the responses, then the FIFO's read, level and flags) starts from it
@@ -486,6 +580,29 @@ class DmaWriter(wiring.Component):
         fence_rides = Signal()             # the held FENCE rides on the entry written now
         fence_taken = Signal()             # STREAM takes the held FENCE, riding on its job
 
+        # Jobs that continue the one before. A connection's frames are placed one after the
+        # other in its buffers, so a job's first segment often starts where the previous job's
+        # last one ended, inside a host beat: written apart, that beat would go out twice, once
+        # with the lanes of each job, and W would need more beats than the frames have (a
+        # connection's 518-byte payloads, 9.07 W beats per 9-beat frame at 512 bits). Instead
+        # the earlier job's last beat is held back and goes out completed by the later job's
+        # first (``tail_*`` above). The end of each job's last segment with data is kept as the
+        # job is taken from the queue (``offered_end``, ``offered_end_open``: a WRITE whose end
+        # falls inside a beat), and a job offered after it is marked ``continues`` when it starts
+        # there. A job holds its last beat only when the job after it is already in the job
+        # register as its last read leaves (``hold_now``), so that the next segment set up is
+        # surely the one that completes the beat, soon: nothing waits for a job not yet known.
+        offered_end      = Signal(64)
+        offered_end_open = Signal()
+        held_continues = Signal()          # the job held continues the one before (above)
+        tail_shared = Signal()             # the current job's last beat is held for the next
+        with m.If(hold_now):
+            m.d.sync += tail_shared.eq(1)
+        setting_up = Signal()              # a segment is set up in this cycle
+        merge_now = Signal()               # ... and completes the held beat
+        m.d.comb += merge_now.eq(merge_next | hold_now)
+        m.d.sync += merge_next.eq(merge_now & ~setting_up)
+
         # What the sequencer needs to know of a job as it takes it, worked out as the job is
         # offered: for the other slot's job as that slot takes it (``pre_*``).
         def job_flags(payload):
@@ -497,8 +614,25 @@ class DmaWriter(wiring.Component):
                 "fence":      payload.kind == JobKind.FENCE,
                 "rest":       with_data[1:],
                 "src_offset": payload.src_offset,
+                "continues":  ((payload.kind == JobKind.WRITE) & with_data[0] & offered_end_open
+                               & (payload.segments[0].address == offered_end)),
             }
         offered_flags = job_flags(self.job.payload)
+        offered_data = segments_with_data(self.job.payload)
+        last_address = Signal(64)
+        last_length  = Signal(16)
+        for number in range(n_segments):
+            with m.If(offered_data[number]):
+                m.d.comb += [last_address.eq(self.job.payload.segments[number].address),
+                             last_length.eq(self.job.payload.segments[number].length)]
+        offered_last_end = Signal(64)
+        m.d.comb += offered_last_end.eq(last_address + last_length)
+        with m.If(self.job.valid & self.job.ready):
+            m.d.sync += [
+                offered_end.eq(offered_last_end),
+                offered_end_open.eq((self.job.payload.kind == JobKind.WRITE) & offered_data.any()
+                                    & (offered_last_end[:lane_bits] != 0)),
+            ]
         pre_flags = {name: Signal(len(value), name=f"pre_{name}")
                      for name, value in offered_flags.items()}
         # The job the register holds from the next cycle, when it takes one: the other slot's, or,
@@ -513,10 +647,13 @@ class DmaWriter(wiring.Component):
             # issue are idle, or become so in this cycle.
             next_segment()
             span_left = burst_span - segment.address[lane_bits:lane_bits + phase_bits]
+            # A segment that completes the held beat has its first beat written by the burst
+            # before: the AW generator steps over it first (``aw_skip``).
             m.d.sync += [
                 aw_beat.eq(segment.address[lane_bits:]),
                 aw_left.eq(seg_beats),
-                aw_valid.eq(1),           # a segment with data has a beat
+                aw_valid.eq(~merge_now),   # a segment with data has a beat
+                aw_skip.eq(merge_now & (seg_beats != 1)),
                 aw_span_left.eq(span_left),
                 last_burst.eq(seg_beats <= span_left),
                 rd_addr.eq(seg_read_start),
@@ -533,7 +670,9 @@ class DmaWriter(wiring.Component):
                 rd_free.eq(ends_reads),
                 rd_free_beats.eq(job.frame_beats),
                 src_offset.eq(src_offset + segment.length),
+                rd_merge.eq(merge_now),
             ]
+            m.d.comb += setting_up.eq(1)
             with m.If(ends_reads):
                 # The job's last reads are set up: nothing reads the job register after this
                 # cycle, which catches the next job at once (below).
@@ -556,11 +695,13 @@ class DmaWriter(wiring.Component):
                     entry.bursts.eq(job_bursts + aw_accept),
                     entry.fence_after.eq(fence_after | fence_rides),
                     entry.has_bursts.eq((job_bursts != 0) | aw_accept),
+                    entry.shares_last.eq(tail_shared | hold_now),
                 ]
                 # Cleared as the count is handed over, whether a job follows or not. Cleared as
                 # the next job is taken, the enable went through the job queue to the receive
-                # engine's ``job_pending`` and back: the 64x64 core's critical path.
-                m.d.sync += [job_bursts.eq(0), fence_after.eq(0)]
+                # engine's ``job_pending`` and back: the 64x64 core's critical path. (A job that
+                # ends at its last read and holds its last beat says so in ``hold_now``.)
+                m.d.sync += [job_bursts.eq(0), fence_after.eq(0), tail_shared.eq(0)]
                 with m.If(free_pending):
                     m.d.sync += [
                         self.free_valid.eq(1),
@@ -646,7 +787,7 @@ class DmaWriter(wiring.Component):
                 # The last segment's bursts are all accepted before STREAM comes back here, so
                 # the address channel is always idle now; saying so keeps a stalled burst's
                 # address still by construction (and lets the induction proof see it).
-                with m.Elif(~aw_valid):
+                with m.Elif(~aw_valid & ~aw_skip):
                     set_up_segment(~seg_data[1:].any())
                     m.next = "STREAM"
 
@@ -682,6 +823,7 @@ class DmaWriter(wiring.Component):
         # end of a job with nothing held). Holding the next job as soon as the last segment is
         # set up lets a job of one segment start in the cycle after the job before it: jobs of
         # one read then follow one another every cycle.
+        m.d.comb += continues_held.eq(job_held & held_continues)
         done_with = Signal()
         m.d.comb += done_with.eq(job_locked & (finishing | releasing | fence_rides | fence_taken))
         # Which slot loads the queue's head is decided by registers alone: the register while it
@@ -704,6 +846,7 @@ class DmaWriter(wiring.Component):
                 job_locked.eq(incoming_valid),
                 job_held.eq(incoming_valid & ~head_taken),
                 held_direct.eq(incoming["direct"]),
+                held_continues.eq(incoming["continues"]),
                 held_write.eq(incoming["write"]),
                 held_first.eq(incoming["first"]),
                 held_fence.eq(incoming["fence"]),
@@ -753,21 +896,31 @@ class DmaWriter(wiring.Component):
         m.d.comb += self.axi_bready.eq(~bursts_fifo.r_rdy | ~head_complete)
         b_arrives = self.axi_bvalid & self.axi_bready
 
+        # A job whose first bytes went out in the last burst of the job before (``shares_last``
+        # on that one) is done in error if that burst failed (``carried_error``), and passes it
+        # on if its own last burst is that burst too (it has none of its own).
+        b_last_error  = Signal()            # the last response counted was not OKAY
+        carried_error = Signal()
+        job_error = head_has_bursts & b_error | carried_error
+        last_burst_error = Mux(head_has_bursts, b_last_error, carried_error)
+
         m.d.comb += bursts_fifo.r_en.eq(job_complete)
         m.d.sync += [
             fence_due.eq(job_complete & head.fence_after),
             self.done_valid.eq(job_complete | fence_due),
-            self.done_error.eq(job_complete & head_has_bursts & b_error),
+            self.done_error.eq(job_complete & job_error),
         ]
         with m.If(job_complete):
             m.d.sync += [
                 b_count.eq(0),
                 b_error.eq(0),
+                carried_error.eq(head.shares_last & last_burst_error),
             ]
         with m.Elif(b_arrives):
             m.d.sync += [
                 b_count.eq(b_count + 1),
                 b_error.eq(b_error | (self.axi_bresp != 0)),
+                b_last_error.eq(self.axi_bresp != 0),
             ]
 
         return m

@@ -142,6 +142,7 @@ struct Burst {
     uint64_t aw_cycle, address;
     uint32_t beats, done = 0;
     uint32_t id;
+    uint64_t first_w_cycle = 0, first_byte = 0;
 };
 
 struct Beat {
@@ -598,15 +599,22 @@ private:
             uint64_t aligned = burst.address & ~uint64_t(DATA_BYTES - 1);
             uint64_t address = aligned + uint64_t(burst.done) * DATA_BYTES;
             if (burst.done == 0) {
-                uint64_t first = address;
+                burst.first_w_cycle = beat.cycle;
+                burst.first_byte = address;
                 for (size_t lane = 0; lane < DATA_BYTES; lane++)
-                    if (beat.strobe >> lane & 1) { first = address + lane; break; }
+                    if (beat.strobe >> lane & 1) { burst.first_byte = address + lane; break; }
+            }
+            // Recorded with its last beat, whose cycle is that of the first write of a frame
+            // placed right after the one before (the DMA writer completes the beat where the
+            // two join with the later one's first bytes).
+            if (burst.done + 1 == burst.beats) {
                 put(bursts_, burst.aw_cycle);
-                put(bursts_, beat.cycle);
+                put(bursts_, burst.first_w_cycle);
                 put(bursts_, burst.address);
-                put(bursts_, first);
+                put(bursts_, burst.first_byte);
                 put(bursts_, burst.beats);
                 put(bursts_, step_);
+                put(bursts_, beat.cycle);
             }
             if (log_writes_) {
                 put(writes_, beat.cycle);

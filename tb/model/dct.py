@@ -156,7 +156,12 @@ class Model:
         ``dma_error(address, data) -> bool`` is asked about every DMA write the model makes; when
         it answers true for any write of a frame, every event of that frame carries
         ``dma_error=1`` (R51). The write is still applied to :attr:`memory`. The default never
-        errors, as the testbenches' host memory never does.
+        errors, as the testbenches' host memory never does. The core answers per burst: every
+        job with bytes in a burst whose response is an error reports it, and a burst may carry
+        the first bytes of the next job as well (payloads placed one after the other share the
+        host beat where they join). The two agree when the predicate fails whole buffers that
+        share no host beat with another, as the testbenches' ``FaultyHostMemory`` ranges do, or
+        whole 4 KiB pages: a burst lies inside one of either.
 
     Members
     -------

@@ -35,6 +35,7 @@ class AxiBurst:
     b_due: int = None         # cycle from which the response may be presented
     b_cycle: int = None       # cycle of the response handshake
     w_cycles: list = field(default_factory=list)
+    written: set = field(default_factory=set)   # host byte addresses it strobed
 
 
 class AxiWriteSlave:
@@ -146,6 +147,7 @@ class AxiWriteSlave:
                     self._check(addr >= burst.addr,
                                 f"strobe below the unaligned start address {burst.addr:#x}")
                     self.memory[addr] = wdata >> (8 * lane) & 0xFF
+                    burst.written.add(addr)
                     self.write_counts[addr] = self.write_counts.get(addr, 0) + 1
             burst.w_cycles.append(cycle)
             burst.beats_done += 1
