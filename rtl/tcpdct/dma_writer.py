@@ -299,6 +299,7 @@ class DmaWriter(wiring.Component):
         # ... held, and not itself completing a held beat: it joins the next segment's first
         # beat in one step (``joined`` below), even when that one's first read does not prime.
         fl_joins     = Signal()
+        fl_blocks    = Signal()    # ``fl_valid & ~fl_joins``: the next read waits unless it primes
 
         # What the W channel needs of a beat, carried from the data stage (``d_beat``, the cycle
         # its read is presented) to the stage that holds its data (``e_beat``).
@@ -361,28 +362,31 @@ class DmaWriter(wiring.Component):
         # over the beat in the next cycle, from its registers, rather than the set-up adding
         # one to the segment's address on its way in (the set-up is the writer's longest path).
         aw_skip = Signal()
+        # ``aw_valid | aw_skip`` kept as a register: the segment's address phase is not over.
+        # While the generator steps over a beat, ``last_burst`` is low.
+        aw_busy = Signal()
         # The segment's bursts are all accepted by the end of this cycle.
-        aw_done = ~aw_skip & (~aw_valid | aw_ready & last_burst)
-        with m.If(aw_skip):
-            skipped_left = aw_left - 1
-            skipped_span_left = Mux(aw_span_left == 1, burst_span, aw_span_left - 1)
+        aw_done = ~aw_busy | aw_ready & last_burst
+        # A step over the shared beat and an accepted burst never coincide (``aw_valid`` is low
+        # while ``aw_skip`` is high): the generator moves on for either, from values chosen by
+        # registers, so that the set-up's late enable still meets a two-way choice.
+        skipped_left = aw_left - 1
+        skipped_span_left = Mux(aw_span_left == 1, burst_span, aw_span_left - 1)
+        accepted_left = aw_left - aw_span_left
+        with m.If(aw_skip | aw_accept):
             m.d.sync += [
                 aw_skip.eq(0),
-                aw_beat.eq(aw_beat + 1),
-                aw_left.eq(skipped_left),
-                aw_span_left.eq(skipped_span_left),
-                aw_valid.eq(aw_left != 1),
-                last_burst.eq(skipped_left <= skipped_span_left),
+                aw_beat.eq(Mux(aw_skip, aw_beat + 1,
+                               Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1))),
+                aw_left.eq(Mux(aw_skip, skipped_left, Mux(last_burst, 0, accepted_left))),
+                aw_valid.eq(Mux(aw_skip, aw_left != 1, ~last_burst)),
+                aw_busy.eq(Mux(aw_skip, aw_left != 1, ~last_burst)),
+                aw_span_left.eq(Mux(aw_skip, skipped_span_left, burst_span)),
+                last_burst.eq(Mux(aw_skip, skipped_left <= skipped_span_left,
+                                  accepted_left <= burst_span)),
             ]
         with m.If(aw_accept):
-            m.d.sync += [
-                aw_beat.eq(Cat(C(0, phase_bits), aw_beat[phase_bits:] + 1)),
-                aw_left.eq(Mux(last_burst, 0, aw_left - aw_span_left)),
-                aw_valid.eq(~last_burst),
-                aw_span_left.eq(burst_span),
-                last_burst.eq(aw_left - aw_span_left <= burst_span),
-                job_bursts.eq(job_bursts + 1),
-            ]
+            m.d.sync += job_bursts.eq(job_bursts + 1)
 
         # -- Read issue, data stage and W channel ---------------------------------------------
 
@@ -393,7 +397,7 @@ class DmaWriter(wiring.Component):
 
         # A step of the read issue reads the segment's next source beat, or flushes the segment
         # before (no read), or both at once when the next read only primes.
-        read_step = rd_any & (~fl_valid | rd_prime | fl_joins)
+        read_step = rd_any & (~fl_blocks | rd_prime)
         is_last_read = rd_last
         # The segment's last read leaves the read issue in this cycle, and its last burst's
         # address has been accepted, before or in this cycle (``awvalid`` is ``aw_left != 0``):
@@ -468,6 +472,7 @@ class DmaWriter(wiring.Component):
                 # segment's first output beat.
                 m.d.sync += [
                     fl_valid.eq(1),
+                    fl_blocks.eq(~(continues_held & rd_free & ~(rd_merge & rd_first & rd_prime))),
                     fl_shift.eq(rd_shift),
                     fl_strb.eq(rd_last_strb & Mux(rd_first & rd_prime, rd_first_strb, all_lanes)),
                     fl_merge.eq(rd_merge & rd_first & rd_prime),
@@ -475,7 +480,7 @@ class DmaWriter(wiring.Component):
                     fl_joins.eq(continues_held & rd_free & ~(rd_merge & rd_first & rd_prime)),
                 ]
             with m.Else():
-                m.d.sync += fl_valid.eq(0)
+                m.d.sync += [fl_valid.eq(0), fl_blocks.eq(0)]
 
         # A beat's data is read once it leaves the data stage: its frame may be freed then. Any
         # beat may become ``prev_data``: after a flush it is replaced by a priming read, or it
@@ -599,9 +604,7 @@ class DmaWriter(wiring.Component):
         with m.If(hold_now):
             m.d.sync += tail_shared.eq(1)
         setting_up = Signal()              # a segment is set up in this cycle
-        merge_now = Signal()               # ... and completes the held beat
-        m.d.comb += merge_now.eq(merge_next | hold_now)
-        m.d.sync += merge_next.eq(merge_now & ~setting_up)
+        m.d.sync += merge_next.eq((merge_next | hold_now) & ~setting_up)
 
         # What the sequencer needs to know of a job as it takes it, worked out as the job is
         # offered: for the other slot's job as that slot takes it (``pre_*``).
@@ -642,9 +645,11 @@ class DmaWriter(wiring.Component):
                     for name in offered_flags}
         incoming_valid = pre_full | self.job.valid
 
-        def set_up_segment(ends_reads):
+        def set_up_segment(ends_reads, merge):
             # Set up ``job.segments[seg_index]``, which has data; the AW generator and the read
-            # issue are idle, or become so in this cycle.
+            # issue are idle, or become so in this cycle. ``merge``: its first beat completes
+            # the held one (said by each caller from registers, where it knows whether the job
+            # before has its last read now, rather than from ``hold_now``, later in the cycle).
             next_segment()
             span_left = burst_span - segment.address[lane_bits:lane_bits + phase_bits]
             # A segment that completes the held beat has its first beat written by the burst
@@ -652,10 +657,11 @@ class DmaWriter(wiring.Component):
             m.d.sync += [
                 aw_beat.eq(segment.address[lane_bits:]),
                 aw_left.eq(seg_beats),
-                aw_valid.eq(~merge_now),   # a segment with data has a beat
-                aw_skip.eq(merge_now & (seg_beats != 1)),
+                aw_valid.eq(~merge),       # a segment with data has a beat
+                aw_skip.eq(merge & (seg_beats != 1)),
+                aw_busy.eq(~merge | (seg_beats != 1)),
                 aw_span_left.eq(span_left),
-                last_burst.eq(seg_beats <= span_left),
+                last_burst.eq((seg_beats <= span_left) & ~merge),
                 rd_addr.eq(seg_read_start),
                 rd_left.eq(seg_reads),
                 rd_any.eq(1),              # a segment with data has a source beat
@@ -670,7 +676,7 @@ class DmaWriter(wiring.Component):
                 rd_free.eq(ends_reads),
                 rd_free_beats.eq(job.frame_beats),
                 src_offset.eq(src_offset + segment.length),
-                rd_merge.eq(merge_now),
+                rd_merge.eq(merge),
             ]
             m.d.comb += setting_up.eq(1)
             with m.If(ends_reads):
@@ -684,6 +690,9 @@ class DmaWriter(wiring.Component):
             # only once the data stage holds no earlier job's beat. A job that ends in STREAM
             # (``chain``) had reads, and the data stage frees its frame.
             may_free = 1 if chain else ~free_pending | ~d_beat.valid
+            # The job's last read leaves now (STREAM; ``hold_now`` there) and its last beat is
+            # held for the job in the register.
+            holds_now = rd_any & rd_free & continues_held if chain else C(0)
             with m.If(bursts_fifo.w_rdy & may_free):
                 if in_finish:
                     # The register holds the job ended here, unless that job streamed (FINISH
@@ -695,12 +704,12 @@ class DmaWriter(wiring.Component):
                     entry.bursts.eq(job_bursts + aw_accept),
                     entry.fence_after.eq(fence_after | fence_rides),
                     entry.has_bursts.eq((job_bursts != 0) | aw_accept),
-                    entry.shares_last.eq(tail_shared | hold_now),
+                    entry.shares_last.eq(tail_shared | holds_now),
                 ]
                 # Cleared as the count is handed over, whether a job follows or not. Cleared as
                 # the next job is taken, the enable went through the job queue to the receive
                 # engine's ``job_pending`` and back: the 64x64 core's critical path. (A job that
-                # ends at its last read and holds its last beat says so in ``hold_now``.)
+                # ends at its last read and holds its last beat says so in ``holds_now``.)
                 m.d.sync += [job_bursts.eq(0), fence_after.eq(0), tail_shared.eq(0)]
                 with m.If(free_pending):
                     m.d.sync += [
@@ -712,7 +721,7 @@ class DmaWriter(wiring.Component):
                 # SEGMENT, so that a stalled burst's address stays still by construction.
                 with m.If(job_held & held_direct):
                     with m.If(aw_done):
-                        take_and_set_up()
+                        take_and_set_up(merge_next | holds_now)
                 # A FENCE held behind the job rides on the job's entry, as one taken while the
                 # job streams does, and the register takes the queue's head at once: behind a
                 # job too short to take the FENCE while it streams, the FENCE costs the cycle
@@ -727,11 +736,11 @@ class DmaWriter(wiring.Component):
             with m.Else():
                 m.next = waiting_state
 
-        def take_and_set_up():
+        def take_and_set_up(merge):
             # The job register holds the next job, a WRITE with data in its first segment: start
             # it and set that segment up at once, as the current job's last read is issued.
             ends_reads = ~held_rest.any()
-            set_up_segment(ends_reads)
+            set_up_segment(ends_reads, merge)
             # Over what the set-up shifted and cleared of the finished job: these are now the
             # taken job's.
             m.d.sync += [
@@ -787,8 +796,8 @@ class DmaWriter(wiring.Component):
                 # The last segment's bursts are all accepted before STREAM comes back here, so
                 # the address channel is always idle now; saying so keeps a stalled burst's
                 # address still by construction (and lets the induction proof see it).
-                with m.Elif(~aw_valid & ~aw_skip):
-                    set_up_segment(~seg_data[1:].any())
+                with m.Elif(~aw_busy):
+                    set_up_segment(~seg_data[1:].any(), merge_next)
                     m.next = "STREAM"
 
             with m.State("STREAM"):
@@ -799,7 +808,7 @@ class DmaWriter(wiring.Component):
                 # address stays still.
                 with m.If(aw_done & ~rd_any | last_read_issued):
                     with m.If(seg_data[0]):
-                        set_up_segment(~seg_data[1:].any())
+                        set_up_segment(~seg_data[1:].any(), merge_next)
                     with m.Elif(seg_data.any()):
                         m.next = "SEGMENT"
                     with m.Else():
