@@ -396,7 +396,8 @@ class DmaWriter(wiring.Component):
         m.d.comb += self.read_addr.eq(rd_addr)
 
         # A step of the read issue reads the segment's next source beat, or flushes the segment
-        # before (no read), or both at once when the next read only primes.
+        # before (no read), or both at once when the next read only primes or the flush joins
+        # its beat (``fl_joins``, below).
         read_step = rd_any & (~fl_blocks | rd_prime)
         is_last_read = rd_last
         # The segment's last read leaves the read issue in this cycle, and its last burst's
@@ -470,14 +471,15 @@ class DmaWriter(wiring.Component):
             with m.If(read_step & is_last_read & rd_flush):
                 # Nothing written yet after a last read that primes: the flush is also the
                 # segment's first output beat.
+                joins = continues_held & rd_free & ~(rd_merge & rd_first & rd_prime)
                 m.d.sync += [
                     fl_valid.eq(1),
-                    fl_blocks.eq(~(continues_held & rd_free & ~(rd_merge & rd_first & rd_prime))),
+                    fl_blocks.eq(~joins),
                     fl_shift.eq(rd_shift),
                     fl_strb.eq(rd_last_strb & Mux(rd_first & rd_prime, rd_first_strb, all_lanes)),
                     fl_merge.eq(rd_merge & rd_first & rd_prime),
                     fl_hold.eq(continues_held & rd_free),
-                    fl_joins.eq(continues_held & rd_free & ~(rd_merge & rd_first & rd_prime)),
+                    fl_joins.eq(joins),
                 ]
             with m.Else():
                 m.d.sync += [fl_valid.eq(0), fl_blocks.eq(0)]

@@ -78,9 +78,22 @@ def job_slot_invariants(m, fragment):
     ]
 
 
+def address_phase_invariants(m, fragment):
+    """Assert the AW generator's bookkeeping: ``aw_busy`` is ``aw_valid | aw_skip``, and the
+    generator never offers a burst while it is still to step over a shared beat."""
+    writer = _registers(fragment, ["aw_valid", "aw_skip", "aw_busy"])
+    m.d.comb += [
+        Assert(writer["aw_busy"] == (writer["aw_valid"] | writer["aw_skip"]),
+               "AW generator: busy flag"),
+        Assert(~(writer["aw_valid"] & writer["aw_skip"]),
+               "AW generator: a burst offered before the shared beat is stepped over"),
+    ]
+
+
 def writer_invariants(m, fragment):
     w_queue_invariants(m, fragment)
     job_slot_invariants(m, fragment)
+    address_phase_invariants(m, fragment)
 
 
 def harness(writer_class=DmaWriter):
@@ -96,7 +109,8 @@ def proofs():
     return [
         Proof("dma_writer_axi", harness, "prove", 4, quick=True,
               description="AXI AW and W: valid and payload hold while stalled; the W queue never "
-                          "refuses a beat; no job is lost between the job slots"),
+                          "refuses a beat; no job is lost between the job slots; the address "
+                          "generator's busy flag"),
         Proof("dma_writer_cover", harness, "cover", 12,
               description="AW and W each stall and then move on"),
     ]
