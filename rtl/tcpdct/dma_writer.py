@@ -67,6 +67,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts, ports
 from .fifo import SyncFIFOFlagged, SyncFIFOHeadRegistered
+from .logic import sum_equals
 from .skid import SkidBuffer
 from .layouts import JobKind
 
@@ -593,14 +594,24 @@ class DmaWriter(wiring.Component):
         # with the lanes of each job, and W would need more beats than the frames have (a
         # connection's 518-byte payloads, 9.07 W beats per 9-beat frame at 512 bits). Instead
         # the earlier job's last beat is held back and goes out completed by the later job's
-        # first (``tail_*`` above). The end of each job's last segment with data is kept as the
-        # job is taken from the queue (``offered_end``, ``offered_end_open``: a WRITE whose end
-        # falls inside a beat), and a job offered after it is marked ``continues`` when it starts
-        # there. A job holds its last beat only when the job after it is already in the job
+        # first (``tail_*`` above). The address and length of each job's last segment with data
+        # are kept as the job is taken from the queue (``offered_last``; ``offered_end_open``: a
+        # WRITE whose end falls inside a beat), and those of the job before it too
+        # (``before_last``). The job in the other slot continues the one before it when it
+        # starts at the sum (``pre_continues``), and so does the job queue's head, which the
+        # register takes when the other slot holds none (``head_continues``, against
+        # ``offered_last``). That is tested bit by bit (:func:`.logic.sum_equals`) rather than
+        # added up, from registers and as the register takes the job: the end added up as each
+        # job was taken, behind the choice of its last segment, was the 64x64 core's critical
+        # path, and the test worked out as the other slot takes its job was nine levels deep. A job holds its last beat only when the job after it is already in the job
         # register as its last read leaves (``hold_now``), so that the next segment set up is
         # surely the one that completes the beat, soon: nothing waits for a job not yet known.
-        offered_end      = Signal(64)
+        offered_last     = Signal(data.StructLayout({"address": 64, "length": 16}))
         offered_end_open = Signal()
+        before_last      = Signal.like(offered_last)
+        before_end_open  = Signal()
+        pre_continues    = Signal()        # the other slot's job continues the one before it
+        head_continues   = Signal()        # ... the job queue's head continues the one before
         held_continues = Signal()          # the job held continues the one before (above)
         tail_shared = Signal()             # the current job's last beat is held for the next
         with m.If(hold_now):
@@ -619,8 +630,6 @@ class DmaWriter(wiring.Component):
                 "fence":      payload.kind == JobKind.FENCE,
                 "rest":       with_data[1:],
                 "src_offset": payload.src_offset,
-                "continues":  ((payload.kind == JobKind.WRITE) & with_data[0] & offered_end_open
-                               & (payload.segments[0].address == offered_end)),
             }
         offered_flags = job_flags(self.job.payload)
         offered_data = segments_with_data(self.job.payload)
@@ -630,13 +639,16 @@ class DmaWriter(wiring.Component):
             with m.If(offered_data[number]):
                 m.d.comb += [last_address.eq(self.job.payload.segments[number].address),
                              last_length.eq(self.job.payload.segments[number].length)]
-        offered_last_end = Signal(64)
-        m.d.comb += offered_last_end.eq(last_address + last_length)
+        end_lane = Signal(lane_bits)
+        m.d.comb += end_lane.eq(last_address[:lane_bits] + last_length[:lane_bits])
         with m.If(self.job.valid & self.job.ready):
             m.d.sync += [
-                offered_end.eq(offered_last_end),
+                before_last.eq(offered_last),
+                before_end_open.eq(offered_end_open),
+                offered_last.address.eq(last_address),
+                offered_last.length.eq(last_length),
                 offered_end_open.eq((self.job.payload.kind == JobKind.WRITE) & offered_data.any()
-                                    & (offered_last_end[:lane_bits] != 0)),
+                                    & (end_lane != 0)),
             ]
         pre_flags = {name: Signal(len(value), name=f"pre_{name}")
                      for name, value in offered_flags.items()}
@@ -846,6 +858,16 @@ class DmaWriter(wiring.Component):
                 m.d.sync += slot.eq(self.job.payload)
         with m.If(other_loads):
             m.d.sync += [pre_flags[name].eq(value) for name, value in offered_flags.items()]
+        # While the other slot holds a job, nothing is taken from the queue, so ``before_last``
+        # is the job before it until it leaves.
+        pre_start = Mux(cur, slots[0].segments[0].address, slots[1].segments[0].address)
+        m.d.comb += [
+            pre_continues.eq(pre_flags["direct"] & before_end_open &
+                             sum_equals(before_last.address, before_last.length, pre_start)),
+            head_continues.eq(offered_flags["direct"] & offered_end_open &
+                              sum_equals(offered_last.address, offered_last.length,
+                                         self.job.payload.segments[0].address)),
+        ]
         with m.If(done_with):
             m.d.sync += [cur.eq(~cur), pre_full.eq(0)]
         with m.Elif(other_loads):
@@ -857,7 +879,7 @@ class DmaWriter(wiring.Component):
                 job_locked.eq(incoming_valid),
                 job_held.eq(incoming_valid & ~head_taken),
                 held_direct.eq(incoming["direct"]),
-                held_continues.eq(incoming["continues"]),
+                held_continues.eq(Mux(pre_full, pre_continues, head_continues)),
                 held_write.eq(incoming["write"]),
                 held_first.eq(incoming["first"]),
                 held_fence.eq(incoming["fence"]),
