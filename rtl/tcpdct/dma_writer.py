@@ -9,7 +9,9 @@ Why this shape:
 
 * Realignment uses the previous source beat and a byte rotate by
   ``(src_offset - address) mod W/8``: each output beat is the rotate of two consecutive source
-  beats. A segment reads exactly the source beats that hold its bytes. When its first bytes sit
+  beats, made as each lane's choice between the two beats each rotated on its own (the previous
+  one kept rotated from its own step). A segment reads exactly the source beats that hold its
+  bytes. When its first bytes sit
   at a higher lane in the source than in the host, its first read only "primes" the realigner;
   when its last output beat needs nothing of a further source beat, that beat is "flushed" in a
   step without a read, which shares its cycle with the next segment's priming read if it has one.
@@ -80,6 +82,14 @@ _AXI_CACHE_BUFFERABLE_MODIFIABLE = 0b0011
 
 #: Places in the W queue: a read issued in cycle t frees its place in t + 4 at the earliest.
 _W_QUEUE_DEPTH = 4
+
+
+def _rotate_lanes(value, lanes):
+    """``value`` rotated down by ``lanes`` bytes (byte k of the result is byte ``k + lanes``,
+    modulo the width), one stage of constant rotations per bit of ``lanes``."""
+    for bit in range(len(lanes)):
+        value = Mux(lanes[bit], value.rotate_right(8 << bit), value)
+    return value
 
 
 def jobs_held_max(jobs_in_flight):
@@ -293,7 +303,6 @@ class DmaWriter(wiring.Component):
         # A segment's flush, due once its last read is issued: its last output beat, made of the
         # realigner's previous beat alone.
         fl_valid     = Signal()
-        fl_shift     = Signal(lane_bits)
         fl_strb      = Signal(data_bytes)
         fl_merge     = Signal()
         fl_hold      = Signal()
@@ -306,16 +315,18 @@ class DmaWriter(wiring.Component):
         # its read is presented) to the stage that holds its data (``e_beat``).
         beat_layout = data.StructLayout({
             "valid": 1,
-            "prime": 1,              # fills ``prev_data``, writes nothing
+            "prime": 1,              # fills ``rot_prev``, writes nothing
             "strb":  data_bytes,
             "last":  1,
-            "shift": lane_bits,
+            "shift": lane_bits,      # the rotation of the source beat read with it, if any
             "merge": 1,              # completes the held beat (``tail_*``): both go out as one
             "hold":  1,              # is held for the next segment's first beat to complete
-            # Lanes taken from a flush joined to this beat (the last of the segment before,
-            # which this one's segment continues), and that flush's shift.
-            "flush_strb":  data_bytes,
-            "flush_shift": lane_bits,
+            # Lanes whose byte comes from the previous source beat (``rot_prev``), the others'
+            # from the one read with this beat.
+            "from_prev": data_bytes,
+            # Lanes written by a flush joined to this beat (the last of the segment before,
+            # which this one's segment continues), taken from the previous beat too.
+            "flush_strb": data_bytes,
         })
         d_beat       = Signal(beat_layout)
         d_free       = Signal()                            # last read of the job: free after it
@@ -326,7 +337,12 @@ class DmaWriter(wiring.Component):
         # after it was the 64x64 core's critical path.
         e_beat       = Signal(beat_layout)
         e_data       = Signal(params.data_width)
-        prev_data    = Signal(params.data_width)
+        # The previous source beat, already rotated by its own beat's shift: an output beat takes
+        # each lane from it or from the source beat just read, rotated by the same shift
+        # (within a segment the shift is the same), rather than rotating the two together. The
+        # last beat of a segment (a flush) is then ``rot_prev`` itself, and one joined to the
+        # next segment's first beat keeps its lanes of it, whatever the next one's shift.
+        rot_prev     = Signal(params.data_width)
 
         # The W queue: output beats, realigned, on their way to the W channel, which reads them
         # from its LUT RAM (``wvalid`` is its ``r_rdy``, a register). Each beat that enters the
@@ -420,8 +436,8 @@ class DmaWriter(wiring.Component):
         with m.Else():
             ends_segment = is_last_read & ~rd_flush
             # A flush that joins the next segment's first beat, which a read that does not prime
-            # makes: one beat, of two rotations of the realigner's two source beats (its lanes
-            # from the flush's, ``flush_strb``, from the previous beat by the flush's shift).
+            # makes: one beat, its lanes (``flush_strb``) from the previous source beat as the
+            # flush's segment rotated it (``rot_prev``), the others from the read's.
             # Without it the flush takes a step of its own, with no read, and a connection's
             # payloads placed one after the other cost the read issue a cycle more whenever
             # one ends in a flush and the next does not start with a priming read.
@@ -431,16 +447,19 @@ class DmaWriter(wiring.Component):
                 d_free.eq(read_step & rd_free & is_last_read),
                 d_free_beats.eq(rd_free_beats),
             ]
+            # A read's beat is rotated by its segment's shift (a flush shares its step with the
+            # next segment's priming read, whose beat it rotates), and takes from the previous
+            # beat the lanes that the shift carries past the beat's end.
             m.d.sync += [
+                d_beat.shift.eq(rd_shift),
                 d_beat.flush_strb.eq(Mux(joined, fl_strb, 0)),
-                d_beat.flush_shift.eq(fl_shift),
             ]
             with m.If(fl_valid & ~joined):
                 m.d.sync += [
                     d_beat.prime.eq(0),
                     d_beat.strb.eq(fl_strb),
                     d_beat.last.eq(1),
-                    d_beat.shift.eq(fl_shift),
+                    d_beat.from_prev.eq(all_lanes),
                     d_beat.merge.eq(fl_merge),
                     d_beat.hold.eq(fl_hold),
                 ]
@@ -452,7 +471,8 @@ class DmaWriter(wiring.Component):
                     # A first beat that completes the held one ends the burst that covers both.
                     d_beat.last.eq(ends_segment | (rd_phase == burst_span - 1) |
                                    (rd_merge & rd_first)),
-                    d_beat.shift.eq(rd_shift),
+                    d_beat.from_prev.eq(Cat(rd_shift < data_bytes - lane
+                                            for lane in range(data_bytes))),
                     d_beat.merge.eq(rd_merge & rd_first & ~rd_prime & ~joined),
                     d_beat.hold.eq(continues_held & rd_free & ends_segment),
                 ]
@@ -476,7 +496,6 @@ class DmaWriter(wiring.Component):
                 m.d.sync += [
                     fl_valid.eq(1),
                     fl_blocks.eq(~joins),
-                    fl_shift.eq(rd_shift),
                     fl_strb.eq(rd_last_strb & Mux(rd_first & rd_prime, rd_first_strb, all_lanes)),
                     fl_merge.eq(rd_merge & rd_first & rd_prime),
                     fl_hold.eq(continues_held & rd_free),
@@ -486,7 +505,7 @@ class DmaWriter(wiring.Component):
                 m.d.sync += [fl_valid.eq(0), fl_blocks.eq(0)]
 
         # A beat's data is read once it leaves the data stage: its frame may be freed then. Any
-        # beat may become ``prev_data``: after a flush it is replaced by a priming read, or it
+        # beat may become ``rot_prev``: after a flush it is replaced by a priming read, or it
         # feeds only lanes that are not strobed.
         m.d.sync += [e_beat.eq(d_beat), e_data.eq(self.read_data)]
         m.d.sync += self.free_valid.eq(0)
@@ -495,8 +514,10 @@ class DmaWriter(wiring.Component):
                 self.free_valid.eq(1),
                 self.free_beats.eq(d_free_beats),
             ]
+        rot_e = Signal(params.data_width)
+        m.d.comb += rot_e.eq(_rotate_lanes(e_data, e_beat.shift))
         with m.If(e_beat.valid):
-            m.d.sync += prev_data.eq(e_data)
+            m.d.sync += rot_prev.eq(rot_e)
         # A beat held (the last of a segment that the next one continues inside the same host
         # beat) waits in ``tail_*`` instead of the W queue, and the next segment's first beat
         # takes its lanes from it: the two go out as one beat. The lanes of the two never
@@ -507,15 +528,14 @@ class DmaWriter(wiring.Component):
         from_tail    = Signal(data_bytes)
         out_data     = Signal(params.data_width)
         out_strb     = Signal(data_bytes)
-        flushed      = Signal(params.data_width)
+        from_prev    = Signal(data_bytes)
         m.d.comb += [
-            realigned.eq(Cat(prev_data, e_data).bit_select(e_beat.shift * 8, params.data_width)),
-            flushed.eq(prev_data >> Cat(C(0, 3), e_beat.flush_shift)),
+            from_prev.eq(e_beat.from_prev | e_beat.flush_strb),
+            realigned.eq(Cat(Mux(from_prev[lane], rot_prev.word_select(lane, 8),
+                                 rot_e.word_select(lane, 8)) for lane in range(data_bytes))),
             from_tail.eq(tail_strb & e_beat.merge.replicate(data_bytes)),
             out_data.eq(Cat(Mux(from_tail[lane], tail_data.word_select(lane, 8),
-                                Mux(e_beat.flush_strb[lane], flushed.word_select(lane, 8),
-                                    realigned.word_select(lane, 8)))
-                            for lane in range(data_bytes))),
+                                realigned.word_select(lane, 8)) for lane in range(data_bytes))),
             out_strb.eq(e_beat.strb | from_tail | e_beat.flush_strb),
         ]
         writes_beat = e_beat.valid & ~e_beat.prime
