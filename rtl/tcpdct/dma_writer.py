@@ -306,10 +306,10 @@ class DmaWriter(wiring.Component):
         fl_strb      = Signal(data_bytes)
         fl_merge     = Signal()
         fl_hold      = Signal()
-        # ... held, and not itself completing a held beat: it joins the next segment's first
-        # beat in one step (``joined`` below), even when that one's first read does not prime.
-        fl_joins     = Signal()
-        fl_blocks    = Signal()    # ``fl_valid & ~fl_joins``: the next read waits unless it primes
+        # A pending flush that does not join the next segment's first beat (one that is held,
+        # and not itself completing a held beat, joins it in one step, ``joined`` below, even
+        # when that one's first read does not prime): the next read waits unless it primes.
+        fl_blocks    = Signal()
 
         # What the W channel needs of a beat, carried from the data stage (``d_beat``, the cycle
         # its read is presented) to the stage that holds its data (``e_beat``).
@@ -324,9 +324,6 @@ class DmaWriter(wiring.Component):
             # Lanes whose byte comes from the previous source beat (``rot_prev``), the others'
             # from the one read with this beat.
             "from_prev": data_bytes,
-            # Lanes written by a flush joined to this beat (the last of the segment before,
-            # which this one's segment continues), taken from the previous beat too.
-            "flush_strb": data_bytes,
         })
         d_beat       = Signal(beat_layout)
         d_free       = Signal()                            # last read of the job: free after it
@@ -414,7 +411,7 @@ class DmaWriter(wiring.Component):
 
         # A step of the read issue reads the segment's next source beat, or flushes the segment
         # before (no read), or both at once when the next read only primes or the flush joins
-        # its beat (``fl_joins``, below).
+        # its beat (``fl_blocks``, below).
         read_step = rd_any & (~fl_blocks | rd_prime)
         is_last_read = rd_last
         # The segment's last read leaves the read issue in this cycle, and its last burst's
@@ -436,12 +433,12 @@ class DmaWriter(wiring.Component):
         with m.Else():
             ends_segment = is_last_read & ~rd_flush
             # A flush that joins the next segment's first beat, which a read that does not prime
-            # makes: one beat, its lanes (``flush_strb``) from the previous source beat as the
-            # flush's segment rotated it (``rot_prev``), the others from the read's.
+            # makes: one beat, the flush's lanes from the previous source beat as the flush's
+            # segment rotated it (``rot_prev``), the others from the read's.
             # Without it the flush takes a step of its own, with no read, and a connection's
             # payloads placed one after the other cost the read issue a cycle more whenever
             # one ends in a flush and the next does not start with a priming read.
-            joined = fl_valid & fl_joins & rd_any & ~rd_prime
+            joined = fl_valid & ~fl_blocks & rd_any & ~rd_prime
             m.d.sync += [
                 d_beat.valid.eq(read_step | fl_valid),
                 d_free.eq(read_step & rd_free & is_last_read),
@@ -450,10 +447,8 @@ class DmaWriter(wiring.Component):
             # A read's beat is rotated by its segment's shift (a flush shares its step with the
             # next segment's priming read, whose beat it rotates), and takes from the previous
             # beat the lanes that the shift carries past the beat's end.
-            m.d.sync += [
-                d_beat.shift.eq(rd_shift),
-                d_beat.flush_strb.eq(Mux(joined, fl_strb, 0)),
-            ]
+            joined_strb = Mux(joined, fl_strb, 0)
+            m.d.sync += d_beat.shift.eq(rd_shift)
             with m.If(fl_valid & ~joined):
                 m.d.sync += [
                     d_beat.prime.eq(0),
@@ -467,12 +462,12 @@ class DmaWriter(wiring.Component):
                 m.d.sync += [
                     d_beat.prime.eq(rd_prime),
                     d_beat.strb.eq(Mux(rd_first, rd_first_strb, all_lanes) &
-                                   Mux(ends_segment, rd_last_strb, all_lanes)),
+                                   Mux(ends_segment, rd_last_strb, all_lanes) | joined_strb),
                     # A first beat that completes the held one ends the burst that covers both.
                     d_beat.last.eq(ends_segment | (rd_phase == burst_span - 1) |
                                    (rd_merge & rd_first)),
                     d_beat.from_prev.eq(Cat(rd_shift < data_bytes - lane
-                                            for lane in range(data_bytes))),
+                                            for lane in range(data_bytes)) | joined_strb),
                     d_beat.merge.eq(rd_merge & rd_first & ~rd_prime & ~joined),
                     d_beat.hold.eq(continues_held & rd_free & ends_segment),
                 ]
@@ -499,7 +494,6 @@ class DmaWriter(wiring.Component):
                     fl_strb.eq(rd_last_strb & Mux(rd_first & rd_prime, rd_first_strb, all_lanes)),
                     fl_merge.eq(rd_merge & rd_first & rd_prime),
                     fl_hold.eq(continues_held & rd_free),
-                    fl_joins.eq(joins),
                 ]
             with m.Else():
                 m.d.sync += [fl_valid.eq(0), fl_blocks.eq(0)]
@@ -528,15 +522,13 @@ class DmaWriter(wiring.Component):
         from_tail    = Signal(data_bytes)
         out_data     = Signal(params.data_width)
         out_strb     = Signal(data_bytes)
-        from_prev    = Signal(data_bytes)
         m.d.comb += [
-            from_prev.eq(e_beat.from_prev | e_beat.flush_strb),
-            realigned.eq(Cat(Mux(from_prev[lane], rot_prev.word_select(lane, 8),
+            realigned.eq(Cat(Mux(e_beat.from_prev[lane], rot_prev.word_select(lane, 8),
                                  rot_e.word_select(lane, 8)) for lane in range(data_bytes))),
             from_tail.eq(tail_strb & e_beat.merge.replicate(data_bytes)),
             out_data.eq(Cat(Mux(from_tail[lane], tail_data.word_select(lane, 8),
                                 realigned.word_select(lane, 8)) for lane in range(data_bytes))),
-            out_strb.eq(e_beat.strb | from_tail | e_beat.flush_strb),
+            out_strb.eq(e_beat.strb | from_tail),
         ]
         writes_beat = e_beat.valid & ~e_beat.prime
         with m.If(writes_beat & e_beat.hold):
@@ -652,7 +644,7 @@ class DmaWriter(wiring.Component):
                 "src_offset": payload.src_offset,
             }
         offered_flags = job_flags(self.job.payload)
-        offered_data = segments_with_data(self.job.payload)
+        offered_data = Cat(offered_flags["first"], offered_flags["rest"])
         last_address = Signal(64)
         last_length  = Signal(16)
         for number in range(n_segments):

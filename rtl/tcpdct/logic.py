@@ -51,10 +51,9 @@ def sum_equals(a, b, total):
     """
     total = Value.cast(total)
     width = len(total)
-    a = Value.cast(a)
-    b = Value.cast(b)
-    a = Cat(a, Const(0, max(0, width - len(a))))[:width]
-    b = Cat(b, Const(0, max(0, width - len(b))))[:width]
+    # Narrower operands are zero-extended by the operators below.
+    a = Value.cast(a)[:width]
+    b = Value.cast(b)[:width]
     carry_in = a ^ b ^ total
     carry_out = a & b | (a | b) & ~total
     return all_of(list(~(carry_in ^ Cat(Const(0, 1), carry_out[:width - 1]))))
