@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import ConnKey, JobKind, command_layout, dma_job_layout, event_layout
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
 from .records import Opcode, CmdStatus, EventType
-from .rx_decision import event_slots
+from .rx_decision import event_slots, room_sums_layout
 
 
 __all__ = ["CommandChecks", "CommandDecision", "command_checks_layout", "delegate_key"]
@@ -105,7 +105,7 @@ class CommandChecks(wiring.Component):
 class CommandDecision(wiring.Component):
     """Combinational decision for one command, given its :class:`CommandChecks` (``checks``,
     registered a cycle earlier) and the operands of its full checks (``queue``,
-    ``legacy_full``).
+    ``legacy_full``). ``sums`` are the queue's room sums, ``new_sums`` those of ``new_queue``.
 
     ``events`` slot 0 is STATE (RECLAIM, QUERY), slot ``i + 1`` the BUF_DONE of queue slot ``i``
     (RECLAIM), and the last slot CMD_DONE.
@@ -119,12 +119,14 @@ class CommandDecision(wiring.Component):
             "checks":             In(command_checks_layout),
             "state":              In(conn_state_layout),
             "queue":              In(buffer_queue_layout(params)),
+            "sums":               In(room_sums_layout(params)),
             "legacy_full":        In(1),
 
             "state_write":        Out(1),
             "new_state":          Out(conn_state_layout),
             "queue_write":        Out(1),
             "new_queue":          Out(buffer_queue_layout(params)),
+            "new_sums":           Out(room_sums_layout(params)),
             "cam_write":          Out(1),
             "cam_write_key":      Out(ConnKey),
             "cam_write_valid":    Out(1),
@@ -157,6 +159,7 @@ class CommandDecision(wiring.Component):
         m.d.comb += [
             self.new_state.eq(state),
             self.new_queue.eq(queue),
+            self.new_sums.eq(self.sums),
             self.cam_write_key.eq(delegate_key(delegate)),
             self.legacy_push_buffer.address.eq(post.address),
             self.legacy_push_buffer.length.eq(post.length),
@@ -166,12 +169,17 @@ class CommandDecision(wiring.Component):
         # The slot after the last posted one takes the posted buffer whatever the opcode: only
         # POST_BUFFER counts it in, and a slot at or beyond ``count`` is never read (DELEGATE and
         # RECLAIM set ``count`` to 0). So neither the opcode nor the status steers the hundreds
-        # of bits of a queue record, only its count and the write enables.
+        # of bits of a queue record, only its count and the write enables. Its room sum is the
+        # one ahead of it plus its length, from registers: the sums of the slots before are
+        # unchanged, and those after it are not posted.
         for i in range(depth):
             with m.If(queue.count == i):
                 slot = self.new_queue.slots[i]
+                ahead = self.sums.through[i - 1] if i else 0
                 m.d.comb += [slot.address.eq(post.address), slot.length.eq(post.length),
-                             slot.filled.eq(0), slot.room.eq(post.length), slot.tag.eq(post.tag)]
+                             slot.filled.eq(0), slot.room.eq(post.length), slot.tag.eq(post.tag),
+                             self.new_sums.through[i].eq(ahead + post.length),
+                             self.new_sums.has_room[i].eq(post.length != 0)]
         # What each opcode would write depends on the opcode alone; whether it is written
         # depends on the checks. Only the write enables wait for the status, so that it does not
         # steer the new contents.

@@ -4,13 +4,15 @@ Inputs are the frame's descriptor, the match result and the entry's state and bu
 read from the DCT; outputs are the entry's new contents, the DMA job and the events. The order of
 the checks is the table in ``docs/architecture.md`` ("Decisions for a delegated connection").
 
-The decision is split into steps, each on the registered results of the one before:
-:class:`RoomSums` adds up the rooms of the posted buffers, as the receive engine writes a queue
-(it keeps the sums beside the queue, so a frame starts from them); :class:`QueueFill` works out
-how the payload would fill them while :class:`FrameChecks` runs every check but the room check,
-in one cycle; and :class:`FrameDecision` decides, in the next. Done in one cycle, with the
-buffers filled one after the other, the decision was the core's critical path
-(``docs/performance.md``, "Critical paths").
+The decision is split into steps, each on the registered results of the one before. The
+receive engine keeps the prefix sums of each queue's rooms beside it (``room_sums_layout``), so
+a frame starts from them: :class:`QueueFill` works out how the payload would fill the posted
+buffers while :class:`FrameChecks` runs every check but the room check, in one cycle; and
+:class:`FrameDecision` decides, in the next, and gives the sums of the queue it leaves, chosen
+from differences :class:`QueueFill` worked out rather than added up again (:class:`RoomSums`
+adds them up from scratch, the reference the tests and proofs hold the kept sums to). Done in
+one cycle, with the buffers filled one after the other, the decision was the core's critical
+path (``docs/performance.md``, "Critical paths").
 """
 
 from amaranth.hdl import Module, Signal, Mux, Cat, Const
@@ -50,7 +52,9 @@ def room_sums_layout(params):
     ``0 .. i`` (of every slot, valid or not: only ``through[i]`` for ``i < count`` is the room of
     posted buffers); ``has_room[i]`` says that slot ``i`` has room. The room ahead of slot ``i``
     is ``through[i - 1]``, and 0 ahead of slot 0, which is not stored: the receive engine keeps
-    these sums in a memory beside the buffer portion."""
+    these sums in a memory beside the buffer portion. Only the posted slots' sums are kept
+    exact (:class:`FrameDecision`, :class:`tcpdct.cmd_unit.CommandDecision`): nothing reads
+    the others."""
     return data.StructLayout({
         "through":  data.ArrayLayout(_sum_bits(params), params.buffers_per_conn),
         "has_room": params.buffers_per_conn,
@@ -66,6 +70,13 @@ def queue_fill_layout(params):
     :class:`FrameDecision` relies on. ``rest[i]`` is what reaches it
     (``payload_len - before[i]``, meaningful when it is touched). The payload *fits* if it is at
     most the room of the posted buffers; ``shortfall`` is what it lacks when it does not.
+
+    The room sums of the queue the payload leaves are the old ones less what goes before the
+    first slot kept, so they are worked out here, a cycle ahead, for every slot that may come
+    first: ``left[k]`` is the room through slot ``k`` less the payload (``through[k] -
+    payload_len``: what remains when the payload reaches the first slot kept), ``span[s][k]``
+    the room of slots ``s .. k`` (``through[k] - through[s - 1]``, for ``1 <= s <= k``: what
+    remains when a PSH completes the last slot it touches and the slots kept start untouched).
     """
     depth = params.buffers_per_conn
     return data.StructLayout({
@@ -74,17 +85,18 @@ def queue_fill_layout(params):
         "touched":   depth,
         "full":      depth,
         "rest":      data.ArrayLayout(_TAKE_BITS, depth),
+        "left":      data.ArrayLayout(_sum_bits(params), depth),
+        "span":      data.ArrayLayout(data.ArrayLayout(_sum_bits(params), depth), depth),
     })
 
 
 class RoomSums(wiring.Component):
-    """Combinational: the prefix sums of the rooms of ``queue``, kept with it.
+    """Combinational: the prefix sums of the rooms of ``queue``, added up from scratch.
 
-    The sums are computed in parallel, a balanced tree of adders each, rather than each slot
-    taking what the slot before it left, which chained a subtraction, a minimum and another
-    subtraction per slot. They cover every slot, posted or not, so that the count of posted
-    buffers is applied after them, to one-bit comparison results (:class:`QueueFill`), and not
-    in front of the adders.
+    The definition of the sums the receive engine keeps with each queue, which its decisions
+    update without adding up again; the formal proofs ``rx_decision_sums`` and
+    ``rx_engine_sums`` hold the kept sums to it. A balanced tree of adders per slot, over every
+    slot, posted or not.
     """
 
     def __init__(self, params):
@@ -138,6 +150,10 @@ class QueueFill(wiring.Component):
                 within[i].eq(posted & (length <= before[i + 1])),
             ]
         m.d.comb += fill.fits.eq((length == 0) | within.any())
+        for k in range(depth):
+            m.d.comb += fill.left[k].eq(before[k + 1] - length)
+            for s in range(1, k + 1):
+                m.d.comb += fill.span[s][k].eq(before[k + 1] - before[s])
         with m.Switch(count):
             for posted in range(depth + 1):
                 with m.Case(posted):
@@ -245,7 +261,8 @@ def room_wait(wait, checks, fits, held, high_water, timed_out):
 class FrameDecision(wiring.Component):
     """Combinational decision for one received frame (R10–R23), given the outcome of its other
     checks (``checks``, from :class:`FrameChecks`) and how its payload fills the queue
-    (``fill``, from :class:`QueueFill`), both registered a cycle earlier.
+    (``fill``, from :class:`QueueFill`), both registered a cycle earlier, and the queue's room
+    sums (``sums``). ``new_sums`` are the room sums of ``new_queue``.
 
     The ``events`` array holds the main event (RX_PLACED, LEGACY or DROP) in slot 0 and the
     BUF_DONE of queue slot ``i`` in slot ``i + 1``; ``event_valid`` says which are sent.
@@ -259,6 +276,7 @@ class FrameDecision(wiring.Component):
             "index":        In(16),
             "state":        In(conn_state_layout),
             "queue":        In(buffer_queue_layout(params)),
+            "sums":         In(room_sums_layout(params)),
             "fill":         In(queue_fill_layout(params)),
             "checks":       In(frame_checks_layout),
             "legacy_head":  In(legacy_buffer_layout),
@@ -269,6 +287,7 @@ class FrameDecision(wiring.Component):
             "new_state":    Out(conn_state_layout),
             "queue_write":  Out(1),
             "new_queue":    Out(buffer_queue_layout(params)),
+            "new_sums":     Out(room_sums_layout(params)),
             "legacy_pop":   Out(1),
             "job_valid":    Out(1),
             "job":          Out(dma_job_layout(params)),
@@ -370,6 +389,24 @@ class FrameDecision(wiring.Component):
                 any_of(Mux(moved_by[shift], moved[i + shift].as_value(), 0)
                         for shift in range(depth - i)))
 
+        # The new queue's room sums, chosen rather than added up: the rooms of the slots kept
+        # are the old ones, but for what the payload takes from the first of them. So the room
+        # through new slot ``i`` is the old room through slot ``i + shift`` less the room ahead
+        # of the first slot kept, and less what the payload takes from it. Together, that is
+        # the payload if it reaches that slot (``left``), else the room ahead of it (``span``:
+        # a PSH completed the last slot touched, or the payload ended exactly there, where both
+        # are the same). With no slot completed the payload reaches slot 0, if it is placed at
+        # all. The sums of slots the new queue does not post are left as they fall.
+        for i in range(depth):
+            candidates = [Mux(moved_by[shift], self._through_kept(fill, shift, i + shift), 0)
+                          for shift in range(depth - i)]
+            m.d.comb += [
+                self.new_sums.through[i].eq(any_of(candidates)),
+                self.new_sums.has_room[i].eq(any_of(moved_by[shift]
+                                                    & self.sums.has_room[i + shift]
+                                                    for shift in range(depth - i))),
+            ]
+
         # DMA job: placed payload into the segments, a legacy frame whole, or nothing.
         job = self.job
         m.d.comb += [job.buf_start.eq(desc.buf_start), job.frame_beats.eq(desc.stored_beats),
@@ -430,3 +467,12 @@ class FrameDecision(wiring.Component):
                          done.body.buf_done.bytes.eq(filled[i]),
                          self.event_valid[i + 1].eq(place & completed[i])]
         return m
+
+    @staticmethod
+    def _through_kept(fill, first, k):
+        """The room through old slot ``k`` once slot ``first`` is the first kept: less the
+        payload if it reaches slot ``first`` (it does if nothing before is completed), else less
+        the room ahead of slot ``first``."""
+        if first == 0:
+            return fill.left[k]
+        return Mux(fill.touched[first], fill.left[k], fill.span[first][k])

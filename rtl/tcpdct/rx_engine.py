@@ -58,7 +58,7 @@ from .layouts import (ConnKey, JobKind, command_layout, rx_descriptor_layout,
                       dma_job_layout, queued_event_layout, event_layout, tx_update_layout)
 from .records import EventType, Opcode
 from .dct_layouts import conn_state_layout, buffer_queue_layout, legacy_buffer_layout
-from .rx_decision import (RoomSums, QueueFill, FrameChecks, FrameDecision, event_slots,
+from .rx_decision import (QueueFill, FrameChecks, FrameDecision, event_slots,
                           room_sums_layout, queue_fill_layout, frame_checks_layout,
                           room_wait_layout, room_wait)
 from .fifo import full_flag
@@ -158,8 +158,8 @@ class RxEngine(wiring.Component):
         # The prefix sums of each queue's rooms (:class:`.rx_decision.RoomSums`), kept beside
         # the buffer portion and written with it: a frame's decision starts from them, a cycle
         # sooner than if it added the rooms up after reading the queue. Derived data, like
-        # ``room``: never a source of truth, and the initial sums (zeros) are those of the
-        # initial queues.
+        # ``room``: never a source of truth, exact for the posted slots only, and the initial
+        # sums (zeros) are those of the initial queues.
         self.sums_ram   = Memory(shape=room_sums_layout(params), depth=params.n_entries,
                                  init=[], attrs=unchecked)
         # Where operations start and end, for the testbenches (the unit tests and the formal
@@ -202,8 +202,6 @@ class RxEngine(wiring.Component):
                                 legacy_ring.w_en & legacy_ring.w_rdy,
                                 legacy_ring.r_en & legacy_ring.r_rdy, name="legacy_full")
 
-        m.submodules.frame_sums     = frame_sums = RoomSums(p)
-        m.submodules.cmd_sums       = cmd_sums   = RoomSums(p)
         m.submodules.queue_fill     = queue_fill = QueueFill(p)
         m.submodules.frame_checks   = frame_checks = FrameChecks(p)
         m.submodules.frame_decision = frame = FrameDecision(p)
@@ -292,20 +290,18 @@ class RxEngine(wiring.Component):
                          Mux((emit_op == _Op.TX) & (slot == 0), tx_report,
                              frame_out.events[slot]))
                      for slot in range(n_slots)]
-        # Its queue's rooms added up, written beside it and forwarded with it. Each kind's queue
-        # is added up from its own outcome register and the sums chosen after the adders: with
-        # the choice by ``emit_op`` in front of them, that register's fan-out and the choice's
-        # two levels started the path into the sums memory, the 64x64 core's worst in 79ff04a.
-        # The choice is a statement, not a ``Mux`` of the two views: with the ``Mux``, Yosys 0.70
-        # failed an assertion in ABC9's reintegration on the 64x256 core (``GetSize(conn.first)
-        # == GetSize(conn.second)``, rtlil.cc).
-        m.d.comb += [frame_sums.queue.eq(frame_out.new_queue),
-                     cmd_sums.queue.eq(cmd_out.new_queue)]
+        # Its queue's room sums, written beside it and forwarded with it: each decision gives
+        # them with its queue (``FrameDecision``, ``CommandDecision``), so they leave an outcome
+        # register like the rest. Added up from the queue here, after the outcome register, the
+        # adders were the 64x64 core's worst path (8.5 ns on 649286b, seed 1). The choice is a
+        # statement, not a ``Mux`` of the two views: with the ``Mux``, Yosys 0.70 failed an
+        # assertion in ABC9's reintegration on the 64x256 core (``GetSize(conn.first) ==
+        # GetSize(conn.second)``, rtlil.cc).
         new_sums = Signal(room_sums_layout(p))
         with m.If(emit_op == _Op.CMD):
-            m.d.comb += new_sums.eq(cmd_sums.sums)
+            m.d.comb += new_sums.eq(cmd_out.new_sums)
         with m.Else():
-            m.d.comb += new_sums.eq(frame_sums.sums)
+            m.d.comb += new_sums.eq(frame_out.new_sums)
 
         # A command that writes the CAM (the answers at hand would predate the write) is not
         # followed in its DECIDE; told in LOAD, by opcode, so that the DECIDE's take starts from
@@ -351,6 +347,7 @@ class RxEngine(wiring.Component):
             frame.index.eq(index),
             frame.state.eq(state),
             frame.queue.eq(queue),
+            frame.sums.eq(sums),
             frame.fill.eq(fill),
             frame.checks.eq(checks),
             frame.legacy_head.eq(legacy_head),
@@ -363,6 +360,7 @@ class RxEngine(wiring.Component):
             cmd.checks.eq(cmd_check),
             cmd.state.eq(state),
             cmd.queue.eq(queue),
+            cmd.sums.eq(sums),
             cmd.legacy_full.eq(legacy_full),
             tx.update.eq(update),
             tx.end.eq(tx_end),
@@ -906,11 +904,12 @@ def _writes_cam(code):
 
 class _Outcome:
     """The registered outcome of a frame's or a command's decision: its entry's new state and
-    buffer queue, its job and its events."""
+    buffer queue with its room sums, its job and its events."""
 
     def __init__(self, params, name):
         self.new_state = Signal(conn_state_layout, name=f"{name}_new_state")
         self.new_queue = Signal(buffer_queue_layout(params), name=f"{name}_new_queue")
+        self.new_sums  = Signal(room_sums_layout(params), name=f"{name}_new_sums")
         self.job       = Signal(dma_job_layout(params), name=f"{name}_job")
         self.events    = Signal(data.ArrayLayout(event_layout, event_slots(params)),
                                 name=f"{name}_events")
@@ -919,7 +918,8 @@ class _Outcome:
         """Load the outcome of ``decision`` (a :class:`FrameDecision` or a
         :class:`CommandDecision`)."""
         m.d.sync += [self.new_state.eq(decision.new_state), self.new_queue.eq(decision.new_queue),
-                     self.job.eq(decision.job), self.events.eq(decision.events)]
+                     self.new_sums.eq(decision.new_sums), self.job.eq(decision.job),
+                     self.events.eq(decision.events)]
 
 
 class _Op(enum.Enum, shape=2):

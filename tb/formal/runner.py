@@ -270,9 +270,10 @@ def run_proof(proof, workdir=DEFAULT_WORKDIR, *, timeout=None):
 
 def all_proofs():
     """Every proof of every harness, in the order of the table."""
-    from . import match_cam, rx_engine, event_queue, tx_path, rx_parser, dma_writer
+    from . import match_cam, rx_engine, rx_decision, event_queue, tx_path, rx_parser, dma_writer
     proofs = []
-    for module in (match_cam, rx_engine, event_queue, tx_path, rx_parser, dma_writer):
+    for module in (match_cam, rx_engine, rx_decision, event_queue, tx_path, rx_parser,
+                   dma_writer):
         proofs.extend(module.proofs())
     names = [proof.name for proof in proofs]
     duplicates = {name for name in names if names.count(name) > 1}

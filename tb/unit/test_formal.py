@@ -13,16 +13,17 @@ import pytest
 from amaranth.hdl import Cat, Module, Signal, Value
 
 from tcpdct import rx_engine as rx_engine_rtl
+from tcpdct.cmd_unit import CommandDecision
 from tcpdct.dma_writer import DmaWriter
 from tcpdct.event_queue import EventQueue
 from tcpdct.match_cam import MatchCam
-from tcpdct.rx_decision import RoomSums
+from tcpdct.rx_decision import FrameDecision
 from tcpdct.rx_engine import RxEngine
 from tcpdct.rx_parser import RxParser
 from tcpdct.tx_path import TxPath
 
 
-from formal import dma_writer, event_queue, rx_engine, rx_parser, tx_path
+from formal import dma_writer, event_queue, rx_decision, rx_engine, rx_parser, tx_path
 from formal.match_cam import MatchCamHarness
 from formal.runner import Proof, all_proofs, run_proof, warm_up
 
@@ -158,15 +159,24 @@ class EngineWritingStateTwice(RxEngine):
         return m
 
 
-class RoomsNotAdded(RoomSums):
-    """Gives each slot's own room as the room up to it, for every slot after the first too."""
+class PostingRoomNotAdded(CommandDecision):
+    """Gives a posted buffer's own room as the room up to it, without the rooms ahead of it."""
 
     def elaborate(self, platform):
-        m = Module()
-        for i, slot in enumerate(self.queue.slots):
-            m.d.comb += [self.sums.through[i].eq(slot.room),
-                         self.sums.has_room[i].eq(slot.room != 0)]
+        m = super().elaborate(platform)
+        for i in range(len(self.queue.slots)):
+            with m.If(self.queue.count == i):
+                m.d.comb += self.new_sums.through[i].eq(self.command.body.post_buffer.length)
         return m
+
+
+class FrameLeavingRoomsAhead(FrameDecision):
+    """Takes the payload off the rooms through the slots a frame leaves, even when a PSH
+    completed the last slot it touched and the slots left start after it, untouched."""
+
+    @staticmethod
+    def _through_kept(fill, first, k):
+        return fill.left[k]
 
 
 class EngineWithWrongSums(RxEngine):
@@ -175,7 +185,7 @@ class EngineWithWrongSums(RxEngine):
     rooms."""
 
     def elaborate(self, platform):
-        with mock.patch.object(rx_engine_rtl, "RoomSums", RoomsNotAdded):
+        with mock.patch.object(rx_engine_rtl, "CommandDecision", PostingRoomNotAdded):
             return super().elaborate(platform)
 
 
@@ -222,8 +232,15 @@ BROKEN = [
            lambda: rx_engine.RxEngineHarness(EngineWritingStateTwice), "bmc", 8),
      "state memory written twice in one emission"),
     (Proof("broken_rx_engine_sums",
-           lambda: rx_engine.RxEngineHarness(EngineWithWrongSums), "bmc", 10),
+           lambda: rx_engine.RxEngineHarness(EngineWithWrongSums, entries=False, sums=True),
+           "bmc", 10),
      "room sums loaded are not those of the queue loaded"),
+    (Proof("broken_rx_decision_post",
+           lambda: rx_decision.DecisionSumsHarness(command_class=PostingRoomNotAdded), "bmc", 1),
+     "command: sums left are not those of the queue left"),
+    (Proof("broken_rx_decision_psh",
+           lambda: rx_decision.DecisionSumsHarness(frame_class=FrameLeavingRoomsAhead), "bmc", 1),
+     "frame: sums left are not those of the queue left"),
     (Proof("broken_rx_engine_forwarding",
            lambda: rx_engine.RxEngineHarness(EngineNotForwarding), "bmc", 14),
      "loaded is not the entry as last written"),

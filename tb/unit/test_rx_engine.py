@@ -47,7 +47,8 @@ from tcpdct.match_cam import MatchCam, write_cycles
 from tcpdct.params import Params
 from tcpdct.records import (NO_CONNECTION, Command, Event, EventType, Opcode, CmdStatus,
                             LegacyReason, DropReason)
-from tcpdct.rx_decision import RoomSums, QueueFill, FrameChecks
+from tcpdct.cmd_unit import CommandDecision
+from tcpdct.rx_decision import RoomSums, QueueFill, FrameChecks, FrameDecision
 from tcpdct.rx_engine import RxEngine
 from unit.simtools import seeded_rng, run_simulation, idle
 
@@ -1940,6 +1941,45 @@ class _Fill(Elaboratable):
         return m
 
 
+class _SumsLeft(Elaboratable):
+    """A queue's rooms added up (:class:`RoomSums`), a frame's fill of it (:class:`QueueFill`)
+    and its decision (:class:`FrameDecision`) or a command's (:class:`CommandDecision`), with
+    the rooms of the queue each decision leaves added up from scratch (``frame_sums``,
+    ``cmd_sums``), to be compared with the sums the decisions give."""
+
+    def __init__(self, params):
+        self.sums = RoomSums(params)
+        self.fill = QueueFill(params)
+        self.frame = FrameDecision(params)
+        self.cmd = CommandDecision(params)
+        self.frame_sums = RoomSums(params)
+        self.cmd_sums = RoomSums(params)
+        self.posted_length = Signal(32)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.sums = sums = self.sums
+        m.submodules.fill = fill = self.fill
+        m.submodules.frame = frame = self.frame
+        m.submodules.cmd = cmd = self.cmd
+        m.submodules.frame_sums = self.frame_sums
+        m.submodules.cmd_sums = self.cmd_sums
+        queue = sums.queue
+        m.d.comb += [
+            fill.sums.eq(sums.sums), fill.count.eq(queue.count),
+            fill.payload_len.eq(frame.desc.payload_len),
+            frame.queue.eq(queue), frame.sums.eq(sums.sums), frame.fill.eq(fill.fill),
+            frame.checks.room_check.eq(1), frame.checks.delegated.eq(1),
+            cmd.queue.eq(queue), cmd.sums.eq(sums.sums),
+            cmd.command.code.eq(Opcode.POST_BUFFER), cmd.checks.status.eq(CmdStatus.OK),
+            cmd.checks.queue_full_check.eq(1),
+            cmd.command.body.post_buffer.length.eq(self.posted_length),
+            self.frame_sums.queue.eq(frame.new_queue),
+            self.cmd_sums.queue.eq(cmd.new_queue),
+        ]
+        return m
+
+
 class _ChecksOfAnyClass(Elaboratable):
     """:class:`FrameChecks` whose descriptor's class is any 3-bit value (``cls``), not only a
     :class:`FrameClass` member, as a corrupted descriptor could carry."""
@@ -1985,6 +2025,74 @@ def test_frame_checks_room_check_only_when_delegated(cls, hit):
     assert got["legacy"] == (not delegated)
     if not delegated:
         assert got["reason"] == LegacyReason.NO_MATCH
+
+
+def _posted_sums(sums, count):
+    """The room sums of the first ``count`` slots (``room_sums_layout`` as read)."""
+    return [(sums.through[i], sums.has_room >> i & 1) for i in range(count)]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 5])
+def test_decisions_leave_the_room_sums_of_their_queue(depth):
+    """The room sums a frame's decision and a POST_BUFFER give with their new queue, chosen and
+    updated rather than added up again, are those of that queue added up from scratch, for
+    every slot it posts: payloads that fill slots exactly, end inside one, are pushed with PSH
+    (the last slot touched completed with room left) or do not fit, and buffers posted to
+    queues at every fill."""
+    params = Params(n_entries=4, buffers_per_conn=depth, legacy_ring_depth=4)
+    rng = seeded_rng(f"sums-left-{depth}")
+    dut = _SumsLeft(params)
+    cases = []
+    for _ in range(400):
+        count = rng.randrange(depth + 1)
+        rooms = [rng.choice([1, 2, 100, 1460, (1 << 16) - 1, 1 << 16, (1 << 32) - 1,
+                             rng.randrange(1, 1 << 32), rng.randrange(1, 3000)])
+                 for _ in range(depth)]
+        through = [sum(rooms[:i + 1]) for i in range(depth)]
+        payload_len = rng.choice([rng.randrange(1, 1 << 16), 1,
+                                  *(t for t in through[:count] if t < 1 << 16),
+                                  *(t + d for t in through[:count] for d in (-1, 1)
+                                    if 0 < t + d < 1 << 16)])
+        cases.append((count, rooms, payload_len, rng.choice([0x10, 0x18]),
+                      rng.randrange(1, 1 << 32)))
+    got = []
+
+    async def bench(ctx):
+        for count, rooms, payload_len, flags, posted_length in cases:
+            ctx.set(dut.sums.queue, {"count": count, "slots": [
+                {"address": 0x1000 * i, "length": room + 7, "filled": 7, "room": room, "tag": i}
+                for i, room in enumerate(rooms)]})
+            ctx.set(dut.frame.desc.payload_len, payload_len)
+            ctx.set(dut.frame.desc.flags, flags)
+            ctx.set(dut.posted_length, posted_length)
+            await ctx.delay(1e-9)
+            got.append({
+                "placed": ctx.get(dut.frame.queue_write),
+                "frame": (ctx.get(dut.frame.new_queue.count), ctx.get(dut.frame.new_sums),
+                          ctx.get(dut.frame_sums.sums)),
+                "posted": ctx.get(dut.cmd.queue_write),
+                "cmd": (ctx.get(dut.cmd.new_queue.count), ctx.get(dut.cmd.new_sums),
+                        ctx.get(dut.cmd_sums.sums)),
+            })
+
+    run_simulation(dut, bench, clock=False)
+    kinds = {"placed": 0, "pushed": 0, "posted": 0}
+    for case, result in zip(cases, got):
+        count, rooms, payload_len, flags, _ = case
+        assert result["placed"] == (count > 0 and payload_len <= sum(rooms[:count])), case
+        assert result["posted"] == (count < depth), case
+        for outcome, written in (("frame", "placed"), ("cmd", "posted")):
+            if result[written]:
+                new_count, given, added_up = result[outcome]
+                assert _posted_sums(given, new_count) == _posted_sums(added_up, new_count), \
+                    (outcome, case)
+                kinds[written] += new_count > 0
+        ends_inside = payload_len not in (sum(rooms[:i + 1]) for i in range(count))
+        kinds["pushed"] += (result["placed"] and flags & 0x08 and ends_inside
+                            and result["frame"][0] > 0)
+    # Each kind of update was seen leaving slots posted (a PSH that completes a slot with room
+    # left leaves none in a queue of one).
+    assert all(seen for kind, seen in kinds.items() if depth > 1 or kind != "pushed"), kinds
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4, 5])
