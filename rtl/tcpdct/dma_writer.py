@@ -198,6 +198,18 @@ class DmaWriter(wiring.Component):
         pre_full    = Signal()
         job         = Signal(job_layout)
         m.d.comb += job.eq(Mux(cur, slots[1], slots[0]))
+        # The lane of each segment's last byte and the host beats it spans, worked out as a job
+        # enters its slot: worked out behind the choice of the slot and the segment, their
+        # adders were on the paths from that choice to the set-up's registers, the last strobe
+        # among them (the 512x64 core's critical path, and the 64x64 core's on 649286b, seed 3).
+        seg_beats_shape = range(seg_beats_max + 1)
+        seg_beats_bits = Shape.cast(seg_beats_shape).width
+        slot_lane_ends = [Signal(data.ArrayLayout(lane_bits, params.buffers_per_conn),
+                                 name=f"job_slot{number}_lane_ends") for number in range(2)]
+        slot_beats = [Signal(data.ArrayLayout(seg_beats_shape, params.buffers_per_conn),
+                             name=f"job_slot{number}_beats") for number in range(2)]
+        job_lane_ends = Mux(cur, slot_lane_ends[1].as_value(), slot_lane_ends[0].as_value())
+        job_beats = Mux(cur, slot_beats[1].as_value(), slot_beats[0].as_value())
 
         # -- Sequencer: one job at a time, one segment at a time ------------------------------
 
@@ -225,15 +237,15 @@ class DmaWriter(wiring.Component):
         segment     = job.segments[seg_index]
         seg_lane0   = segment.address[:lane_bits]
         src_lane0   = src_offset[:lane_bits]
-        seg_lane_end = Signal(17)
-        m.d.comb += seg_lane_end.eq(seg_lane0 + segment.length - 1)
+        seg_lane_end = Signal(lane_bits)
+        m.d.comb += seg_lane_end.eq(job_lane_ends.word_select(seg_index, lane_bits))
         # Beats written, ``(lane_end >> lane_bits) + 1``, and source beats read, the same counted
         # from the source's first lane; each one adder whose small operand takes the constant (a
         # length of at least 1 makes the two forms equal).
-        seg_beats   = Signal(range(seg_beats_max + 1))
-        seg_reads   = Signal(range(seg_beats_max + 1))
+        seg_beats   = Signal(seg_beats_shape)
+        seg_reads   = Signal(seg_beats_shape)
         m.d.comb += [
-            seg_beats.eq((segment.length + (seg_lane0 + (data_bytes - 1))) >> lane_bits),
+            seg_beats.eq(job_beats.word_select(seg_index, seg_beats_bits)),
             seg_reads.eq((segment.length + (src_lane0 + (data_bytes - 1))) >> lane_bits),
         ]
         seg_shift   = Signal(lane_bits)
@@ -249,7 +261,7 @@ class DmaWriter(wiring.Component):
         end_plus_shift = Signal(lane_bits + 1)
         m.d.comb += [
             seg_prime.eq(src_lane0 >= seg_lane0),
-            end_plus_shift.eq(seg_lane_end[:lane_bits] + seg_shift),
+            end_plus_shift.eq(seg_lane_end + seg_shift),
             seg_flush.eq(~end_plus_shift[lane_bits]),
         ]
         seg_read_start = Signal(self._addr_bits)
@@ -257,7 +269,7 @@ class DmaWriter(wiring.Component):
         seg_first_strb = Signal(data_bytes)
         m.d.comb += seg_first_strb.eq(all_lanes << seg_lane0)
         seg_last_strb = Signal(data_bytes)
-        m.d.comb += seg_last_strb.eq((C(2, data_bytes + 1) << seg_lane_end[:lane_bits]) - 1)
+        m.d.comb += seg_last_strb.eq((C(2, data_bytes + 1) << seg_lane_end) - 1)
 
         # -- AW generator state ---------------------------------------------------------------
 
@@ -865,9 +877,17 @@ class DmaWriter(wiring.Component):
         # is free, the other slot while the register holds a job and the other slot none.
         other_loads = job_locked & ~pre_full
         m.d.comb += self.job.ready.eq(~job_locked | ~pre_full)
+        offered = self.job.payload.segments
+        offered_lane_ends = Cat((segment.address[:lane_bits] + segment.length[:lane_bits] - 1)
+                                [:lane_bits] for segment in offered)
+        offered_beats = Cat(
+            ((segment.length + (segment.address[:lane_bits] + (data_bytes - 1))) >> lane_bits)
+            [:seg_beats_bits] for segment in offered)
         for number, slot in enumerate(slots):
             with m.If(Mux(cur == number, ~job_locked, other_loads)):
-                m.d.sync += slot.eq(self.job.payload)
+                m.d.sync += [slot.eq(self.job.payload),
+                             slot_lane_ends[number].eq(offered_lane_ends),
+                             slot_beats[number].eq(offered_beats)]
         with m.If(other_loads):
             m.d.sync += [pre_flags[name].eq(value) for name, value in offered_flags.items()]
         # While the other slot holds a job, nothing is taken from the queue, so ``before_last``
