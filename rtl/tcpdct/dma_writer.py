@@ -239,9 +239,8 @@ class DmaWriter(wiring.Component):
         src_lane0   = src_offset[:lane_bits]
         seg_lane_end = Signal(lane_bits)
         m.d.comb += seg_lane_end.eq(job_lane_ends.word_select(seg_index, lane_bits))
-        # Beats written, ``(lane_end >> lane_bits) + 1``, and source beats read, the same counted
-        # from the source's first lane; each one adder whose small operand takes the constant (a
-        # length of at least 1 makes the two forms equal).
+        # Beats written (kept per slot, above) and source beats read: the same count from the
+        # source's first lane, one adder whose small operand takes the constant.
         seg_beats   = Signal(seg_beats_shape)
         seg_reads   = Signal(seg_beats_shape)
         m.d.comb += [
@@ -657,14 +656,21 @@ class DmaWriter(wiring.Component):
             }
         offered_flags = job_flags(self.job.payload)
         offered_data = Cat(offered_flags["first"], offered_flags["rest"])
-        last_address = Signal(64)
-        last_length  = Signal(16)
+        # Each offered segment's last lane and host beats, which its slot keeps (above).
+        offered = self.job.payload.segments
+        offered_lane_ends = [(segment.address[:lane_bits] + segment.length[:lane_bits] - 1)
+                             [:lane_bits] for segment in offered]
+        offered_beats = Cat(
+            ((segment.length + (segment.address[:lane_bits] + (data_bytes - 1))) >> lane_bits)
+            [:seg_beats_bits] for segment in offered)
+        last_address  = Signal(64)
+        last_length   = Signal(16)
+        last_lane_end = Signal(lane_bits)
         for number in range(n_segments):
             with m.If(offered_data[number]):
-                m.d.comb += [last_address.eq(self.job.payload.segments[number].address),
-                             last_length.eq(self.job.payload.segments[number].length)]
-        end_lane = Signal(lane_bits)
-        m.d.comb += end_lane.eq(last_address[:lane_bits] + last_length[:lane_bits])
+                m.d.comb += [last_address.eq(offered[number].address),
+                             last_length.eq(offered[number].length),
+                             last_lane_end.eq(offered_lane_ends[number])]
         with m.If(self.job.valid & self.job.ready):
             m.d.sync += [
                 before_last.eq(offered_last),
@@ -672,7 +678,7 @@ class DmaWriter(wiring.Component):
                 offered_last.address.eq(last_address),
                 offered_last.length.eq(last_length),
                 offered_end_open.eq((self.job.payload.kind == JobKind.WRITE) & offered_data.any()
-                                    & (end_lane != 0)),
+                                    & (last_lane_end != data_bytes - 1)),
             ]
         pre_flags = {name: Signal(len(value), name=f"pre_{name}")
                      for name, value in offered_flags.items()}
@@ -877,16 +883,10 @@ class DmaWriter(wiring.Component):
         # is free, the other slot while the register holds a job and the other slot none.
         other_loads = job_locked & ~pre_full
         m.d.comb += self.job.ready.eq(~job_locked | ~pre_full)
-        offered = self.job.payload.segments
-        offered_lane_ends = Cat((segment.address[:lane_bits] + segment.length[:lane_bits] - 1)
-                                [:lane_bits] for segment in offered)
-        offered_beats = Cat(
-            ((segment.length + (segment.address[:lane_bits] + (data_bytes - 1))) >> lane_bits)
-            [:seg_beats_bits] for segment in offered)
         for number, slot in enumerate(slots):
             with m.If(Mux(cur == number, ~job_locked, other_loads)):
                 m.d.sync += [slot.eq(self.job.payload),
-                             slot_lane_ends[number].eq(offered_lane_ends),
+                             slot_lane_ends[number].eq(Cat(offered_lane_ends)),
                              slot_beats[number].eq(offered_beats)]
         with m.If(other_loads):
             m.d.sync += [pre_flags[name].eq(value) for name, value in offered_flags.items()]

@@ -1941,15 +1941,14 @@ class _Fill(Elaboratable):
         return m
 
 
-class _SumsLeft(Elaboratable):
-    """A queue's rooms added up (:class:`RoomSums`), a frame's fill of it (:class:`QueueFill`)
-    and its decision (:class:`FrameDecision`) or a command's (:class:`CommandDecision`), with
-    the rooms of the queue each decision leaves added up from scratch (``frame_sums``,
-    ``cmd_sums``), to be compared with the sums the decisions give."""
+class _SumsLeft(_Fill):
+    """:class:`_Fill` with the frame's decision (:class:`FrameDecision`) and a command's
+    (:class:`CommandDecision`) on the same queue, and the rooms of the queue each decision
+    leaves added up from scratch (``frame_sums``, ``cmd_sums``), to be compared with the sums
+    the decisions give."""
 
     def __init__(self, params):
-        self.sums = RoomSums(params)
-        self.fill = QueueFill(params)
+        super().__init__(params)
         self.frame = FrameDecision(params)
         self.cmd = CommandDecision(params)
         self.frame_sums = RoomSums(params)
@@ -1957,20 +1956,17 @@ class _SumsLeft(Elaboratable):
         self.posted_length = Signal(32)
 
     def elaborate(self, platform):
-        m = Module()
-        m.submodules.sums = sums = self.sums
-        m.submodules.fill = fill = self.fill
+        m = super().elaborate(platform)
         m.submodules.frame = frame = self.frame
         m.submodules.cmd = cmd = self.cmd
         m.submodules.frame_sums = self.frame_sums
         m.submodules.cmd_sums = self.cmd_sums
-        queue = sums.queue
+        queue, sums = self.sums.queue, self.sums.sums
         m.d.comb += [
-            fill.sums.eq(sums.sums), fill.count.eq(queue.count),
-            fill.payload_len.eq(frame.desc.payload_len),
-            frame.queue.eq(queue), frame.sums.eq(sums.sums), frame.fill.eq(fill.fill),
+            self.fill.payload_len.eq(frame.desc.payload_len),
+            frame.queue.eq(queue), frame.sums.eq(sums), frame.fill.eq(self.fill.fill),
             frame.checks.room_check.eq(1), frame.checks.delegated.eq(1),
-            cmd.queue.eq(queue), cmd.sums.eq(sums.sums),
+            cmd.queue.eq(queue), cmd.sums.eq(sums),
             cmd.command.code.eq(Opcode.POST_BUFFER), cmd.checks.status.eq(CmdStatus.OK),
             cmd.checks.queue_full_check.eq(1),
             cmd.command.body.post_buffer.length.eq(self.posted_length),
