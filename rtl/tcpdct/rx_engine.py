@@ -87,7 +87,9 @@ class RxEngine(wiring.Component):
         While ``descriptor`` shows one, the key of the descriptor behind it, if there is one
         (``RxParser.key_next``), looked up ahead too. May be held at 0.
     command : In(stream of ``command_layout``)
-        Command records.
+        Command records, taken in the cycle after one reaches the stream's head at the
+        earliest (its opcode is decoded into registers first). The payload must hold until
+        it is taken, as AXI4-Stream requires.
     job : Out(stream of ``dma_job_layout``)
         One DMA job per frame and per command, in decision order.
     event : Out(stream of ``queued_event_layout``)
@@ -387,10 +389,23 @@ class RxEngine(wiring.Component):
         # DELEGATE waits for the CAM to finish storing the key written before (the only other
         # command that writes the CAM, RECLAIM, only clears a valid bit, which the CAM takes in
         # any cycle).
-        delegating = self.command.payload.code == Opcode.DELEGATE
+        #
+        # The command stream comes straight from the port, and a command waits from the cycle
+        # after it reaches the stream's head: its opcode is decoded into registers first
+        # (``delegating``, ``head_writes_cam``), which hold for the head as long as it stays
+        # (a stream's payload holds until it is taken). Decoded from the port in the cycle of
+        # the take, the opcode was two levels of logic at the start of the take's paths into
+        # the parser's and the transmit engine's FIFOs (the twenty-second session's measure).
+        command_seen = Signal()     # the command at the head was there, not taken, a cycle ago
+        delegating = Signal()       # ... and it is a DELEGATE
+        head_writes_cam = Signal()  # ... and it may write the CAM
+        m.d.sync += [command_seen.eq(self.command.valid & ~self.command.ready),
+                     delegating.eq(self.command.payload.code == Opcode.DELEGATE),
+                     head_writes_cam.eq(_writes_cam(self.command.payload.code))]
         tx_deferred = self.tx_deferred
         waiting = {_Op.FRAME: holding | self.descriptor.valid,
-                   _Op.CMD:   self.command.valid & ~(delegating & self.cam_write_busy),
+                   _Op.CMD:   self.command.valid & command_seen
+                              & ~(delegating & self.cam_write_busy),
                    _Op.TX:    self.tx_update.valid & ~tx_deferred}
         choice = Signal(_Op)
         any_waiting = Signal()
@@ -632,8 +647,7 @@ class RxEngine(wiring.Component):
             m.d.comb += op_take.eq(any_waiting)
             with m.If(any_waiting):
                 m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD),
-                             key_writer.eq((choice == _Op.CMD)
-                                           & _writes_cam(self.command.payload.code)),
+                             key_writer.eq((choice == _Op.CMD) & head_writes_cam),
                              resolved.eq(choice_known), answer_due.eq(choice_soon),
                              hit.eq(choice_hit),
                              index.eq(Mux(choice == _Op.CMD, self.command.payload.index,

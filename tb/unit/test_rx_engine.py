@@ -105,6 +105,11 @@ class Offer(NamedTuple):
     op: object
 
 
+class Late(NamedTuple):
+    """In a round of :func:`rtl_run`, offer ``op`` a cycle after the round's other operations."""
+    op: object
+
+
 class Drive(NamedTuple):
     """Set the engine's ``high_water`` and ``buf_req_timeout`` inputs; ``None`` keeps one."""
     high_water: int = None
@@ -229,7 +234,8 @@ def describe(op):
 class Served(NamedTuple):
     """One operation the sequencer started, at ``cycle``; ``number`` counts per source, and
     ``waiting`` is the set of streams that offered an operation that cycle (a transmit update
-    the engine defers, ``tx_deferred``, is not waiting); ``skipped``: a transmit update dropped outside the
+    the engine defers, ``tx_deferred``, is not waiting, nor a command in the cycle it reaches
+    the stream's head); ``skipped``: a transmit update dropped outside the
     rotation."""
     source: str
     number: int
@@ -296,7 +302,8 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
     """
     dut = EngineWithCam(params)
     engine = dut.engine
-    flat = [op for round_ in ops for op in round_ if op is not None] if mode == "rounds" else \
+    flat = [op.op if isinstance(op, Late) else op
+            for round_ in ops for op in round_ if op is not None] if mode == "rounds" else \
         [op.op if isinstance(op, Offer) else op for op in ops]
     by_source = {FRAME: [], CMD: [], TX: [], "control": []}
     for op in flat:
@@ -319,7 +326,7 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
     served, job_cycles, job_payloads, event_payloads = [], [], [], []
     logs = {"high_water": [], "buf_req_timeout": [], "tx_matched": [], "loads": [],
             "decided": [], "job_offered": []}
-    clock = {"now": 0, "busy": 0}
+    clock = {"now": 0, "busy": 0, "command_seen": False}
     queues = {source: [] for source in streams}   # operation numbers still to offer
     taken = {source: 0 for source in streams}      # operations the engine has taken
 
@@ -342,8 +349,13 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
             delegate_waits = code == Opcode.DELEGATE and cam_busy
             assert not (delegate_waits and ready[CMD]), \
                 f"cycle {cycle}: a DELEGATE was taken while the CAM was busy"
+            # A command waits from the cycle after it reaches the stream's head.
+            command_new = not clock["command_seen"]
+            assert not (command_new and ready[CMD]), \
+                f"cycle {cycle}: a command was taken in the cycle it reached the head"
+            clock["command_seen"] = bool(valid[CMD] and not ready[CMD])
             waiting = frozenset(s for s in ROTATION
-                                if valid[s] and not (s == CMD and delegate_waits)
+                                if valid[s] and not (s == CMD and (delegate_waits or command_new))
                                 and not (s == TX and deferred))
             assert not (skip and op_take), f"cycle {cycle}: an update skipped in a take"
             for source in ROTATION:
@@ -425,15 +437,25 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
     async def drive_rounds(ctx):
         for round_, start in zip(ops, _round_starts(ops, numbered)):
             await pause(ctx)
-            pending = {}
+            pending, late = {}, {}
             for op, (source, number) in zip([op for op in round_ if op is not None],
                                             numbered[start:]):
                 stream = streams[source]
+                if isinstance(op, Late):
+                    late[source] = (stream, payloads[source][number])
+                    continue
                 ctx.set(stream.valid, 1)
                 ctx.set(stream.payload, payloads[source][number])
                 pending[source] = stream
-            if not pending:
-                await ctx.tick()
+            if not pending or late:
+                _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
+                for source, ready in zip(list(pending), readies):
+                    if ready:
+                        ctx.set(pending.pop(source).valid, 0)
+            for source, (stream, payload) in late.items():
+                ctx.set(stream.valid, 1)
+                ctx.set(stream.payload, payload)
+                pending[source] = stream
             while pending:
                 _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
                 for source, ready in zip(list(pending), readies):
@@ -1864,8 +1886,9 @@ def test_delegate_to_an_idle_engine_waits_for_its_answer():
 
 
 def test_operation_taken_unanswered_waits_for_its_own_key():
-    """A frame and a DELEGATE of two different connections reach an idle engine in the same
-    cycle, so neither was looked up ahead. The DELEGATE goes first (the rotation after a frame)
+    """A DELEGATE reaches an idle engine, and a frame of another connection a cycle later, as
+    the DELEGATE starts to wait (a command waits from the cycle after it reaches the stream's
+    head), so neither was looked up ahead. The DELEGATE goes first (the rotation after a frame)
     and waits in LOOKUP for the answer to the key asked about in the cycle it was taken, which
     must be its own: asking about the frame first, as a fixed order of lookups once did, gave
     the operation taken the frame's answer (then an update's state was written into connection
@@ -1878,7 +1901,7 @@ def test_operation_taken_unanswered_waits_for_its_own_key():
               (rx(STRANGER, 7, pattern(10)), None, None)]
     # Long enough for the CAM to have stored the first key: a DELEGATE waits for that.
     rounds += [IDLE_ROUND] * (write_cycles() + 8)
-    rounds += [(rx(conn, 100), delegate(2, other, 500), None),
+    rounds += [(Late(rx(conn, 100)), delegate(2, other, 500), None),
                (None, query(1), None), (None, query(2), None)]
     trace = rtl_run(SMALL, rounds, mode="rounds")
     assert [source_of(op) for op in trace.taken[-4:]] == [CMD, FRAME, CMD, CMD]
