@@ -204,9 +204,9 @@ class RxParser(wiring.Component):
         beats.
     key_ahead, key_ahead_valid : Out(ConnKey), Out(1)
         While ``descriptor`` shows no descriptor, ``key_ahead_valid`` says that a frame is in
-        the last three stages, and ``key_ahead`` (a register) is the connection key of the first
-        of them: the next descriptor's, one to three cycles from now. The receive engine looks
-        it up ahead, so that a frame reaching an idle engine is not slowed by its lookup. For a
+        the last three stages, and ``key_ahead`` is the connection key of the first of them:
+        the next descriptor's, one to three cycles from now. The receive engine looks it up
+        ahead, so that a frame reaching an idle engine is not slowed by its lookup. For a
         frame that turns out not to be TCP, whose descriptor's key is 0, it is the key in its
         headers until the last stage (the engine uses a lookup's answer only for TCP frames).
     key_next, key_next_valid : Out(ConnKey), Out(1)
@@ -605,19 +605,15 @@ class RxParser(wiring.Component):
         tcp_csum_bad = c["tcp_csum_checked"] & tcp_sum_bad
         desc = Signal(desc_layout)
         # The first frame in line after the FIFO: in stage 7 (written to it this cycle), 6 or 5
-        # (three cycles from now). Stages 4 to 7 move on every cycle, so its key is registered
-        # from the stages before, where it is a cycle earlier: from stage 6 as stage 7 will
-        # hold it (zeroed if the frame is not TCP), or from 5 or 4. Chosen among the stages in
-        # the cycle it is used, it was two levels of logic at the start of the receive
-        # engine's lookup-key choice, the 64x64 core's critical path in several placements.
-        key_fields = (("local_ip", "dst_ip"), ("remote_ip", "src_ip"),
-                      ("local_port", "dst_port"), ("remote_port", "src_port"))
-        on_its_way = Signal()
-        m.d.sync += on_its_way.eq(s["valid"] | stage["valid"] | extract["valid"])
-        for field, name in key_fields:
-            classified = Mux(is_tcp, s[name], 0)  # as stage 7 registers it
-            m.d.sync += getattr(self.key_ahead, field).eq(
-                Mux(s["valid"], classified, Mux(stage["valid"], stage[name], extract[name])))
+        # (three cycles from now).
+        on_its_way = c["valid"] | s["valid"] | stage["valid"]
+        with m.If(c["valid"]):
+            m.d.comb += self.key_ahead.eq(desc.key)
+        with m.Else():
+            for field, name in (("local_ip", "dst_ip"), ("remote_ip", "src_ip"),
+                                ("local_port", "dst_port"), ("remote_port", "src_port")):
+                m.d.comb += getattr(self.key_ahead, field).eq(
+                    Mux(s["valid"], s[name], stage[name]))
         m.d.comb += [
             desc.cls.eq(Mux(c["is_tcp"] & (ip_csum_bad | tcp_csum_bad),
                             FrameClass.CHECKSUM, c["cls"])),
