@@ -235,8 +235,7 @@ class Served(NamedTuple):
     """One operation the sequencer started, at ``cycle``; ``number`` counts per source, and
     ``waiting`` is the set of streams that offered an operation that cycle (a transmit update
     the engine defers, ``tx_deferred``, is not waiting, nor a command in the cycle it reaches
-    the stream's head); ``skipped``: a transmit update dropped outside the
-    rotation."""
+    the stream's head); ``skipped``: a transmit update dropped outside the rotation."""
     source: str
     number: int
     cycle: int
@@ -326,7 +325,8 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
     served, job_cycles, job_payloads, event_payloads = [], [], [], []
     logs = {"high_water": [], "buf_req_timeout": [], "tx_matched": [], "loads": [],
             "decided": [], "job_offered": []}
-    clock = {"now": 0, "busy": 0, "command_seen": False}
+    clock = {"now": 0, "busy": 0}
+    command_seen = False   # the command at the stream's head was there, not taken, last cycle
     queues = {source: [] for source in streams}   # operation numbers still to offer
     taken = {source: 0 for source in streams}      # operations the engine has taken
 
@@ -334,6 +334,7 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
         return clock["now"] - clock["busy"] >= QUIET_CYCLES
 
     async def observe(ctx):
+        nonlocal command_seen
         sampled = [streams[s].valid for s in ROTATION] + [streams[s].ready for s in ROTATION] + [
             engine.op_take, engine.high_water, engine.buf_req_timeout, engine.tx_matched,
             engine.job.valid, engine.job.ready, engine.event.valid, engine.op_load,
@@ -350,10 +351,10 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
             assert not (delegate_waits and ready[CMD]), \
                 f"cycle {cycle}: a DELEGATE was taken while the CAM was busy"
             # A command waits from the cycle after it reaches the stream's head.
-            command_new = not clock["command_seen"]
+            command_new = not command_seen
             assert not (command_new and ready[CMD]), \
                 f"cycle {cycle}: a command was taken in the cycle it reached the head"
-            clock["command_seen"] = bool(valid[CMD] and not ready[CMD])
+            command_seen = bool(valid[CMD] and not ready[CMD])
             waiting = frozenset(s for s in ROTATION
                                 if valid[s] and not (s == CMD and (delegate_waits or command_new))
                                 and not (s == TX and deferred))
@@ -448,19 +449,20 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
                 ctx.set(stream.payload, payloads[source][number])
                 pending[source] = stream
             if not pending or late:
-                _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
-                for source, ready in zip(list(pending), readies):
-                    if ready:
-                        ctx.set(pending.pop(source).valid, 0)
+                await step(ctx, pending)
             for source, (stream, payload) in late.items():
                 ctx.set(stream.valid, 1)
                 ctx.set(stream.payload, payload)
                 pending[source] = stream
             while pending:
-                _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
-                for source, ready in zip(list(pending), readies):
-                    if ready:
-                        ctx.set(pending.pop(source).valid, 0)
+                await step(ctx, pending)
+
+    async def step(ctx, pending):
+        """One cycle of the streams ``pending`` offer; those taken in it stop offering."""
+        _, _, *readies = await ctx.tick().sample(*(s.ready for s in pending.values()))
+        for source, ready in zip(list(pending), readies):
+            if ready:
+                ctx.set(pending.pop(source).valid, 0)
 
     def collector(stream, received, what):
         async def monitor(ctx):
