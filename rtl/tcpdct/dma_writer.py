@@ -239,13 +239,19 @@ class DmaWriter(wiring.Component):
         src_lane0   = src_offset[:lane_bits]
         seg_lane_end = Signal(lane_bits)
         m.d.comb += seg_lane_end.eq(job_lane_ends.word_select(seg_index, lane_bits))
-        # Beats written (kept per slot, above) and source beats read: the same count from the
-        # source's first lane, one adder whose small operand takes the constant.
+
+        def beats_spanned(length, first_lane):
+            # The beats that ``length`` bytes (at least 1) from lane ``first_lane`` span: one
+            # adder whose small operand takes the constant.
+            return (length + (first_lane + (data_bytes - 1))) >> lane_bits
+
+        # Beats written (kept per slot, above) and source beats read, the same count from the
+        # source's first lane.
         seg_beats   = Signal(seg_beats_shape)
         seg_reads   = Signal(seg_beats_shape)
         m.d.comb += [
             seg_beats.eq(job_beats.word_select(seg_index, seg_beats_bits)),
-            seg_reads.eq((segment.length + (src_lane0 + (data_bytes - 1))) >> lane_bits),
+            seg_reads.eq(beats_spanned(segment.length, src_lane0)),
         ]
         seg_shift   = Signal(lane_bits)
         m.d.comb += seg_shift.eq(src_lane0 - seg_lane0)
@@ -660,9 +666,8 @@ class DmaWriter(wiring.Component):
         offered = self.job.payload.segments
         offered_lane_ends = [(segment.address[:lane_bits] + segment.length[:lane_bits] - 1)
                              [:lane_bits] for segment in offered]
-        offered_beats = Cat(
-            ((segment.length + (segment.address[:lane_bits] + (data_bytes - 1))) >> lane_bits)
-            [:seg_beats_bits] for segment in offered)
+        offered_beats = Cat(beats_spanned(segment.length, segment.address[:lane_bits])
+                            [:seg_beats_bits] for segment in offered)
         last_address  = Signal(64)
         last_length   = Signal(16)
         last_lane_end = Signal(lane_bits)
