@@ -31,7 +31,9 @@ BUS_MEANINGS = {
     "s_axis_tx":  "Frames the host stack transmits; the core watches them to keep connection "
                   "state in step (R31-R33).",
     "m_axis_tx":  "The same frames, unchanged and in order, to the MAC (R30).",
-    "s_axis_cmd": "Commands from the driver, one record per beat (see Records).",
+    "s_axis_cmd": "Commands from the driver, one record per beat (see Records). A command is "
+                  "taken (`tready`) in the cycle after it is offered at the earliest: the core "
+                  "decodes its opcode first, so `tdata` must hold until the handshake.",
     "m_axis_evt": "Events to the driver, one record per beat (see Records).",
     "m_axi":      "DMA: the write half of an AXI4 master that places payload and legacy frames "
                   "in host memory.",
