@@ -107,8 +107,7 @@ class RxEngine(wiring.Component):
         The receive packet buffer is at its high-water mark (register HWM_BYTES).
     cam_key, cam_hit, cam_index : Out, In, In
         Lookup port of the match CAM; the result answers the key of the previous cycle.
-        ``cam_key`` comes from registers alone, through a multiplexer. In a cycle with
-        ``cam_write_en`` it holds the key written.
+        ``cam_key`` is a register. In a cycle with ``cam_write_en`` it holds the key written.
     cam_valid : In(n_entries)
         Valid bits of the match portion.
     cam_write_en, cam_write_index, cam_write_valid : Out
@@ -429,9 +428,9 @@ class RxEngine(wiring.Component):
         # ``found_hit``, ``found_index``), and the key looked up is that of a source still
         # unanswered: the one that would be taken, if it is, else the next one waiting in the
         # rotation. A lookup is a pipeline of its own, so that neither the choice of the key nor
-        # the compares nor the answer share a cycle with anything long: the key is chosen (in
-        # cycle *c*: the choice and the candidate keys are registered, below), the CAM
-        # compares it (*c + 1*) and answers (*c + 2*). An operation whose answer is at hand when it is taken (the usual case: a
+        # the compares nor the answer share a cycle with anything long: the key is chosen and
+        # registered (``lookup_key``, in cycle *c*), the CAM compares it (*c + 1*) and answers
+        # (*c + 2*). An operation whose answer is at hand when it is taken (the usual case: a
         # source waits while the operation before runs) addresses the memories in its LOOKUP
         # from a register; one whose key is still on its way spends one or two cycles more in
         # LOOKUP, waiting for the answer.
@@ -460,39 +459,27 @@ class RxEngine(wiring.Component):
 
         # A frame or a transmit update on its way to an empty stream is asked about already
         # (``RxParser.key_ahead``, ``TxEngine.key_ahead``), so that it finds its answer at hand.
-        #
-        # The source asked about is known late in the cycle: it depends on every source's
-        # valid and on the answers underway (below). A 96-bit multiplexer at the end of that
-        # choice, registered into the lookup key, was the 64x64 core's worst path in three
-        # placements of four (the twenty-third session's measure). So every key that may be
-        # asked about is registered in every cycle, the choice beside them (``key_asked``),
-        # and the multiplexer comes after the registers, at the start of the CAM's compare:
-        # the key reaches the CAM in the same cycle as before, from a choice made with a
-        # whole cycle to spare.
         delegate = self.command.payload.body.delegate
-        keys = {_Key.FRAME:  Signal(ConnKey, name="key_frame"),
-                _Key.BEHIND: Signal(ConnKey, name="key_behind"),
-                _Key.CMD:    Signal(ConnKey, name="key_cmd"),
-                _Key.TX:     Signal(ConnKey, name="key_tx")}
-        key_asked = Signal(_Key)
-        frame_head = Mux(self.descriptor.valid, self.descriptor.payload.key, self.frame_key_ahead)
+        lookup_key = Signal(ConnKey)
+        with m.Switch(ask):
+            with m.Case(_Op.FRAME):
+                head = Mux(ask_behind, self.frame_key_next,
+                           Mux(self.descriptor.valid, self.descriptor.payload.key,
+                               self.frame_key_ahead))
+                m.d.comb += lookup_key.eq(Mux(holding, desc.key, head))
+            with m.Case(_Op.CMD):
+                m.d.comb += lookup_key.eq(delegate_key(delegate))
+            with m.Case(_Op.TX):
+                m.d.comb += lookup_key.eq(Mux(self.tx_update.valid, self.tx_update.payload.key,
+                                              self.tx_key_ahead))
         # The CAM writes the key on its lookup port (``MatchCam``), so a command that writes an
         # entry puts its key there for the cycle of the write, the emitter's first. What the
         # CAM compares in that cycle is not an answer for anyone.
         key_to_write = Signal()  # DECIDE of a command that may write the CAM
-        m.d.sync += [
-            keys[_Key.FRAME].eq(Mux(holding, desc.key, frame_head)),
-            keys[_Key.BEHIND].eq(self.frame_key_next),
-            keys[_Key.CMD].eq(Mux(key_to_write, cmd.cam_write_key, delegate_key(delegate))),
-            keys[_Key.TX].eq(Mux(self.tx_update.valid, self.tx_update.payload.key,
-                                 self.tx_key_ahead)),
-            key_asked.eq(Mux(key_to_write, _Key.CMD,
-                             Mux(ask_behind, _Key.BEHIND, ask.as_value()))),
-        ]
-        with m.Switch(key_asked):
-            for which, key in keys.items():
-                with m.Case(which):
-                    m.d.comb += self.cam_key.eq(key)
+        with m.If(key_to_write):
+            m.d.sync += self.cam_key.eq(cmd.cam_write_key)
+        with m.Else():
+            m.d.sync += self.cam_key.eq(lookup_key)
 
         # The source to ask about: the choice if its answer is neither at hand nor on its way,
         # else the first other source without one that is waiting, on its way or (a transmit
@@ -953,12 +940,3 @@ class _Op(enum.Enum, shape=2):
     FRAME = 0
     CMD   = 1
     TX    = 2
-
-
-class _Key(enum.Enum, shape=2):
-    """The key the CAM compares: a source's head (numbered as in :class:`_Op`), or the key of
-    the descriptor behind the frame head."""
-    FRAME  = _Op.FRAME.value
-    CMD    = _Op.CMD.value
-    TX     = _Op.TX.value
-    BEHIND = 3
