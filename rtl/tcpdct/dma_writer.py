@@ -214,25 +214,20 @@ class DmaWriter(wiring.Component):
         # -- Sequencer: one job at a time, one segment at a time ------------------------------
 
         # ``seg_index`` is the job's segment to set up next; each segment set up (or skipped)
-        # moves it on, and the set-up of the job's last segment with data takes it back to 0 for
-        # the next job (``index_returns``, from registers; a job without set-ups leaves it at 0).
-        # Taken back as the register is done with its job instead, its reset had that late
-        # decision on top of the set-up's. ``seg_data`` has bit k set while segment
-        # ``seg_index + k`` is one of the job's and has bytes to write. An index, not a shift of
-        # the job register's segments: the shift's enable is the late decision of a set-up, and
-        # it reached every segment bit of the register.
+        # moves it on. ``seg_data`` has bit k set while segment ``seg_index + k`` is one of the
+        # job's and has bytes to write. An index, not a shift of the job register's segments:
+        # the shift's enable is the late decision of a set-up, and it reached every segment bit
+        # of the register.
         n_segments  = params.buffers_per_conn
         seg_index   = Signal(range(n_segments))
         seg_data    = Signal(n_segments)
-        index_returns = Signal()
         src_offset  = Signal(16)   # frame byte that goes to the current segment's first byte
         # Set while the job's frame is still to be freed by the sequencer itself, rather than by
         # the data stage after the job's last read (a DISCARD, or a WRITE with nothing to write).
         free_pending = Signal()
 
         def next_segment():
-            m.d.sync += [seg_data.eq(seg_data >> 1),
-                         seg_index.eq(Mux(index_returns, 0, seg_index + 1))]
+            m.d.sync += [seg_data.eq(seg_data >> 1), seg_index.eq(seg_index + 1)]
 
         def segments_with_data(payload):
             return Cat((i < payload.n_segments) & (payload.segments[i].length != 0)
@@ -621,12 +616,6 @@ class DmaWriter(wiring.Component):
         head_taken  = Signal()             # the incoming job (below) starts at once, not held
         fence_rides = Signal()             # the held FENCE rides on the entry written now
         fence_taken = Signal()             # STREAM takes the held FENCE, riding on its job
-        # The segment that ``seg_index`` moves past now is its job's last with data. The held
-        # job's first is set up only in the take (``take_and_set_up``), and the job started
-        # before it has no segment left to set up while the register holds it; a skipped
-        # segment has no data.
-        m.d.comb += index_returns.eq(Mux(job_held, ~held_rest.any(),
-                                         seg_data[0] & ~seg_data[1:].any()))
 
         # Jobs that continue the one before. A connection's frames are placed one after the
         # other in its buffers, so a job's first segment often starts where the previous job's
@@ -636,20 +625,20 @@ class DmaWriter(wiring.Component):
         # the earlier job's last beat is held back and goes out completed by the later job's
         # first (``tail_*`` above). The address and length of each job's last segment with data
         # are kept as the job is taken from the queue (``offered_last``; ``offered_end_open``: a
-        # WRITE whose end falls inside a beat). The job queue's head continues the last job
-        # taken when it starts at the sum (``head_continues``). That is tested bit by bit
-        # (:func:`.logic.sum_equals`) rather than added up, from registers and as a slot takes
-        # the job: the end added up as each job was taken, behind the choice of its last
-        # segment, was the 64x64 core's critical path. The other slot keeps the test as it takes
-        # its job (``pre_continues``, with its flags): nothing is taken from the queue while it
-        # holds one, so the test would come out the same from the slot's copy of the address and
-        # the job before's kept last segment, but a second test behind the choice of slot was
-        # the deepest logic in front of ``held_continues``. A job holds its last beat only when
-        # the job after it is already in the job register as its last read leaves
-        # (``hold_now``), so that the next segment set up is surely the one that completes the
-        # beat, soon: nothing waits for a job not yet known.
+        # WRITE whose end falls inside a beat), and those of the job before it too
+        # (``before_last``). The job in the other slot continues the one before it when it
+        # starts at the sum (``pre_continues``), and so does the job queue's head, which the
+        # register takes when the other slot holds none (``head_continues``, against
+        # ``offered_last``). That is tested bit by bit (:func:`.logic.sum_equals`) rather than
+        # added up, from registers and as the register takes the job: the end added up as each
+        # job was taken, behind the choice of its last segment, was the 64x64 core's critical
+        # path, and the test worked out as the other slot takes its job was nine levels deep. A job holds its last beat only when the job after it is already in the job
+        # register as its last read leaves (``hold_now``), so that the next segment set up is
+        # surely the one that completes the beat, soon: nothing waits for a job not yet known.
         offered_last     = Signal(data.StructLayout({"address": 64, "length": 16}))
         offered_end_open = Signal()
+        before_last      = Signal.like(offered_last)
+        before_end_open  = Signal()
         pre_continues    = Signal()        # the other slot's job continues the one before it
         head_continues   = Signal()        # ... the job queue's head continues the one before
         held_continues = Signal()          # the job held continues the one before (above)
@@ -689,6 +678,8 @@ class DmaWriter(wiring.Component):
                              last_lane_end.eq(offered_lane_ends[number])]
         with m.If(self.job.valid & self.job.ready):
             m.d.sync += [
+                before_last.eq(offered_last),
+                before_end_open.eq(offered_end_open),
                 offered_last.address.eq(last_address),
                 offered_last.length.eq(last_length),
                 offered_end_open.eq((self.job.payload.kind == JobKind.WRITE) & offered_data.any()
@@ -902,18 +893,25 @@ class DmaWriter(wiring.Component):
                 m.d.sync += [slot.eq(self.job.payload),
                              slot_lane_ends[number].eq(Cat(offered_lane_ends)),
                              slot_beats[number].eq(offered_beats)]
-        m.d.comb += head_continues.eq(offered_flags["direct"] & offered_end_open &
-                                      sum_equals(offered_last.address, offered_last.length,
-                                                 self.job.payload.segments[0].address))
         with m.If(other_loads):
             m.d.sync += [pre_flags[name].eq(value) for name, value in offered_flags.items()]
-            m.d.sync += pre_continues.eq(head_continues)
+        # While the other slot holds a job, nothing is taken from the queue, so ``before_last``
+        # is the job before it until it leaves.
+        pre_start = Mux(cur, slots[0].segments[0].address, slots[1].segments[0].address)
+        m.d.comb += [
+            pre_continues.eq(pre_flags["direct"] & before_end_open &
+                             sum_equals(before_last.address, before_last.length, pre_start)),
+            head_continues.eq(offered_flags["direct"] & offered_end_open &
+                              sum_equals(offered_last.address, offered_last.length,
+                                         self.job.payload.segments[0].address)),
+        ]
         with m.If(done_with):
             m.d.sync += [cur.eq(~cur), pre_full.eq(0)]
         with m.Elif(other_loads):
             m.d.sync += pre_full.eq(self.job.valid)
         with m.If(~job_locked | done_with):
             m.d.sync += [
+                seg_index.eq(0),
                 src_offset.eq(incoming["src_offset"]),
                 job_locked.eq(incoming_valid),
                 job_held.eq(incoming_valid & ~head_taken),
