@@ -35,9 +35,9 @@ Two kinds of operation are not overlapped, and the next one is taken from IDLE o
 emitter has made their writes: one that writes the CAM (DELEGATE, RECLAIM: the answers at hand
 predate the write) and a frame that starts or stops waiting for a user buffer (the frame
 source's key moves). The legacy ring shows the emitter's push two cycles later and its pop one:
-a frame that would read it sooner reads it later (LOAD, RING). A frame or a DELEGATE is taken
-once the CAM compares its key at the earliest, and one taken before the answer comes waits a
-cycle for it in LOOKUP (below, "Keys are looked up ahead of the take"). The frame's bytes meanwhile wait in the packet buffer and are
+a frame that would read it sooner reads it later (LOAD, RING). An operation whose key's answer
+is not yet at hand when it is taken waits for it in LOOKUP, one or two cycles (below, "Keys are
+looked up ahead of the take"). The frame's bytes meanwhile wait in the packet buffer and are
 moved by the DMA writer.
 
 A frame that waits for a user buffer (R17) stays in the sequencer: while it waits, commands and
@@ -174,9 +174,6 @@ class RxEngine(wiring.Component):
         # one kept says it matches no connection ...
         self.tx_deferred = Signal()
         self.tx_skip = Signal()  # ... and is dropped, in a cycle that takes nothing
-        # Per source (frames, commands, updates): the CAM's answer for the key at its head is
-        # at hand or comes next cycle. A frame or a DELEGATE waits for a turn only then.
-        self.answer_underway = Signal(3)
 
     def elaborate(self, platform):
         p = self._params
@@ -405,41 +402,11 @@ class RxEngine(wiring.Component):
         m.d.sync += [command_seen.eq(self.command.valid & ~self.command.ready),
                      delegating.eq(self.command.payload.code == Opcode.DELEGATE),
                      head_writes_cam.eq(_writes_cam(self.command.payload.code))]
-        # The answer for the key at each source's head, at hand or on its way (below, "Keys are
-        # looked up ahead of the take").
-        sources = list(_Op)
-        resolved    = Signal()    # the operation in flight has its CAM answer registered
-        ask         = Signal(_Op) # whose key is chosen this cycle
-        # Per source, one bit each: the CAM compares the key at its head this cycle, answers
-        # it, or the answer is kept. One-hot rather than a source number and a valid bit, so
-        # that whether a source's answer is underway is one gate of registers: it is on the
-        # take's path (``waiting``, below).
-        in_compare  = Signal(len(sources))
-        answering   = Signal(len(sources))
-        known       = Signal(len(sources))
-        found_hit   = [Signal(name=f"found_hit_{op.name.lower()}") for op in sources]
-        found_index = [Signal(p.index_bits, name=f"found_index_{op.name.lower()}")
-                       for op in sources]
-        at_hand   = known | answering
-        underway  = self.answer_underway
-        m.d.comb += underway.eq(at_hand | in_compare)
-
-        # A frame or a DELEGATE waits only once the answer for its key is at hand or comes in
-        # the next cycle (its key compared now); a transmit update, once the answer kept says
-        # it hits (``tx_deferred``, below). So no operation is taken before its key is looked
-        # up, and the key to look up need not be the choice's: it is chosen from registers and
-        # the sources' valid bits alone, off the path of the rotation. (Taken in the cycle its
-        # key was chosen, as before the twenty-third session, an operation waited in LOOKUP
-        # for that key's answer, and the key asked about had to be the choice's.) An operation
-        # taken a cycle later this way reaches its LOAD in the same cycle as before: it no
-        # longer waits that cycle in LOOKUP.
-        held_first = Signal()  # a held frame goes next, whether it waits or not (``_choose``)
-        m.d.comb += held_first.eq(holding & (last_op != _Op.FRAME))
         tx_deferred = self.tx_deferred
-        waiting = {_Op.FRAME: (holding | self.descriptor.valid) & underway[_Op.FRAME.value],
-                   _Op.CMD:   self.command.valid & command_seen & ~held_first
-                              & (~delegating | ~self.cam_write_busy & underway[_Op.CMD.value]),
-                   _Op.TX:    self.tx_update.valid & ~tx_deferred & ~held_first}
+        waiting = {_Op.FRAME: holding | self.descriptor.valid,
+                   _Op.CMD:   self.command.valid & command_seen
+                              & ~(delegating & self.cam_write_busy),
+                   _Op.TX:    self.tx_update.valid & ~tx_deferred}
         choice = Signal(_Op)
         any_waiting = Signal()
         m.d.comb += any_waiting.eq(waiting[_Op.FRAME] | waiting[_Op.CMD] | waiting[_Op.TX])
@@ -459,18 +426,34 @@ class RxEngine(wiring.Component):
         # core's critical path, and registering it first would cost every operation a cycle.
         # Instead each source keeps the answer for the key at its head (``known``,
         # ``found_hit``, ``found_index``), and the key looked up is that of a source still
-        # unanswered, in the order of the rotation (below). A lookup is a pipeline of its own,
-        # so that neither the choice of the key nor the compares nor the answer share a cycle
-        # with anything long: the key is chosen and registered (``lookup_key``, in cycle *c*),
-        # the CAM compares it (*c + 1*) and answers (*c + 2*). An operation is taken with its
-        # answer at hand (the usual case: a source waits while the operation before runs),
-        # and addresses the memories in its LOOKUP from a register, or in cycle *c + 1*
-        # (``waiting``, above), and spends a cycle more in LOOKUP for the answer.
+        # unanswered: the one that would be taken, if it is, else the next one waiting in the
+        # rotation. A lookup is a pipeline of its own, so that neither the choice of the key nor
+        # the compares nor the answer share a cycle with anything long: the key is chosen and
+        # registered (``lookup_key``, in cycle *c*), the CAM compares it (*c + 1*) and answers
+        # (*c + 2*). An operation whose answer is at hand when it is taken (the usual case: a
+        # source waits while the operation before runs) addresses the memories in its LOOKUP
+        # from a register; one whose key is still on its way spends one or two cycles more in
+        # LOOKUP, waiting for the answer.
         #
         # An answer is dropped when its source's head is taken (the next one has another key),
         # when a frame starts or stops being held (the frame's key then moves between the held
         # descriptor and the stream's head) and when the CAM is written, together with a lookup
         # whose compare came before the write.
+        sources = list(_Op)
+        resolved    = Signal()    # the operation in flight has its CAM answer registered ...
+        answer_due  = Signal()    # ... or, if not, gets it this cycle
+        ask         = Signal(_Op) # whose key is chosen this cycle
+        comparing   = Signal(_Op) # whose key the CAM compares this cycle ...
+        comparing_valid = Signal()  # ... and that is still the key at its head
+        asked       = Signal(_Op) # whose key the CAM answers this cycle ...
+        asked_valid = Signal()    # ... and that is still the key at its head
+        known       = Signal(len(sources))
+        found_hit   = [Signal(name=f"found_hit_{op.name.lower()}") for op in sources]
+        found_index = [Signal(p.index_bits, name=f"found_index_{op.name.lower()}")
+                       for op in sources]
+        answering = Cat((asked_valid & (asked == op)) for op in sources)
+        in_compare = Cat((comparing_valid & (comparing == op)) for op in sources)
+        at_hand   = known | answering
         frame_key_moves = Signal()  # a frame's DECIDE that changes ``holding``
         ask_behind = Signal()       # the key asked is the one behind the frame head (below)
 
@@ -498,29 +481,30 @@ class RxEngine(wiring.Component):
         with m.Else():
             m.d.sync += self.cam_key.eq(lookup_key)
 
-        # The source to ask about: of those whose answer is neither at hand nor on its way and
-        # that wait for it, are on their way or (a transmit update) are offered, a frame or a
-        # DELEGATE first, in the rotation after the one served last (a held frame first when
-        # it goes next), then an update. That is the order the rotation serves them in; an
-        # update asked about before a frame beside it cost the frame a cycle, while an update
-        # of no delegated connection, the usual case, takes no turn at all. Of the commands
-        # only a DELEGATE uses the answer (is its key in use?); the others need none, are never
-        # asked about and never wait for it. A DELEGATE is not asked about while the CAM
-        # stores a key: it waits for that anyway.
-        askable = Cat(holding | self.descriptor.valid | self.frame_key_ahead_valid,
-                      self.command.valid & command_seen & delegating & ~self.cam_write_busy,
+        # The source to ask about: the choice if its answer is neither at hand nor on its way,
+        # else the first other source without one that is waiting, on its way or (a transmit
+        # update, which waits for a turn only once its answer is kept) offered, in the rotation
+        # after the choice. With nothing waiting the choice is a frame, which may not even be on
+        # its way: then the others are asked about too. The choice comes first because an
+        # operation taken without its answer waits for the key asked about in the cycle it is
+        # taken (a fixed order, frames first, was tried: an update taken while a frame was asked
+        # about then read the frame's answer). Of the commands only a DELEGATE uses the answer
+        # (is its key in use?); the others need none, are never asked about and never wait.
+        askable = Cat(waiting[_Op.FRAME] | self.frame_key_ahead_valid,
+                      waiting[_Op.CMD] & delegating,
                       self.tx_update.valid | self.tx_key_ahead_valid)
-        # In the cycle of a CAM write every answer is dropped (below), and a key asked about
-        # then is compared after the write: all are asked about again, a DELEGATE right behind
-        # the one writing among them (it then waits for the write to end with its answer kept).
-        unanswered = askable & ~Mux(self.cam_write_en, 0, underway)
-        frame_first = held_first | (last_op != _Op.FRAME)
-        with m.If(unanswered[_Op.FRAME.value] & (frame_first | ~unanswered[_Op.CMD.value])):
-            m.d.comb += ask.eq(_Op.FRAME)
-        with m.Elif(unanswered[_Op.CMD.value]):
-            m.d.comb += ask.eq(_Op.CMD)
-        with m.Elif(unanswered[_Op.TX.value]):
-            m.d.comb += ask.eq(_Op.TX)
+        underway = at_hand | in_compare
+        m.d.comb += ask.eq(choice)
+        with m.Switch(choice):
+            for first in sources:
+                with m.Case(first):
+                    start = sources.index(first)
+                    others = sources[start + 1:] + sources[:start]
+                    with m.If(underway[first.value] | ~askable[first.value]):
+                        for number, other in enumerate(others):
+                            with (m.If if number == 0 else m.Elif)(
+                                    askable[other.value] & ~underway[other.value]):
+                                m.d.comb += ask.eq(other)
 
         # With no source's key to ask about, the key of the descriptor behind the frame head is
         # (``frame_key_next``): a frame that takes the sequencer two cycles (one of no delegated
@@ -546,21 +530,18 @@ class RxEngine(wiring.Component):
         # A lookup of the key behind the frame head is the head's from the cycle the head is
         # taken.
         taking_frame = taken[frame_source]
-        # A key stays its source's in the next stage while the source's head is not taken (nor
-        # moves, a frame's); the key behind the frame head becomes the head's when the head is
-        # taken. The CAM compares before this cycle's write: an answer to a
-        # key compared now is out of date.
-        for op_ in sources:
-            number = op_.value
-            to_compare = askable[number] & ~taken[number]
-            to_answer = in_compare[number] & ~taken[number]
-            if op_ == _Op.FRAME:
-                to_compare = Mux(ask_behind, taking_frame, to_compare) & ~frame_key_moves
-                to_answer = Mux(compares_behind, taking_frame, to_answer) & ~frame_key_moves
-            m.d.sync += [in_compare[number].eq((ask == op_) & to_compare & ~key_to_write),
-                         answering[number].eq(to_answer & ~writing_cam)]
         m.d.sync += [
+            comparing.eq(ask),
+            comparing_valid.eq(Mux(ask_behind, taking_frame, askable.bit_select(ask.as_value(), 1)
+                                   & ~taken.bit_select(ask.as_value(), 1))
+                               & ~key_to_write & ~(frame_key_moves & (ask == _Op.FRAME))),
             compares_behind.eq(ask_behind & ~taking_frame & ~key_to_write & ~frame_key_moves),
+            asked.eq(comparing),
+            # The CAM compares before this cycle's write: an answer to a key compared now is
+            # out of date.
+            asked_valid.eq(Mux(compares_behind, taking_frame, comparing_valid
+                               & ~taken.bit_select(comparing.as_value(), 1))
+                           & ~writing_cam & ~(frame_key_moves & (comparing == _Op.FRAME))),
             answers_behind.eq(compares_behind & ~taking_frame & ~writing_cam & ~frame_key_moves),
         ]
         for op_ in sources:
@@ -624,13 +605,14 @@ class RxEngine(wiring.Component):
         peek_index = Signal.like(index)
 
         # Each source's answer, at hand or arriving this cycle (a command other than DELEGATE
-        # needs none), and the choice's.
+        # needs none), and the choice's; or whether it arrives next cycle.
         ready_to_read = Cat(at_hand[op_.value] | (~delegating if op_ == _Op.CMD else 0)
                             for op_ in sources)
 
         def answer(chosen, name):
-            """Whether the answer of source ``chosen`` is at hand, and it."""
+            """Whether the answer of source ``chosen`` is at hand, comes next cycle, and it."""
             known_now = Signal(name=f"{name}_known")
+            soon      = Signal(name=f"{name}_soon")
             found     = Signal(name=f"{name}_hit")
             where     = Signal(p.index_bits, name=f"{name}_index")
             with m.Switch(chosen):
@@ -639,12 +621,13 @@ class RxEngine(wiring.Component):
                         number = op_.value
                         m.d.comb += [
                             known_now.eq(ready_to_read[number]),
+                            soon.eq(in_compare[number]),
                             found.eq(Mux(known[number], found_hit[number], self.cam_hit)),
                             where.eq(Mux(known[number], found_index[number], self.cam_index)),
                         ]
-            return known_now, found, where
+            return known_now, soon, found, where
 
-        choice_known, choice_hit, choice_index = answer(choice, "choice")
+        choice_known, choice_soon, choice_hit, choice_index = answer(choice, "choice")
 
         # The choice the DECIDE would make if it waited only for sources with their answers at
         # hand: a source whose key is not yet answered may be waiting in the cycle before the
@@ -652,7 +635,7 @@ class RxEngine(wiring.Component):
         peek_choice = Signal(_Op)
         peek_waiting = {op_: waiting[op_] & ready_to_read[op_.value] for op_ in sources}
         self._choose(m, peek_choice, last_op, holding, peek_waiting)
-        _, _, peek_choice_index = answer(peek_choice, "peek_choice")
+        _, _, _, peek_choice_index = answer(peek_choice, "peek_choice")
         m.d.sync += [peek_op.eq(peek_choice),
                      peek_known.eq(Cat(peek_waiting.values()).bit_select(
                          peek_choice.as_value(), 1)),
@@ -665,7 +648,7 @@ class RxEngine(wiring.Component):
             with m.If(any_waiting):
                 m.d.sync += [op.eq(choice), last_op.eq(choice), by_index.eq(choice == _Op.CMD),
                              key_writer.eq((choice == _Op.CMD) & head_writes_cam),
-                             resolved.eq(choice_known),
+                             resolved.eq(choice_known), answer_due.eq(choice_soon),
                              hit.eq(choice_hit),
                              index.eq(Mux(choice == _Op.CMD, self.command.payload.index,
                                           choice_index))]
@@ -712,9 +695,11 @@ class RxEngine(wiring.Component):
                 # A transmit update is taken only with a kept answer that hits (the deferral
                 # above), so every operation here goes on to LOAD.
                 with m.If(~resolved):
-                    # Taken as the CAM compared its key (``waiting``): the answer comes now.
-                    m.d.sync += [resolved.eq(1), hit.eq(self.cam_hit),
-                                 index.eq(Mux(by_index, command.index, self.cam_index))]
+                    # Taken before the answer for its key came: wait for it.
+                    with m.If(answer_due):
+                        m.d.sync += [resolved.eq(1), hit.eq(self.cam_hit),
+                                     index.eq(Mux(by_index, command.index, self.cam_index))]
+                    m.d.sync += answer_due.eq(1)
                 with m.Else():
                     # The entry's address, as the memories see it.
                     address = slice(0, len(state_rd.addr))

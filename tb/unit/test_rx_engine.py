@@ -15,8 +15,7 @@ cycle of ``op_take`` with every ``ready`` low is a frame held for a user buffer 
 again. Each served operation is checked against the documented rotation. A transmit update
 the engine drops outside the rotation (``tx_skip``: the CAM answered "no match" for it) must be
 one the model finds no connection for, and takes no turn; one whose answer is on its way
-(``tx_deferred``) does not wait for a turn, nor does a frame or a DELEGATE before the CAM's
-answer for its key is at hand or comes next cycle (``answer_underway``).
+(``tx_deferred``) does not wait for a turn.
 
 The model is applied in the engine's order, held frames included: a held frame is decided again
 where the engine decides it, in the frame's turn of the rotation (:class:`RotationModel`). The
@@ -236,8 +235,7 @@ class Served(NamedTuple):
     """One operation the sequencer started, at ``cycle``; ``number`` counts per source, and
     ``waiting`` is the set of streams that offered an operation that cycle (a transmit update
     the engine defers, ``tx_deferred``, is not waiting, nor a command in the cycle it reaches
-    the stream's head, nor a frame or a DELEGATE whose key's answer is not underway,
-    ``answer_underway``); ``skipped``: a transmit update dropped outside the rotation."""
+    the stream's head); ``skipped``: a transmit update dropped outside the rotation."""
     source: str
     number: int
     cycle: int
@@ -259,12 +257,11 @@ class Trace(NamedTuple):
     loads: list
     decided: list           # op_done (an operation's decision made, or none needed), per cycle
     job_offered: list       # job.valid, per cycle
-    arrived: dict           # per stream, the cycles an operation reached the stream's head
 
     def load_after(self, cycle):
         """The LOAD of the operation taken at ``cycle``: its entry read, the timer and the
         high-water mark sampled, a transmit update's match reported. Two cycles after the take,
-        or three if the CAM's answer for its key came in the cycle after (``rx_engine.py``)."""
+        or three if the CAM's answer for its key was not at hand (``rx_engine.py``)."""
         return self.loads.index(1, cycle + 1)
 
     def emits_job(self, cycle):
@@ -327,8 +324,7 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
 
     served, job_cycles, job_payloads, event_payloads = [], [], [], []
     logs = {"high_water": [], "buf_req_timeout": [], "tx_matched": [], "loads": [],
-            "decided": [], "job_offered": [], "arrived": {source: [] for source in ROTATION}}
-    at_head = {source: False for source in ROTATION}  # shown a cycle ago and not taken
+            "decided": [], "job_offered": []}
     clock = {"now": 0, "busy": 0}
     command_seen = False   # the command at the stream's head was there, not taken, last cycle
     queues = {source: [] for source in streams}   # operation numbers still to offer
@@ -343,12 +339,12 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
             engine.op_take, engine.high_water, engine.buf_req_timeout, engine.tx_matched,
             engine.job.valid, engine.job.ready, engine.event.valid, engine.op_load,
             engine.command.payload.code, engine.cam_write_busy, engine.op_done,
-            engine.tx_deferred, engine.tx_skip, engine.answer_underway]
+            engine.tx_deferred, engine.tx_skip]
         while True:
             _, _, *values = await ctx.tick().sample(*sampled)
             valid, ready = dict(zip(ROTATION, values[:3])), dict(zip(ROTATION, values[3:6]))
             (op_take, high_water, timeout, matched, job_valid, job_ready, event_valid,
-             load, code, cam_busy, done, deferred, skip, underway) = values[6:]
+             load, code, cam_busy, done, deferred, skip) = values[6:]
             cycle = clock["now"]
             # A DELEGATE waits while the CAM still stores the key written before.
             delegate_waits = code == Opcode.DELEGATE and cam_busy
@@ -359,17 +355,11 @@ def rtl_run(params, ops, *, mode="in_order", rng=None, idle_prob=0.3, ready_prob
             assert not (command_new and ready[CMD]), \
                 f"cycle {cycle}: a command was taken in the cycle it reached the head"
             command_seen = bool(valid[CMD] and not ready[CMD])
-            # A frame or a DELEGATE waits once the CAM's answer for its key is underway.
-            unanswered = {s for number, s in enumerate(ROTATION) if not underway >> number & 1}
-            unanswered &= {FRAME, CMD} if code == Opcode.DELEGATE else {FRAME}
             waiting = frozenset(s for s in ROTATION
                                 if valid[s] and not (s == CMD and (delegate_waits or command_new))
-                                and not (s == TX and deferred) and s not in unanswered)
+                                and not (s == TX and deferred))
             assert not (skip and op_take), f"cycle {cycle}: an update skipped in a take"
             for source in ROTATION:
-                if valid[source] and not at_head[source]:
-                    logs["arrived"][source].append(cycle)
-                at_head[source] = bool(valid[source] and not ready[source])
                 if valid[source] and ready[source]:
                     served.append(Served(source, taken[source], cycle, waiting,
                                          skipped=source == TX and bool(skip)))
@@ -1883,13 +1873,9 @@ def test_answers_looked_up_before_a_delegate_are_dropped():
 
 
 def test_delegate_to_an_idle_engine_waits_for_its_answer():
-    """A DELEGATE reaching an idle engine must wait for the CAM's answer for its key to see
-    that the key is in use. Its opcode is decoded in the cycle it arrives, its key chosen in the
-    next and compared in the one after, where the DELEGATE is taken; the answer comes in its
-    first LOOKUP cycle, the entry is read in the second and LOAD follows: five cycles from its
-    arrival, as before the twenty-third session, when it was taken a cycle earlier and waited
-    a cycle longer in LOOKUP. Only DELEGATE waits: the other commands need no answer and are
-    taken once decoded, straight on to their LOAD."""
+    """A DELEGATE reaching an idle engine is taken in the cycle it arrives, before the CAM has
+    answered for its key; it must wait for the answer to see that the key is in use. Only
+    DELEGATE waits: the other commands need no answer and are taken straight to their LOAD."""
     conn, other = CONNS[0], CONNS[1]
     ops = [delegate(0, conn, 1000), Settle(), delegate(1, conn, 1), Settle(),
            delegate(1, other, 5), Settle(), query(0)]
@@ -1898,24 +1884,18 @@ def test_delegate_to_an_idle_engine_waits_for_its_answer():
     assert [outcome.events[-1].status for outcome in ref if outcome.events] == \
         [CmdStatus.OK, CmdStatus.DUPLICATE_KEY, CmdStatus.OK, CmdStatus.OK]
     takes = [entry.cycle for entry in trace.served if entry[0] == CMD]
-    arrivals = trace.arrived[CMD]
-    # Each DELEGATE is taken as its key is compared, and its LOAD comes three cycles later;
-    # the QUERY two.
-    assert [trace.load_after(take) - take for take in takes] == [3, 3, 3, 2]
-    # The first DELEGATE and the QUERY, from their arrival (the second DELEGATE also waits
-    # for the CAM to store the first one's key).
-    assert [trace.load_after(takes[n]) - arrivals[n] for n in (0, 3)] == [5, 3]
+    assert [trace.load_after(cycle) - cycle for cycle in takes] == [4, 4, 4, 2]
 
 
 def test_operation_taken_unanswered_waits_for_its_own_key():
     """A DELEGATE reaches an idle engine, and a frame of another connection a cycle later, as
-    the DELEGATE's opcode has been decoded (a command waits from the cycle after it reaches the
-    stream's head), so neither was looked up ahead and both wait for their keys' answers. The
-    DELEGATE goes first (the rotation after a frame): its key is asked about first, it is taken
-    as the CAM compares it, and it must read that answer, not the frame's. (An operation taken
-    before its key was asked about once read the answer to another source's key: then an
-    update's state was written into connection 1's; here the DELEGATE would find its key in
-    use. Since the twenty-third session nothing is taken before its key is compared.)"""
+    the DELEGATE starts to wait (a command waits from the cycle after it reaches the stream's
+    head), so neither was looked up ahead. The DELEGATE goes first (the rotation after a frame)
+    and waits in LOOKUP for the answer to the key asked about in the cycle it was taken, which
+    must be its own: asking about the frame first, as a fixed order of lookups once did, gave
+    the operation taken the frame's answer (then an update's state was written into connection
+    1's; here the DELEGATE would find its key in use). Transmit updates are never taken without
+    their answer since the thirteenth session, so a command shows it now."""
     conn, other = CONNS[0], CONNS[1]
     rounds = [(None, legacy_slot(0), None), (None, legacy_slot(1), None),
               (None, delegate(1, conn, 100), None),
@@ -1928,9 +1908,7 @@ def test_operation_taken_unanswered_waits_for_its_own_key():
     trace = rtl_run(SMALL, rounds, mode="rounds")
     assert [source_of(op) for op in trace.taken[-4:]] == [CMD, FRAME, CMD, CMD]
     delegate_taken = [entry.cycle for entry in trace.served if entry[0] == CMD][-3]
-    delegate_arrived = trace.arrived[CMD][-3]
-    # As at an idle engine with nothing beside it (the test above): five cycles to its LOAD.
-    assert trace.load_after(delegate_taken) - delegate_arrived == 5, "looked up ahead after all"
+    assert trace.load_after(delegate_taken) - delegate_taken == 4, "looked up ahead after all"
     ref, _ = replay(SMALL, trace)
     assert ref[-4].events[-1].status == CmdStatus.OK
     # The frame's own answer: a delegated connection's empty segment (not a stranger's).
